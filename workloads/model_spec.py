@@ -22,6 +22,14 @@ class Position(enum.Enum):
     LEARNED = "learned"
 
 
+class Activation(enum.Enum):
+    """The MLP non-linearity (elementwise cost differs; gated MLPs apply it to the gate)."""
+
+    SILU = "silu"
+    GELU = "gelu"
+    RELU = "relu"
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A decoder-only transformer.
@@ -50,6 +58,9 @@ class ModelSpec:
     experts_per_token: int = 0
     moe_intermediate_size: int = 0
     max_position_embeddings: int = 4096
+    activation: Activation = Activation.SILU
+    position_offset: int = 0  # extra rows of a learned position table (OPT reserves 2)
+    architecture: str = ""  # the HuggingFace class it was read from, e.g. 'LlamaForCausalLM'
     hf_id: str | None = None
     aliases: tuple[str, ...] = field(default=())
     source: str = ""
@@ -107,7 +118,7 @@ class ModelSpec:
     def embedding_params(self) -> int:
         p = self.vocab_size * self.hidden_size
         if self.position is Position.LEARNED:
-            p += self.max_position_embeddings * self.hidden_size
+            p += (self.max_position_embeddings + self.position_offset) * self.hidden_size
         if self.position is Position.ALIBI and self.norm is Norm.LAYER:
             p += 2 * self.hidden_size  # BLOOM's word_embeddings_layernorm
         return p
