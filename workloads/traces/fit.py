@@ -64,8 +64,8 @@ class Profile:
 
 def gamma_shape_mle(x: np.ndarray) -> float:
     """Maximum-likelihood Gamma shape of positive samples: solves log k - digamma(k) = log(mean) - mean(log)."""
-    from scipy.optimize import brentq
-    from scipy.special import digamma
+    from scipy.optimize import brentq  # type: ignore[import-untyped]
+    from scipy.special import digamma  # type: ignore[import-untyped]
 
     x = np.asarray(x, dtype=np.float64)
     x = x[x > 0]

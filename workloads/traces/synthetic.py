@@ -52,14 +52,15 @@ def arrival_times(rate: float, duration_s: float, rng: np.random.Generator, *,
     rate = _positive(rate, "rate")
     duration_s = _positive(duration_s, "duration_s")
     kind = Arrival.parse(arrival)
+    spread = 1.0  # cv of the gaps
     if kind is Arrival.GAMMA:
         if cv is None:
             raise ConfigError("gamma arrivals need a cv", field="cv")
-        cv = _positive(cv, "cv")
+        spread = _positive(cv, "cv")
     elif cv is not None and not math.isclose(float(cv), 1.0):
         raise ConfigError(f"poisson arrivals have cv = 1; got cv={cv!r} (use arrival=gamma)", field="cv", value=cv)
     mean_n = rate * duration_s
-    spread = 1.0 if kind is Arrival.POISSON else float(cv or 1.0)
+    k = 1.0 / (spread * spread)
     chunk = int(mean_n + 6.0 * spread * math.sqrt(mean_n) + 16)
     parts: list[np.ndarray] = []
     t_end = 0.0
@@ -67,7 +68,6 @@ def arrival_times(rate: float, duration_s: float, rng: np.random.Generator, *,
         if kind is Arrival.POISSON:
             gaps = rng.exponential(1.0 / rate, size=chunk)
         else:
-            k = 1.0 / (cv * cv)  # type: ignore[operator]
             gaps = rng.gamma(k, 1.0 / (k * rate), size=chunk)
         t = t_end + np.cumsum(gaps)
         parts.append(t)
