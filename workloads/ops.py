@@ -36,6 +36,7 @@ class OpKind(enum.Enum):
     ROPE = "rope"
     ADD = "add"
     EMBEDDING = "embedding"
+    ELEMENTWISE = "elementwise"  # a chain of plain framework elementwise kernels (unfused eager PyTorch)
     ALL_REDUCE = "all_reduce"
 
 
@@ -97,7 +98,13 @@ class PrefillAttention:
 
 @dataclass(frozen=True)
 class DecodeAttention:
-    """One new query token per sequence over its paged KV cache (``kv_lens`` include the new token)."""
+    """One new query token per sequence over its paged KV cache (``kv_lens`` include the new token).
+
+    ``pack_gqa``: the kernel packs the query heads that share a KV head into one tile (KV read once
+    per KV head, as FlashAttention-2's decode path and vLLM's paged attention do); False reads the KV
+    once per query head. ``split_kv``: the kernel splits long KV across CTAs to fill the GPU
+    (flash-decoding); False runs one CTA per (sequence, head).
+    """
 
     name: str
     num_q_heads: int
@@ -106,6 +113,8 @@ class DecodeAttention:
     kv_lens: tuple[int, ...]
     dtype: DType = DType.BF16
     kind: OpKind = OpKind.ATTN_DECODE
+    pack_gqa: bool = True
+    split_kv: bool = True
 
     @property
     def flops(self) -> float:
@@ -120,7 +129,11 @@ class DecodeAttention:
 
 @dataclass(frozen=True)
 class MemoryOp:
-    """A memory-bound op over ``tokens`` rows (norm, activation, rope, residual add, embedding gather)."""
+    """A memory-bound op over ``tokens`` rows (norm, activation, rope, residual add, embedding gather).
+
+    ``kernels``: how many kernel launches implement it (1 for a fused kernel; an unfused eager
+    PyTorch RMSNorm is 7); the bytes are then the sum over those kernels.
+    """
 
     name: str
     kind: OpKind
@@ -128,6 +141,7 @@ class MemoryOp:
     bytes_read: float
     bytes_written: float
     flops: float = 0.0
+    kernels: int = 1
 
     @property
     def bytes(self) -> float:

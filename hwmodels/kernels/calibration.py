@@ -1,0 +1,88 @@
+"""Efficiency constants of the kernel model, one TOML file per GPU architecture family.
+
+``hwmodels/calibration/<family>.toml`` holds a ``[source]`` table (what data the constants were
+fitted on, and how) and a ``[kernels]`` table with the keys of :class:`Calibration`, units in the
+names. The constants are fractions of a spec's peaks, fixed latencies and tile shapes: a family's
+file carries the model to every GPU of that family through the GPU's own spec (SM count, peaks,
+bandwidth, L2 size), never through a table of measured times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from workloads.errors import ConfigError
+from workloads.specfile import get_number, read_toml, reject_unknown
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per-family constants (SI inside: seconds, fractions)."""
+
+    family: str
+    # launches
+    launch_s: float            # device time of one kernel beyond its work (launch, ramp, tail), CUDA-event timed
+    host_sync_s: float         # extra per call when timed by host wall clock around a synchronised call
+    # GEMM
+    gemm_peak_eff: float       # fraction of dense tensor peak a large tile sustains
+    gemm_feed_elems: float     # operand-feed penalty: tile efficiency = 1 / (1 + c (1/bm + 1/bn))
+    gemm_tile_s: float         # fixed time per tile (prologue, epilogue) per wave
+    # memory
+    mem_eff: float             # fraction of DRAM bandwidth a streaming kernel sustains
+    sm_bw_share: float         # one busy SM draws at most this multiple of bandwidth / sm_count
+    l2_bw_mult: float          # bandwidth of L2-resident traffic as a multiple of DRAM bandwidth
+    norm_eff: float            # fused RMSNorm / LayerNorm kernel, fraction of mem_eff
+    rope_eff: float
+    act_eff: float
+    add_eff: float
+    emb_eff: float
+    elementwise_eff: float     # a plain framework elementwise kernel
+    # attention
+    attn_peak_eff: float       # fraction of the per-SM tensor peak a FlashAttention tile sustains
+    attn_cta_s: float          # fixed time of one live attention CTA (load Q, write O, latency chain)
+    attn_empty_cta_s: float    # time of a CTA of a varlen grid that has no rows and exits
+    attn_block_m: int          # FlashAttention query tile (rows)
+    attn_block_n: int          # FlashAttention key tile
+    # communication
+    comm_eff: float            # fraction of the link bandwidth a ring all-reduce reaches (bus bandwidth)
+    comm_step_s: float         # latency of one ring step
+    source: str = ""
+
+
+_KEYS = {f.name for f in dataclasses.fields(Calibration)} - {"family", "source"}
+_INT_KEYS = {"attn_block_m", "attn_block_n"}
+
+
+def _calibration_dir() -> Path:
+    return Path(str(resources.files("hwmodels") / "calibration"))
+
+
+def parse_calibration(data: dict[str, Any], *, file: str, family: str) -> Calibration:
+    reject_unknown(data, {"source", "kernels"}, file=file)
+    k = data.get("kernels")
+    if not isinstance(k, dict):
+        raise ConfigError("missing required table", file=file, field="[kernels]")
+    reject_unknown(k, _KEYS, file=file, section="kernels")
+    src = data.get("source", {})
+    values: dict[str, Any] = {}
+    for key in sorted(_KEYS):
+        values[key] = get_number(k, key, file=file, section="kernels", allow_zero=True,
+                                 integer=key in _INT_KEYS)
+    return Calibration(family=family, source=str(src.get("fitted_on", "")) if isinstance(src, dict) else "",
+                       **values)
+
+
+@functools.lru_cache(maxsize=None)
+def load_calibration(family: str) -> Calibration:
+    """The calibration of an architecture family (``ampere``, ``ada``, ``hopper``, ``blackwell``)."""
+    path = _calibration_dir() / f"{family}.toml"
+    if not path.exists():
+        known = sorted(p.stem for p in _calibration_dir().glob("*.toml"))
+        raise ConfigError(f"no kernel calibration for family {family!r}; known: {', '.join(known)}",
+                          field="architecture", value=family)
+    return parse_calibration(read_toml(path), file=str(path), family=family)
