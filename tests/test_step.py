@@ -1,0 +1,48 @@
+"""The fast iteration-time path (hwmodels.step) against summing the kernel model over llm_ops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hwmodels.gpu import load_gpu
+from hwmodels.step import StepTimeModel
+from workloads.catalog import load_model
+from workloads.llm_ops import Batch
+
+
+@pytest.mark.parametrize("gpu,model,tp", [("rtx-4090", "llama-3.1-8b", 1), ("h100-sxm-80gb", "llama-2-70b", 4)])
+def test_fast_path_within_one_percent_of_kernel_sum(gpu: str, model: str, tp: int) -> None:
+    step = StepTimeModel(load_model(model), load_gpu(gpu), tp=tp)
+    rng = np.random.default_rng(7)
+    worst = 0.0
+    for i in range(40):
+        n = int(rng.integers(1, 257))
+        decode = tuple(int(x) for x in rng.integers(16, 6000, n)) if i % 5 else ()
+        prefill = ()
+        if i % 2:
+            q = int(rng.integers(1, 2048))
+            prefill = ((q, q + int(rng.integers(0, 3000))),)
+        batch = Batch(prefill=prefill, decode=decode)
+        if batch.num_tokens == 0:
+            continue
+        fast, ref = step.iteration_time(batch), step.reference_time(batch)
+        worst = max(worst, abs(fast / ref - 1))
+    assert worst <= 0.01
+
+
+def test_decode_times_equal_stepping_one_by_one() -> None:
+    step = StepTimeModel(load_model("llama-3.1-8b"), load_gpu("h100-sxm-80gb"))
+    many = step.decode_times(12, 12 * 700, 50)
+    one = np.array([step.decode_times(12, 12 * 700 + 12 * j, 1)[0] for j in range(50)])
+    assert np.array_equal(many, one)
+    assert np.all(np.diff(many) >= 0)   # longer KV never makes a step faster
+
+
+def test_pipeline_parallel_costs_bubbles() -> None:
+    m, g = load_model("llama-3.1-8b"), load_gpu("h100-sxm-80gb")
+    b = Batch(decode=(1000,) * 64)
+    t1 = StepTimeModel(m, g, pp=1).iteration_time(b)
+    t2 = StepTimeModel(m, g, pp=2).iteration_time(b)
+    assert t2 > 0.5 * t1          # a pipeline does not make one iteration twice as fast
+    assert t2 < 1.5 * t1 + 1e-3
