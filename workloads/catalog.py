@@ -197,12 +197,14 @@ def _opt(c: _Config) -> dict[str, Any]:
               "post-LayerNorm OPT (opt-350m) is not supported")
     bias = c.bool("enable_bias", True)
     return {
-        "num_layers": c.int("num_hidden_layers"), "hidden_size": hidden, "num_heads": heads, "num_kv_heads": heads,
-        "head_dim": _heads(c, hidden, heads), "intermediate_size": c.int("ffn_dim"), "vocab_size": c.int("vocab_size"),
+        "num_layers": c.int("num_hidden_layers"), "hidden_size": hidden, "num_heads": heads,
+        "num_kv_heads": heads, "head_dim": _heads(c, hidden, heads), "intermediate_size": c.int("ffn_dim"),
+        "vocab_size": c.int("vocab_size"),
         "max_position_embeddings": c.int("max_position_embeddings"), "position_offset": 2,
         "gated_mlp": False, "norm": Norm.LAYER, "position": Position.LEARNED,
         "activation": c.activation("activation_function", "relu"),
-        "tied_embeddings": c.bool("tie_word_embeddings", True), "qkv_bias": bias, "out_bias": bias, "mlp_bias": bias,
+        "tied_embeddings": c.bool("tie_word_embeddings", True),
+        "qkv_bias": bias, "out_bias": bias, "mlp_bias": bias,
     }
 
 
@@ -216,7 +218,8 @@ def _bloom(c: _Config) -> dict[str, Any]:
         "num_kv_heads": heads, "head_dim": _heads(c, hidden, heads), "intermediate_size": 4 * hidden,
         "vocab_size": c.int("vocab_size"), "max_position_embeddings": c.int("seq_length", default=2048),
         "gated_mlp": False, "norm": Norm.LAYER, "position": Position.ALIBI, "activation": Activation.GELU,
-        "tied_embeddings": c.bool("tie_word_embeddings", True), "qkv_bias": True, "out_bias": True, "mlp_bias": True,
+        "tied_embeddings": c.bool("tie_word_embeddings", True),
+        "qkv_bias": True, "out_bias": True, "mlp_bias": True,
     }
 
 
@@ -232,7 +235,8 @@ def _gpt2(c: _Config) -> dict[str, Any]:
         "max_position_embeddings": c.int("n_positions", "max_position_embeddings"),
         "gated_mlp": False, "norm": Norm.LAYER, "position": Position.LEARNED,
         "activation": c.activation("activation_function", "gelu_new"),
-        "tied_embeddings": c.bool("tie_word_embeddings", True), "qkv_bias": True, "out_bias": True, "mlp_bias": True,
+        "tied_embeddings": c.bool("tie_word_embeddings", True),
+        "qkv_bias": True, "out_bias": True, "mlp_bias": True,
     }
 
 
