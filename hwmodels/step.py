@@ -3,7 +3,7 @@
 ``StepTimeModel(model, gpu, tp, pp)`` answers two questions, fast:
 
 * ``iteration_time(batch)``: seconds of one iteration of a mixed batch (``workloads.llm_ops.Batch``);
-* ``decode_times(n, kv_sum, k)``: the k step times of a decode-only stretch where ``n`` sequences
+* ``decode_times(n, kv_sum, kv_max, k)``: the k step times of a decode-only stretch where ``n`` sequences
   each add one token per step (total KV length ``kv_sum + j*n`` at step j), as a numpy array.
 
 Both come from ``GPUKernelModel`` (the per-kernel model) without re-walking the op list per call:
@@ -11,8 +11,10 @@ Both come from ``GPUKernelModel`` (the per-kernel model) without re-walking the 
 * everything but attention depends only on the token count T (and the logits count S): one layer's
   non-attention time ``layer_rest(T)`` (QKV/O/MLP GEMMs, norms, rope, add, TP all-reduces), and the
   head ``emb(T) + lm_head(S)``; each is costed once per (model, gpu, tp, value) and memoised;
-* decode attention of n sequences with total KV length S is costed on a geometric grid of S
-  (n sequences of equal length S/n) and linearly interpolated in S; the grid is built once per n;
+* decode attention: exact (one kernel-model call) in ``iteration_time``; in ``decode_times``
+  (decode-only steps, stepped or fast-forwarded) a closed form of (n, total KV S, longest KV M):
+  the larger of n equal sequences of total S and of one sequence of M beside n - 1 one-token ones,
+  each costed on a geometric grid (built once per n) and linearly interpolated;
 * prefill attention is costed exactly per distinct tuple of (q_len, kv_len) chunks, memoised.
 
 ``reference_time(batch)`` sums the kernel model over every op of ``llm_ops`` (the slow, exact
@@ -61,6 +63,7 @@ class StepTimeModel:
         self._emb: dict[int, float] = {}
         self._logits: dict[int, float] = {}
         self._grids: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._max_grids: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._prefill = lru_cache(maxsize=65536)(self._prefill_attention_uncached)
 
     # ---- memoised pieces -------------------------------------------------------------------
@@ -103,16 +106,33 @@ class StepTimeModel:
             self._grids[n] = g
         return g
 
+    def _max_grid(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        g = self._max_grids.get(n)
+        if g is None:
+            hi = max(2.0, float(self.max_kv_len))
+            xs = np.unique(np.round(np.geomspace(1.0, hi, _GRID_POINTS)).astype(np.int64))
+            ys = np.array([self._decode_lens((int(m),) + (1,) * (n - 1)) for m in xs])
+            g = (xs.astype(np.float64), ys)
+            self._max_grids[n] = g
+        return g
+
     def _decode_exact(self, n: int, kv_sum: int) -> float:
         base, extra = divmod(kv_sum, n)
-        lens = tuple([base + 1] * extra + [base] * (n - extra))
+        return self._decode_lens(tuple([base + 1] * extra + [base] * (n - extra)))
+
+    def _decode_lens(self, lens: tuple[int, ...]) -> float:
         op = DecodeAttention("attn_decode", self.q_heads, self.kv_heads, self.model.head_dim, lens, self.dtype)
         return self.kernels.time(op)
 
-    def decode_attention(self, n: int, kv_sum: np.ndarray | float) -> np.ndarray | float:
-        """Decode attention time of ``n`` sequences whose KV lengths sum to ``kv_sum`` (vectorised)."""
+    def decode_attention(self, n: int, kv_sum: np.ndarray | float,
+                         kv_max: np.ndarray | float) -> np.ndarray | float:
+        """Decode attention time of ``n`` sequences whose KV lengths sum to ``kv_sum`` with the
+        longest ``kv_max`` (vectorised): the larger of n equal sequences of the same total (the
+        work spread over the SMs and the bytes streamed) and of the longest sequence alone next
+        to n - 1 one-token ones (the critical path of its CTAs)."""
         xs, ys = self._grid(n)
-        return np.interp(kv_sum, xs, ys)
+        mx, my = self._max_grid(n)
+        return np.maximum(np.interp(kv_sum, xs, ys), np.interp(kv_max, mx, my))
 
     # ---- iteration times ---------------------------------------------------------------------
     def _pipeline(self, stage_layer_s: float, tokens: int, micro: int) -> float:
@@ -136,7 +156,7 @@ class StepTimeModel:
             if batch.prefill:
                 per_layer += self._prefill(tuple(batch.prefill))
             if batch.decode:
-                per_layer += float(self.decode_attention(len(batch.decode), float(sum(batch.decode))))
+                per_layer += self._decode_lens(tuple(batch.decode))
             layers = self._pipeline(self.layers_per_stage * per_layer, t, 1)
         else:
             # equal micro-batches: 1/m of the tokens, of the decodes and of the prefill chunks
@@ -146,21 +166,23 @@ class StepTimeModel:
                 per_layer += self._prefill(tuple(batch.prefill)) / m
             if batch.decode:
                 nd = max(1, math.ceil(len(batch.decode) / m))
-                per_layer += float(self.decode_attention(nd, sum(batch.decode) / m))
+                per_layer += float(self.decode_attention(nd, sum(batch.decode) / m, float(max(batch.decode))))
             layers = self._pipeline(self.layers_per_stage * per_layer, t, m)
         return layers + self._head(t, batch.num_logits)
 
-    def decode_times(self, n: int, kv_sum: int, k: int) -> np.ndarray:
+    def decode_times(self, n: int, kv_sum: int, kv_max: int, k: int) -> np.ndarray:
         """Seconds of each of ``k`` decode-only steps of ``n`` sequences; at step j the KV lengths
-        (each sequence's new token included) sum to ``kv_sum + j*n``. Step j equals
-        ``iteration_time(Batch(decode=...))`` for those lengths (attention depends on the sum)."""
-        s = kv_sum + n * np.arange(k, dtype=np.float64)
+        (each sequence's new token included) sum to ``kv_sum + j*n``, the longest is
+        ``kv_max + j``. Step j equals ``iteration_time(Batch(decode=...))`` for those lengths."""
+        steps = np.arange(k, dtype=np.float64)
+        s = kv_sum + n * steps
+        mx = kv_max + steps
         m = min(self.pp, n)
         if m == 1:
-            per_layer = self.layer_rest(n) + self.decode_attention(n, s)
+            per_layer = self.layer_rest(n) + self.decode_attention(n, s, mx)
             layers = self._pipeline_vec(self.layers_per_stage * per_layer, n, 1)
         else:
-            per_layer = self.layer_rest(math.ceil(n / m)) + self.decode_attention(math.ceil(n / m), s / m)
+            per_layer = self.layer_rest(math.ceil(n / m)) + self.decode_attention(math.ceil(n / m), s / m, mx)
             layers = self._pipeline_vec(self.layers_per_stage * per_layer, n, m)
         return layers + self._head(n, n)
 

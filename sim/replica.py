@@ -110,10 +110,12 @@ class Replica:
             if plan.decode_only and not plan.preempted and n == len(sched.running) \
                     and (plan.blocked or not sched.waiting):
                 kmax = self._stretch_len(plan) if self.ff else 1
-                s0 = 0
+                s0 = mx = 0
                 for r in plan.reqs:
                     s0 += r.num_tokens
-                durs = np.rint(self.step.decode_times(n, s0, kmax) * 1e9).astype(np.int64) + self.overhead_ns
+                    if r.num_tokens > mx:
+                        mx = r.num_tokens
+                durs = np.rint(self.step.decode_times(n, s0, mx, kmax) * 1e9).astype(np.int64) + self.overhead_ns
                 ends = now + np.cumsum(durs)
                 k = kmax
                 if kmax == 1:
@@ -252,7 +254,8 @@ class Replica:
     def _step_ns(self, plan: Plan) -> int:
         if plan.decode_only:   # same arithmetic as a stretch, so stepping and fast-forward agree
             s0 = sum(r.num_tokens for r in plan.reqs)
-            return int(np.rint(self.step.decode_times(len(plan.reqs), s0, 1) * 1e9)[0]) + self.overhead_ns
+            mx = max(r.num_tokens for r in plan.reqs)
+            return int(np.rint(self.step.decode_times(len(plan.reqs), s0, mx, 1) * 1e9)[0]) + self.overhead_ns
         batch, _ = self._batch(plan)
         return int(round(self.step.iteration_time(batch) * 1e9)) + self.overhead_ns
 

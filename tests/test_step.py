@@ -31,10 +31,27 @@ def test_fast_path_within_one_percent_of_kernel_sum(gpu: str, model: str, tp: in
     assert worst <= 0.01
 
 
+@pytest.mark.parametrize("gpu,model,tp", [("rtx-4090", "llama-3.1-8b", 1), ("h100-sxm-80gb", "llama-2-70b", 4)])
+def test_decode_only_closed_form_close_to_kernel_sum(gpu: str, model: str, tp: int) -> None:
+    """Decode-only steps use the (n, sum, max) closed form; vs the exact per-sequence kernel sum
+    it stays within 1% on average; the worst batch here is 5.2% off (few sequences with very
+    different lengths, where the live-CTA count drives the bandwidth share)."""
+    step = StepTimeModel(load_model(model), load_gpu(gpu), tp=tp)
+    rng = np.random.default_rng(11)
+    errs = []
+    for _ in range(40):
+        n = int(rng.integers(1, 257))
+        lens = [int(x) for x in rng.integers(16, 6000, n)]
+        fast = step.decode_times(n, sum(lens), max(lens), 1)[0]
+        errs.append(abs(fast / step.reference_time(Batch(decode=tuple(lens))) - 1))
+    assert np.mean(errs) <= 0.01
+    assert max(errs) <= 0.06
+
+
 def test_decode_times_equal_stepping_one_by_one() -> None:
     step = StepTimeModel(load_model("llama-3.1-8b"), load_gpu("h100-sxm-80gb"))
-    many = step.decode_times(12, 12 * 700, 50)
-    one = np.array([step.decode_times(12, 12 * 700 + 12 * j, 1)[0] for j in range(50)])
+    many = step.decode_times(12, 12 * 700, 900, 50)
+    one = np.array([step.decode_times(12, 12 * 700 + 12 * j, 900 + j, 1)[0] for j in range(50)])
     assert np.array_equal(many, one)
     assert np.all(np.diff(many) >= 0)   # longer KV never makes a step faster
 
