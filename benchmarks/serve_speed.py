@@ -1,0 +1,42 @@
+"""Speed of the serving simulation: the whole Azure 2023 conversation trace (19,366 requests, 1 h) on
+8 replicas of Llama-3.1-8B on H100, then the trace repeated 2x and 4x (same hour, 2x / 4x the
+requests on 2x / 4x the replicas, so cost should grow linearly). One JSON line per run; wall_s runs
+from reading the trace to the finished summary, in this process."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+TRACE = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces" / "azure_llm_2023_conv.csv"
+
+
+def run(scale: int) -> dict:
+    from hwmodels.gpu import load_gpu
+    from sim.config import ServeConfig
+    from sim.metrics import summarize
+    from sim.serving import simulate_serving
+    from workloads.catalog import load_model
+    from workloads.requests import Request
+    from workloads.traces import read_azure_csv
+
+    t0 = time.perf_counter()
+    base = read_azure_csv(TRACE)
+    reqs = [Request(k * len(base) + r.id, r.arrival_s, r.prompt_tokens, r.output_tokens)
+            for k in range(scale) for r in base]
+    res = simulate_serving(load_model("llama-3.1-8b"), load_gpu("h100-sxm-80gb"), reqs,
+                           ServeConfig(replicas=8 * scale))
+    summarize(res)
+    wall = time.perf_counter() - t0
+    return {"requests": len(reqs), "replicas": 8 * scale, "wall_s": round(wall, 3),
+            "req_per_s": round(len(reqs) / wall, 1)}
+
+
+if __name__ == "__main__":
+    if not TRACE.exists():
+        sys.exit(f"trace not found: {TRACE}")
+    scales = [int(a) for a in sys.argv[1:]] or [1, 2, 4]
+    for s in scales:
+        print(json.dumps(run(s)), flush=True)
