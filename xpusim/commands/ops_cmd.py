@@ -1,7 +1,59 @@
-"""PLACEHOLDER: registers nothing yet."""
+"""``xpusim validate ops``: simulate every (row, op) of a measured kernel-timing file and score it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import click
 
+from workloads.errors import ConfigError, WorkloadError
+from workloads.measured import FORMATS, MODEL_FORMATS
 
-def register(*groups: click.Group) -> None:
-    return None
+
+def register(validate_group: click.Group, *_: click.Group) -> None:
+    validate_group.add_command(ops)
+
+
+@click.command("ops")
+@click.option("--format", "fmt", required=True, help=f"file format: {', '.join(sorted(FORMATS))}")
+@click.option("--hardware", required=True, help="GPU catalog id (a100-sxm-80gb) or spec TOML path")
+@click.option("--model", default=None, help="model name or config (lss-* formats carry no shapes)")
+@click.option("--tp", default=1, show_default=True, type=int, help="tensor-parallel degree (lss-* formats)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of a table")
+@click.argument("file", type=click.Path(path_type=Path))
+def ops(fmt: str, hardware: str, model: str | None, tp: int, as_json: bool, file: Path) -> None:
+    """Per-kernel accuracy: n, WAPE and MAPE overall and per op of FILE."""
+    from hwmodels.gpu import load_gpu
+    from hwmodels.validate_ops import validate_ops
+    from workloads.measured import read_measured
+
+    if fmt not in FORMATS:
+        raise WorkloadError(f"unknown format {fmt!r}; known: {', '.join(sorted(FORMATS))}", file=str(file))
+    if not file.is_file():
+        raise WorkloadError("file not found", file=str(file))
+    spec = None
+    if fmt in MODEL_FORMATS:
+        if model is None:
+            raise ConfigError(f"format {fmt} carries no model shapes: give --model", field="model")
+        from workloads.catalog import load_model
+
+        spec = load_model(model)
+    if tp < 1:
+        raise ConfigError(f"must be >= 1, got {tp}", field="tp", value=tp)
+    gpu = load_gpu(hardware)
+    result = validate_ops(read_measured(fmt, file, spec, tp), gpu)
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{file.name}: {fmt} on {gpu.name}")
+    for col in ("op", "n", "WAPE", "MAPE"):
+        table.add_column(col, justify="left" if col == "op" else "right")
+    for name, s in result.per_op.items():
+        table.add_row(name, str(s.n), f"{s.wape:.3f}", f"{s.mape:.3f}")
+    o = result.overall
+    table.add_row("[bold]all[/bold]", str(o.n), f"[bold]{o.wape:.3f}[/bold]", f"[bold]{o.mape:.3f}[/bold]")
+    Console().print(table)

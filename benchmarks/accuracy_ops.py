@@ -1,0 +1,81 @@
+"""Per-kernel accuracy on every shared measured file: one JSON line per file (``validate ops --json``).
+
+Run: ``python benchmarks/accuracy_ops.py [--data ../shared/data]``. The ``held_out`` flag says whether
+the file was left out of its family's calibration fit (``benchmarks/fit_kernels.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from hwmodels.gpu import load_gpu  # noqa: E402
+from hwmodels.validate_ops import validate_ops  # noqa: E402
+from workloads.measured import read_measured  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class SharedFile:
+    format: str
+    path: str            # relative to the data folder
+    hardware: str
+    model: str | None = None
+    tp: int = 1
+    fitted: bool = False  # used by the family's calibration fit
+
+
+SHARED_FILES: tuple[SharedFile, ...] = (
+    SharedFile("vidur-mlp", "measured/vidur_a100/Llama-2-7b-hf/mlp.csv", "a100-sxm-80gb", fitted=True),
+    SharedFile("vidur-mlp", "measured/vidur_a100/Meta-Llama-3-8B/mlp.csv", "a100-sxm-80gb"),
+    SharedFile("vidur-mlp", "measured/vidur_a100/Llama-2-70b-hf/mlp.csv", "a100-sxm-80gb"),
+    SharedFile("vidur-mlp", "measured/vidur_a100/CodeLlama-34b-Instruct-hf/mlp.csv", "a100-sxm-80gb"),
+    SharedFile("llmcompass-matmul", "measured/llmcompass_a100/matmul_A100.csv", "a100-sxm-80gb", fitted=True),
+    SharedFile("vidur-attention", "measured/lss_a6000/meta-llama_Llama-3.1-8B_tp1_attention.csv", "rtx-a6000",
+               fitted=True),
+    SharedFile("lss-layers", "measured/lss_a6000/meta-llama_Llama-3.1-8B_tp1_layers.csv", "rtx-a6000",
+               "llama-3.1-8b", fitted=True),
+    SharedFile("lss-dense", "measured/lss_rtx4090/tp1_dense.csv", "rtx-4090", "llama-3.1-8b", fitted=True),
+    SharedFile("lss-attention", "measured/lss_rtx4090/tp1_attention.csv", "rtx-4090", "llama-3.1-8b",
+               fitted=True),
+)
+
+
+def load_shared(f: SharedFile, data: Path = DEFAULT_DATA):  # type: ignore[no-untyped-def]
+    from workloads.catalog import load_model
+
+    model = load_model(f.model) if f.model else None
+    return read_measured(f.format, data / f.path, model, f.tp)
+
+
+def run(data: Path = DEFAULT_DATA) -> list[dict]:
+    out = []
+    for f in SHARED_FILES:
+        res = validate_ops(load_shared(f, data), load_gpu(f.hardware))
+        d = res.to_dict()
+        d["file"] = f.path
+        d["held_out"] = not f.fitted
+        out.append(d)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = ap.parse_args()
+    if not args.data.is_dir():
+        raise SystemExit(f"shared data not found at {args.data}")
+    for d in run(args.data):
+        sys.stdout.write(json.dumps(d) + "\n")
+
+
+if __name__ == "__main__":
+    main()

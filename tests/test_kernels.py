@@ -1,0 +1,136 @@
+"""Physics of the GPU kernel model: properties that hold for any sane calibration, each one able to fail."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from hwmodels.gpu import load_gpu
+from hwmodels.kernels import GPUKernelModel, load_calibration
+from workloads.ops import AllReduce, DecodeAttention, DType, Gemm, MemoryOp, OpKind, PrefillAttention
+
+
+@pytest.fixture(scope="module")
+def a100() -> GPUKernelModel:
+    return GPUKernelModel(load_gpu("a100-sxm-80gb"))
+
+
+@pytest.fixture(scope="module")
+def h100() -> GPUKernelModel:
+    return GPUKernelModel(load_gpu("h100-sxm-80gb"))
+
+
+def test_gemm_time_monotone_in_m(a100: GPUKernelModel) -> None:
+    times = [a100.time(Gemm("g", m, 4096, 4096)) for m in range(1, 8193, 37)]
+    assert all(b >= a * (1 - 1e-9) for a, b in zip(times, times[1:]))
+
+
+def test_wave_quantisation_steps(a100: GPUKernelModel) -> None:
+    """A100: 108 SMs. With n = 128*108 columns... simpler: for a compute-bound GEMM, one more row past
+    a full wave of 128-row tiles adds a whole wave, far more than its share of the FLOPs."""
+    n, k = 128 * 108, 8192
+    base = a100.cost(Gemm("g", 4096, n, k))
+    more = a100.cost(Gemm("g", 4096 + 1, n, k))
+    flop_share = 1 / 4096
+    assert more[0] / base[0] - 1 > 10 * flop_share
+    assert more[1]["waves"] > base[1]["waves"]
+
+
+def test_small_m_gemm_is_weight_bandwidth_bound(a100: GPUKernelModel) -> None:
+    """Decode GEMM m=8 over a 4096x14336 fp16 weight: time within 2x of weight bytes / DRAM bandwidth."""
+    g = Gemm("g", 8, 14336, 4096, DType.FP16)
+    floor = 2 * 4096 * 14336 / a100.gpu.memory_bandwidth
+    t = a100.time(g)
+    assert floor < t < 2 * floor
+
+
+def test_decode_attention_linear_in_kv(a100: GPUKernelModel) -> None:
+    def t(kv: int) -> float:
+        return a100.time(DecodeAttention("d", 32, 8, 128, (kv,) * 64))
+    t1, t2, t4 = t(4096), t(8192), t(16384)
+    assert t2 - t1 == pytest.approx(t4 - t2, rel=0.1) or (t4 - t2) == pytest.approx(2 * (t2 - t1), rel=0.15)
+    assert t4 > 1.8 * t2 * 0.5 and t4 > t2 > t1
+
+
+def test_decode_attention_grows_with_batch(a100: GPUKernelModel) -> None:
+    assert a100.time(DecodeAttention("d", 32, 8, 128, (2048,) * 128)) > \
+        1.5 * a100.time(DecodeAttention("d", 32, 8, 128, (2048,) * 32))
+
+
+def test_prefill_attention_causal_quadratic(a100: GPUKernelModel) -> None:
+    t4k = a100.time(PrefillAttention("p", 32, 8, 128, ((4096, 4096),)))
+    t8k = a100.time(PrefillAttention("p", 32, 8, 128, ((8192, 8192),)))
+    assert 3.0 < t8k / t4k < 4.5
+
+
+def test_chunked_prefill_with_prior_kv_costs_more(a100: GPUKernelModel) -> None:
+    fresh = a100.time(PrefillAttention("p", 32, 8, 128, ((512, 512),)))
+    late = a100.time(PrefillAttention("p", 32, 8, 128, ((512, 8192),)))
+    assert late > 3 * fresh
+
+
+def test_bigger_gpu_is_faster(a100: GPUKernelModel, h100: GPUKernelModel) -> None:
+    ops = [Gemm("g", 4096, 4096, 4096), Gemm("g", 1, 14336, 4096),
+           DecodeAttention("d", 32, 8, 128, (4096,) * 64), PrefillAttention("p", 32, 8, 128, ((4096, 4096),)),
+           MemoryOp("add", OpKind.ADD, 4096, 2 * 4096 * 4096 * 2, 4096 * 4096 * 2)]
+    for op in ops:
+        assert h100.time(op) < a100.time(op), op
+
+
+def test_fp8_faster_than_bf16_on_hopper(h100: GPUKernelModel) -> None:
+    bf16 = h100.time(Gemm("g", 8192, 8192, 8192, DType.BF16))
+    fp8 = h100.time(Gemm("g", 8192, 8192, 8192, DType.FP8))
+    assert fp8 < 0.7 * bf16
+
+
+def test_hopper_large_gemm_near_published_efficiency(h100: GPUKernelModel) -> None:
+    """Published cuBLAS bf16 on H100 SXM reaches ~70-80 % of the 989 TFLOP/s dense peak at 8k^3."""
+    g = Gemm("g", 8192, 8192, 8192, DType.BF16)
+    achieved = g.flops / h100.time(g) / h100.gpu.bf16_flops
+    assert 0.6 < achieved < 0.85
+
+
+def test_memory_op_has_launch_floor_and_scales(a100: GPUKernelModel) -> None:
+    def add(t: int) -> MemoryOp:
+        return MemoryOp("add", OpKind.ADD, t, 2 * t * 4096 * 2, t * 4096 * 2)
+    assert a100.time(add(1)) >= a100.cal.launch_s
+    big = a100.time(add(65536))
+    assert big == pytest.approx(add(65536).bytes / (a100.gpu.memory_bandwidth * a100.cal.mem_eff
+                                                     * a100.cal.add_eff), rel=0.1)
+
+
+def test_unfused_op_pays_one_launch_per_kernel(a100: GPUKernelModel) -> None:
+    one = MemoryOp("n", OpKind.ELEMENTWISE, 1, 8192, 8192)
+    seven = dataclasses.replace(one, kernels=7)
+    assert a100.time(seven) - a100.time(one) == pytest.approx(6 * a100.cal.launch_s, rel=0.2)
+
+
+def test_all_reduce_ring(a100: GPUKernelModel) -> None:
+    assert a100.time(AllReduce("ar", 1 << 20, 1)) == 0.0
+    big = 1 << 30
+    t8 = a100.time(AllReduce("ar", big, 8))
+    bus = 2 * 7 / 8 * big / t8
+    assert bus == pytest.approx(a100.gpu.nvlink_bandwidth * a100.cal.comm_eff, rel=0.05)
+    # over PCIe (RTX 4090 has no NVLink) the same all-reduce is far slower
+    assert GPUKernelModel(load_gpu("rtx-4090")).time(AllReduce("ar", big, 8)) > 5 * t8
+
+
+def test_every_family_has_a_calibration_with_its_source() -> None:
+    for fam in ("ampere", "ada", "hopper", "blackwell"):
+        cal = load_calibration(fam)
+        assert cal.source, fam
+        assert 0 < cal.gemm_peak_eff <= 1 and 0 < cal.mem_eff <= 1
+
+
+def test_every_catalog_gpu_costs_every_op() -> None:
+    from hwmodels.gpu import list_gpus
+    ops = [Gemm("g", 100, 4096, 4096), DecodeAttention("d", 32, 8, 128, (100, 200)),
+           PrefillAttention("p", 32, 8, 128, ((100, 300), (1, 50))), AllReduce("a", 1e6, 2),
+           MemoryOp("n", OpKind.NORM, 100, 1e6, 1e6)]
+    for gid in list_gpus():
+        m = GPUKernelModel(load_gpu(gid))
+        for op in ops:
+            t, bd = m.cost(op)
+            assert 0 < t < 1.0, (gid, op)
+            assert isinstance(bd, dict)
