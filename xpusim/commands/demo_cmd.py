@@ -1,7 +1,62 @@
-"""PLACEHOLDER: registers nothing yet."""
+"""``xpusim demo``: the main job on built-in defaults, no files needed.
+
+Serves a synthetic Azure-conversation workload (length and burstiness fitted to the Azure LLM
+inference trace 2023, shipped in ``workloads.traces``) with Llama-3.1-8B on two replicas, then asks
+the what-if question a capacity planner asks: the same load on other GPUs of the catalog.
+"""
+
+from __future__ import annotations
 
 import click
+from rich.console import Console
+from rich.table import Table
+
+DEMO = {"model": "llama-3.1-8b", "trace": "azure-conv", "rate": 8.0, "duration_s": 300.0, "replicas": 2,
+        "tp": 1, "seed": 0}
+WHAT_IF = ("a100-sxm-80gb", "h100-sxm-80gb", "h200-sxm-141gb", "l40s")
+SLO_TTFT_S, SLO_TPOT_S = 2.0, 0.1
 
 
-def register(*groups: click.Group) -> None:
-    return None
+@click.command("demo")
+@click.option("--out", type=click.Path(file_okay=False), default="results/demo", show_default=True,
+              help="folder for summary.json and requests.csv of the H100 run")
+def demo(out: str) -> None:
+    """Serve Llama-3.1-8B (2 replicas, Azure-conversation load at 8 req/s for 5 min) on four GPUs."""
+    from hwmodels.gpu import load_gpu
+    from sim.config import ServeConfig
+    from sim.metrics import SLO, summarize
+    from sim.serving import simulate_serving
+    from workloads.catalog import load_model
+    from workloads.traces import load_workload
+    from xpusim.report import write_outputs
+
+    console = Console()
+    model = load_model(DEMO["model"])
+    reqs = load_workload(DEMO["trace"], rate=DEMO["rate"], duration_s=DEMO["duration_s"], seed=DEMO["seed"])
+    cfg = ServeConfig(tp=DEMO["tp"], replicas=DEMO["replicas"])
+    console.print(f"[bold]xpusim demo[/bold]: {model.name}, {cfg.replicas} replicas x TP{cfg.tp}, "
+                  f"{len(reqs)} requests of the synthetic {DEMO['trace']} workload at {DEMO['rate']} req/s "
+                  f"for {DEMO['duration_s']:.0f} s; SLO TTFT <= {SLO_TTFT_S} s, TPOT <= {SLO_TPOT_S * 1e3:.0f} ms")
+    table = Table(title="What if the replicas ran on ...")
+    for col in ("GPU", "TTFT p50 s", "TTFT p99 s", "TPOT p50 ms", "TPOT p99 ms", "out tok/s", "in SLO",
+                "KV blocks", "MBU"):
+        table.add_column(col, justify="left" if col == "GPU" else "right")
+    slo = SLO(ttft_s=SLO_TTFT_S, tpot_s=SLO_TPOT_S)
+    for hw in WHAT_IF:
+        gpu = load_gpu(hw)
+        res = simulate_serving(model, gpu, reqs, cfg)
+        s = summarize(res, slo)
+        if hw == "h100-sxm-80gb":
+            written = write_outputs(out, s, res, None)
+        table.add_row(hw, f"{s['ttft_s']['p50']:.3f}", f"{s['ttft_s']['p99']:.3f}",
+                      f"{s['tpot_s']['p50'] * 1e3:.1f}", f"{s['tpot_s']['p99'] * 1e3:.1f}",
+                      f"{s['throughput']['output_tokens_per_s']:.0f}", f"{s['goodput']['fraction']:.1%}",
+                      f"{s['kv_cache']['blocks_per_replica']:,}", f"{s['mbu']:.1%}")
+    console.print(table)
+    for p in written:
+        console.print(f"wrote {p}")
+    console.print("Next: xpusim simulate serve --help, xpusim catalog hardware, xpusim validate ops --help")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(demo)
