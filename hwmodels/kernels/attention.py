@@ -20,7 +20,7 @@ from collections import Counter
 
 from hwmodels.gpu import GPUSpec
 from hwmodels.kernels.calibration import Calibration
-from hwmodels.kernels.memory import stream_time
+from hwmodels.kernels.memory import l2_hit_fraction, stream_time
 from workloads.ops import DecodeAttention, PrefillAttention
 
 MMA_ROWS = 16  # the tensor-core MMA pads a decode tile to 16 query rows
@@ -34,11 +34,21 @@ def _rates(gpu: GPUSpec, cal: Calibration, dtype) -> tuple[float, float]:  # typ
     return flops_sm, bw_sm
 
 
+def _kv_traffic(gpu: GPUSpec, unique_kv: float, group: int, shared: bool) -> tuple[float, float]:
+    """(DRAM bytes of K/V, L2 hit fraction of re-reads). The query heads of a GQA group re-read the
+    same K/V; the re-read hits L2 when one head's pass over all sequences (the reuse distance in the
+    grid's launch order) fits in L2. ``shared``: the kernel packs the group, no re-reads at all."""
+    if shared or group <= 1:
+        return unique_kv, l2_hit_fraction(gpu, unique_kv)
+    hit = l2_hit_fraction(gpu, unique_kv / max(1, group) if group else unique_kv)
+    return unique_kv * (1.0 + (group - 1) * (1.0 - hit)), hit
+
+
 def _finish(gpu: GPUSpec, cal: Calibration, sum_t: float, max_t: float, nbytes: float, live: int,
             extra: float, compute: float) -> tuple[float, dict[str, float]]:
     sms = gpu.sm_count
     spread = sum_t / sms
-    memory = stream_time(gpu, cal, nbytes, live)
+    memory = stream_time(gpu, cal, nbytes, live, working_set=nbytes)
     body = max(spread, max_t, memory)
     t = cal.launch_s + body + extra
     return t, {"compute_s": compute, "memory_s": memory, "cta_s": spread, "launch_s": cal.launch_s,
@@ -52,8 +62,13 @@ def prefill_attention_cost(op: PrefillAttention, gpu: GPUSpec,
     bm, bn = cal.attn_block_m, cal.attn_block_n
     d, b = op.head_dim, op.dtype.bytes
     heads = op.num_q_heads
+    group = max(1, heads // max(1, op.num_kv_heads))
     flops_sm, bw_sm = _rates(gpu, cal, op.dtype)
-    sum_t = max_t = nbytes = compute = 0.0
+    unique_kv = sum(2.0 * kv * op.num_kv_heads * d * b for _, kv in op.seqs)
+    dram_kv, hit = _kv_traffic(gpu, unique_kv, group, shared=False)
+    bw_cta = bw_sm * (1.0 + (cal.l2_bw_mult - 1.0) * hit)
+    sum_t = max_t = compute = 0.0
+    nbytes = dram_kv + sum(4.0 * q * heads * d * b for q, _ in op.seqs)
     live = 0
     for (q, kv), count in Counter(op.seqs).items():
         if q <= 0:
@@ -63,11 +78,10 @@ def prefill_attention_cost(op: PrefillAttention, gpu: GPUSpec,
             nk = math.ceil((prior + min((i + 1) * bm, q)) / bn)
             fl = 4.0 * bm * bn * d * nk
             by = 2.0 * nk * bn * d * b + 2.0 * bm * d * b
-            t = cal.attn_cta_s + max(fl / flops_sm, by / bw_sm)
+            t = cal.attn_cta_s + max(fl / flops_sm, by / bw_cta)
             n = count * heads
             sum_t += t * n
             max_t = max(max_t, t)
-            nbytes += by * n
             compute += fl * n / (flops_sm * gpu.sm_count)
             live += n
     max_q = max(q for q, _ in op.seqs)
@@ -93,7 +107,11 @@ def decode_attention_cost(op: DecodeAttention, gpu: GPUSpec,
     rows = group if op.pack_gqa else 1
     flops_sm, bw_sm = _rates(gpu, cal, op.dtype)
     work_units = units_per_seq * len(op.kv_lens)
-    sum_t = max_t = nbytes = compute = 0.0
+    unique_kv = sum(2.0 * kv * op.num_kv_heads * d * b for kv in op.kv_lens)
+    dram_kv, hit = _kv_traffic(gpu, unique_kv, group, shared=op.pack_gqa)
+    bw_cta = bw_sm * (1.0 + (cal.l2_bw_mult - 1.0) * hit)
+    nbytes = dram_kv + 4.0 * len(op.kv_lens) * op.num_q_heads * d * b
+    sum_t = max_t = compute = 0.0
     live = 0
     any_split = False
     for kv, count in Counter(op.kv_lens).items():
@@ -102,11 +120,10 @@ def decode_attention_cost(op: DecodeAttention, gpu: GPUSpec,
         kv_s = math.ceil(kv / splits)
         fl = 4.0 * max(rows, MMA_ROWS) * kv_s * d
         by = 2.0 * kv_s * d * b + 2.0 * rows * d * b
-        t = cal.attn_cta_s + max(fl / flops_sm, by / bw_sm)
+        t = cal.attn_cta_s + max(fl / flops_sm, by / bw_cta)
         n = count * units_per_seq * splits
         sum_t += t * n
         max_t = max(max_t, t)
-        nbytes += by * n
         compute += fl * n / (flops_sm * gpu.sm_count)
         live += n
     extra = cal.launch_s if any_split else 0.0  # the combine kernel

@@ -5,7 +5,7 @@ cannot fill the SMs the K loop is split (split-K, as cuBLAS does for decode-shap
 Tiles run in waves of ``sm_count``; one tile's time is its padded FLOPs at the per-SM tensor rate,
 discounted by the operand-feed cost of small tiles (each MMA needs (bm + bn) operands per bm x bn
 outputs), plus a fixed prologue/epilogue. Memory time is the A, B and C traffic (B, the weight,
-read once: L2 catches the re-reads of a wave) at the bandwidth the grid can draw. A tile's compute
+read once: L2 catches the re-reads of a wave, but not the next use: weights stream cold) at the bandwidth the grid can draw. A tile's compute
 and memory overlap (multi-stage pipelines), so the kernel takes the larger of the two; the best
 candidate wins, as a heuristic or autotuner would pick it.
 """
@@ -42,7 +42,9 @@ def _candidate(op: Gemm, gpu: GPUSpec, cal: Calibration, bm: int, bn: int) -> tu
     nbytes = b * (m * k + k * n + m * n)
     if split > 1:
         nbytes += 4.0 * m * n * split * 2  # fp32 partials written and reduced
-    memory = stream_time(gpu, cal, nbytes, ctas, working_set=b * k * n)
+    # Weights stream cold: in a forward pass every other layer's weights pass through L2 between two
+    # uses of this one, so no L2 credit (working set taken as the whole cache).
+    memory = stream_time(gpu, cal, nbytes, ctas, working_set=max(nbytes, gpu.l2_cache_bytes))
     fixed = waves * cal.gemm_tile_s
     t = fixed + max(compute, memory)
     return t, {"compute_s": compute, "memory_s": memory, "tile_overhead_s": fixed, "waves": float(waves),
