@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from hwmodels.gpu import load_gpu  # noqa: E402
-from hwmodels.validate_ops import validate_ops  # noqa: E402
-from workloads.measured import read_measured  # noqa: E402
+from hwmodels.gpu import load_gpu
+from hwmodels.validate_ops import validate_ops
+from workloads.measured import read_measured
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 

@@ -22,13 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from accuracy_ops import DEFAULT_DATA, SHARED_FILES, load_shared  # noqa: E402
+from accuracy_ops import DEFAULT_DATA, SHARED_FILES, load_shared
 
-from hwmodels.gpu import load_gpu  # noqa: E402
-from hwmodels.kernels import load_calibration  # noqa: E402
-from hwmodels.validate_ops import simulate_measured  # noqa: E402
-from workloads.measured import MeasuredFile  # noqa: E402
-from workloads.ops import OpKind  # noqa: E402
+from hwmodels.gpu import load_gpu
+from hwmodels.kernels import load_calibration
+from hwmodels.validate_ops import simulate_measured
+from workloads.measured import MeasuredFile
+from workloads.ops import OpKind
 
 # name: (low, high); log-spaced search for the latencies
 PARAMS = {

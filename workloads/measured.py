@@ -35,7 +35,7 @@ from pathlib import Path
 from workloads.errors import WorkloadError
 from workloads.llm_ops import Batch, head_ops, layer_ops
 from workloads.model_spec import ModelSpec
-from workloads.ops import (DecodeAttention, DType, Gemm, MemoryOp, Op, OpKind, PrefillAttention)
+from workloads.ops import DecodeAttention, DType, Gemm, MemoryOp, Op, OpKind, PrefillAttention
 
 
 class Timing(enum.Enum):

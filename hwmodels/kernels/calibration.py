@@ -77,7 +77,7 @@ def parse_calibration(data: dict[str, Any], *, file: str, family: str) -> Calibr
                        **values)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_calibration(family: str) -> Calibration:
     """The calibration of an architecture family (``ampere``, ``ada``, ``hopper``, ``blackwell``)."""
     path = _calibration_dir() / f"{family}.toml"
