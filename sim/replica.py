@@ -12,6 +12,8 @@ at or after it, which is where stepping would have admitted it.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+from itertools import accumulate
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,53 @@ from hwmodels.step import StepTimeModel
 from sim.config import ServeConfig
 from sim.scheduler import SCHEDULERS, Plan, SimRequest, Status
 from workloads.llm_ops import Batch
+
+
+class DecodeClock:
+    """Decode-only step times in integer ns (iteration overhead included), shared by the replicas of
+    one simulation.
+
+    One sequence alone (the common case at light load) has a table: ``dur[L]`` is the step of a
+    sequence whose KV length (its new token included) is L, and ``prefix[x] = sum(dur[:x])``, so a
+    stretch of k steps from L0 ends at ``prefix[L0 + k] - prefix[L0]`` after it starts: O(1) per
+    stretch, and an arrival cut is one bisection. Its inter-token gaps are counted, not listed: a
+    difference array over L (``itl_diff``). The table is ``StepTimeModel.decode_times(1, L, L, 1)``
+    for every L (computed elementwise in one call, bit-identical), grown by doubling on demand.
+    Several sequences: ``decode_ns`` calls ``decode_times`` for the stretch.
+    """
+
+    def __init__(self, step: StepTimeModel, overhead_ns: int) -> None:
+        self.step = step
+        self.overhead_ns = overhead_ns
+        self.dur = np.zeros(1, np.int64)       # dur[0] unused (no sequence has KV length 0)
+        self.prefix: list[int] = [0, 0]
+        self.itl_diff: list[int] = [0, 0]
+
+    def decode_ns(self, n: int, kv_sum: int, kv_max: int, k: int) -> np.ndarray:
+        return np.rint(self.step.decode_times(n, kv_sum, kv_max, k) * 1e9).astype(np.int64) + self.overhead_ns
+
+    def cover(self, length: int) -> list[int]:
+        """Grow the one-sequence table to KV lengths below ``length``; returns the prefix sums."""
+        old = self.dur.size
+        if length > old:
+            new = max(2 * old, length, 4096)
+            add = self.decode_ns(1, old, old, new - old)
+            self.dur = np.concatenate([self.dur, add])
+            sums = accumulate(add.tolist(), initial=self.prefix[-1])
+            next(sums)   # the initial value, already the last entry
+            self.prefix.extend(sums)
+            self.itl_diff.extend([0] * (new - old))
+        return self.prefix
+
+    def one_ns(self, kv: int) -> int:
+        self.cover(kv + 1)
+        return self.prefix[kv + 1] - self.prefix[kv]
+
+    def itl_samples(self) -> tuple[np.ndarray, np.ndarray]:
+        """(gap ns, count) of the one-sequence stretches' counted gaps."""
+        w = np.cumsum(np.asarray(self.itl_diff[:-1], np.int64))
+        keep = w > 0
+        return self.dur[keep], w[keep]
 
 
 class ReplicaStats:
@@ -43,7 +92,7 @@ class ReplicaStats:
 
 class Replica:
     def __init__(self, env: simpy.Environment, index: int, cfg: ServeConfig, step: StepTimeModel,
-                 num_blocks: int, record_timeline: bool = False) -> None:
+                 num_blocks: int, record_timeline: bool = False, clock: DecodeClock | None = None) -> None:
         self.env = env
         self.index = index
         self.cfg = cfg
@@ -51,13 +100,16 @@ class Replica:
         self.sched = SCHEDULERS.get(cfg.scheduler)(cfg, num_blocks)
         self.block_size = cfg.block_size
         self.overhead_ns = int(round(cfg.iteration_overhead_s * 1e9))
+        self.clock = clock if clock is not None else DecodeClock(step, self.overhead_ns)
         self.ff = cfg.fast_forward
         self.record = record_timeline
         self.stats = ReplicaStats()
         self.outstanding = 0
         self._idle: simpy.Event | None = None
         self._arrival: simpy.Event | None = None
-        self._stretch: tuple[np.ndarray, int] | None = None
+        # a stretch in flight: (prefix sums, first index, steps, start ns, sequences); step j ends
+        # at start + prefix[first + j + 1] - prefix[first]
+        self._stretch: tuple[list[int], int, int, int, int] | None = None
         self.finished: list[SimRequest] = []
         self._w = step.weight_bytes() / cfg.pp
         self._kvb = step.kv_bytes_per_token()
@@ -77,13 +129,14 @@ class Replica:
 
     def outstanding_tokens(self, now_ns: int) -> int:
         if self._stretch is not None:
-            ends, n = self._stretch
-            return self.outstanding - n * int(np.searchsorted(ends, now_ns, "right"))
+            pre, i0, k, start, n = self._stretch
+            done = bisect_right(pre, now_ns - start + pre[i0], i0 + 1, i0 + k + 1) - i0 - 1
+            return self.outstanding - n * done
         return self.outstanding
 
     # ---- the process -------------------------------------------------------------------------
     def run(self):  # type: ignore[no-untyped-def]
-        env, sched, st = self.env, self.sched, self.stats
+        env, sched, st, clock = self.env, self.sched, self.stats, self.clock
         while True:
             if not sched.has_work():
                 self._idle = env.event()
@@ -115,32 +168,40 @@ class Replica:
                     s0 += r.num_tokens
                     if r.num_tokens > mx:
                         mx = r.num_tokens
-                durs = np.rint(self.step.decode_times(n, s0, mx, kmax) * 1e9).astype(np.int64) + self.overhead_ns
-                ends = now + np.cumsum(durs)
+                if n == 1:
+                    pre, i0, durs = clock.cover(s0 + kmax), s0, None
+                else:
+                    durs = clock.decode_ns(n, s0, mx, kmax)
+                    pre, i0 = list(accumulate(durs.tolist(), initial=0)), 0
+                base = pre[i0]
+                end = now + pre[i0 + kmax] - base
                 k = kmax
                 if kmax == 1:
-                    yield env.timeout(int(durs[0]))
+                    yield env.timeout(end - now)
                 elif sched.waiting:   # head refused: arrivals queue behind it
-                    self._stretch = (ends, n)
-                    yield env.timeout(int(ends[-1]) - now)
+                    self._stretch = (pre, i0, kmax, now, n)
+                    yield env.timeout(end - now)
                     self._stretch = None
                 else:
-                    self._stretch = (ends, n)
+                    self._stretch = (pre, i0, kmax, now, n)
                     self._arrival = env.event()
-                    yield self._arrival | env.timeout(int(ends[-1]) - now)
+                    yield self._arrival | env.timeout(end - now)
                     self._arrival = None
                     ta = env.now
-                    if ta < ends[-1]:
-                        j = int(np.searchsorted(ends, ta, "left"))
-                        k = j + 1
-                        if ends[j] > ta:
-                            yield env.timeout(int(ends[j]) - ta)
+                    if ta < end:   # cut at the first boundary at or after the arrival
+                        i = bisect_left(pre, ta - now + base, i0 + 1, i0 + kmax + 1)
+                        k = i - i0
+                        e = now + pre[i] - base
+                        if e > ta:
+                            yield env.timeout(e - ta)
                     self._stretch = None
-                self._finish_decode(plan, k, ends, durs, s0, now)
+                self._finish_decode(plan, k, now, now + pre[i0 + 1] - base, now + pre[i0 + k] - base,
+                                    s0, durs)
             else:
-                dur = self._step_ns(plan)
+                batch = self._batch(plan)
+                dur = self._step_ns(plan, batch)
                 yield env.timeout(dur)
-                self._finish_step(plan, now, now + dur)
+                self._finish_step(plan, now, now + dur, batch)
 
     # ---- stretch length ------------------------------------------------------------------------
     def _stretch_len(self, plan: Plan) -> int:
@@ -198,12 +259,12 @@ class Replica:
                 keep.append(r)
         sched.running = keep
 
-    def _finish_decode(self, plan: Plan, k: int, ends: np.ndarray, durs: np.ndarray, s0: int,
-                       start: int) -> None:
+    def _finish_decode(self, plan: Plan, k: int, start: int, e0: int, end_last: int, s0: int,
+                       durs: np.ndarray | None) -> None:
+        """k decode steps of ``plan`` ran from ``start``; the first ended at ``e0``, the last at
+        ``end_last``. ``durs``: the steps' ns (None: one sequence, times from the clock's table)."""
         st, sched, b = self.stats, self.sched, self.block_size
         n = len(plan.reqs)
-        end_last = int(ends[k - 1])
-        e0 = int(ends[0])
         first_vals = []
         done = False
         for r in plan.reqs:
@@ -223,8 +284,13 @@ class Replica:
         st.itl_vals.append(first_vals)
         st.itl_w.append(1)
         if k > 1:
-            st.itl_vals.append(durs[1:k])
-            st.itl_w.append(n)
+            if durs is None:   # steps 1..k-1 of one sequence: KV lengths s0 + 1 .. s0 + k - 1
+                diff = self.clock.itl_diff
+                diff[s0 + 1] += 1
+                diff[s0 + k] -= 1
+            else:
+                st.itl_vals.append(durs[1:k])
+                st.itl_w.append(n)
         st.iterations += k
         st.busy_ns += end_last - start
         pairs = k * s0 + n * k * (k - 1) // 2
@@ -251,17 +317,19 @@ class Replica:
                 pairs += n * (kv - n) + n * (n + 1) / 2
         return Batch(prefill=tuple(prefill), decode=tuple(decode), logits=logits), pairs
 
-    def _step_ns(self, plan: Plan) -> int:
+    def _step_ns(self, plan: Plan, batch: tuple[Batch, float]) -> int:
         if plan.decode_only:   # same arithmetic as a stretch, so stepping and fast-forward agree
+            n = len(plan.reqs)
             s0 = sum(r.num_tokens for r in plan.reqs)
+            if n == 1:
+                return self.clock.one_ns(s0)
             mx = max(r.num_tokens for r in plan.reqs)
-            return int(np.rint(self.step.decode_times(len(plan.reqs), s0, mx, 1) * 1e9)[0]) + self.overhead_ns
-        batch, _ = self._batch(plan)
-        return int(round(self.step.iteration_time(batch) * 1e9)) + self.overhead_ns
+            return int(self.clock.decode_ns(n, s0, mx, 1)[0])
+        return int(round(self.step.iteration_time(batch[0]) * 1e9)) + self.overhead_ns
 
-    def _finish_step(self, plan: Plan, start: int, end: int) -> None:
+    def _finish_step(self, plan: Plan, start: int, end: int, bp: tuple[Batch, float]) -> None:
         st, sched = self.stats, self.sched
-        batch, pairs = self._batch(plan)
+        batch, pairs = bp
         vals: list[int] = []
         done = False
         for r, n in zip(plan.reqs, plan.tokens):

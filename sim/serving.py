@@ -20,7 +20,7 @@ from hwmodels.gpu import GPUSpec
 from hwmodels.memory import MemoryBreakdown, memory_breakdown
 from hwmodels.step import StepTimeModel
 from sim.config import ServeConfig
-from sim.replica import Replica
+from sim.replica import DecodeClock, Replica
 from sim.router import ROUTERS
 from sim.scheduler import SimRequest
 from workloads.errors import CapacityError, WorkloadError
@@ -87,7 +87,8 @@ def simulate_serving(model: ModelSpec, gpu: GPUSpec, requests: Sequence[Request]
             raise CapacityError(f"request {r.id} needs {need} tokens of KV cache but a replica holds "
                                 f"{mem.kv_tokens} ({mem.num_blocks} blocks)", breakdown=_bd(mem))
     env = simpy.Environment()
-    replicas = [Replica(env, i, cfg, step, mem.num_blocks, record_timeline) for i in range(cfg.replicas)]
+    clock = DecodeClock(step, int(round(cfg.iteration_overhead_s * 1e9)))
+    replicas = [Replica(env, i, cfg, step, mem.num_blocks, record_timeline, clock) for i in range(cfg.replicas)]
     router = ROUTERS.get(cfg.router)()
     sims = [SimRequest(r.id, int(round(r.arrival_s * 1e9)), r.prompt_tokens, r.output_tokens) for r in reqs]
     total = len(sims)
@@ -120,6 +121,9 @@ def simulate_serving(model: ModelSpec, gpu: GPUSpec, requests: Sequence[Request]
             a = np.asarray(v, dtype=np.int64)
             vals.append(a)
             weights.append(np.full(a.shape, w, dtype=np.int64))
+    v1, w1 = clock.itl_samples()
+    vals.append(v1)
+    weights.append(w1)
     itl = np.concatenate(vals) if vals else np.zeros(0, np.int64)
     itw = np.concatenate(weights) if weights else np.zeros(0, np.int64)
     return ServeResult(
