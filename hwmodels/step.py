@@ -29,6 +29,7 @@ head (embedding on the first stage, LM head on the last) once. With pp = 1 this 
 
 from __future__ import annotations
 
+import logging
 import math
 from functools import lru_cache
 
@@ -36,13 +37,65 @@ import numpy as np
 
 from hwmodels.gpu import GPUSpec
 from hwmodels.kernels import GPUKernelModel
+from hwmodels.kernels import gemm as _gemm
 from workloads.errors import ConfigError
 from workloads.llm_ops import Batch, check_tp, head_ops, layer_ops
 from workloads.model_spec import ModelSpec
-from workloads.ops import DecodeAttention, DType, OpKind, PrefillAttention
+from workloads.ops import DecodeAttention, DType, Gemm, OpKind, PrefillAttention
+
+log = logging.getLogger(__name__)
 
 _ATTN = (OpKind.ATTN_PREFILL, OpKind.ATTN_DECODE)
 _GRID_POINTS = 64
+_GEMM_TABLE_MIN = 2048
+# m values where the vectorised GEMM table is checked against the kernel model when it is built
+# (tile edges of every candidate tile, split-K and wave boundaries of small and large grids)
+_GEMM_PROBES = (1, 2, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 511, 512, 1000,
+                1023, 1024, 1025, 2047, 2048)
+
+
+def gemm_times_over_m(kernels: GPUKernelModel, n: int, k: int, dtype: DType, ms: np.ndarray) -> np.ndarray:
+    """``kernels.time(Gemm(m, n, k))`` for every m of ``ms`` at once: the same arithmetic as
+    ``hwmodels.kernels.gemm.gemm_cost`` (and ``memory.stream_time``), elementwise in numpy, in the
+    same operation order, so that each value is bit-identical to the scalar call.
+    ``StepTimeModel`` checks that on probe values before trusting it, and tests/test_step.py
+    over whole ranges; the kernel model stays the definition."""
+    gpu, cal = kernels.gpu, kernels.cal
+    sms = gpu.sm_count
+    b = dtype.bytes
+    m = np.asarray(ms, dtype=np.int64)
+    rate_sm = gpu.peak_flops(dtype) * cal.gemm_peak_eff / sms
+    dram = gpu.memory_bandwidth * cal.mem_eff * 1.0
+    l2 = gpu.l2_cache_bytes
+    best = None
+    for bm, bn in _gemm.TILES:
+        tiles = -(-m // bm) * math.ceil(n / bn)
+        split = np.ones_like(m)
+        while True:
+            grow = (tiles * split * 2 <= sms) & (k / (split * 2) >= _gemm.MIN_SPLIT_K) & (split < _gemm.MAX_SPLIT)
+            if not grow.any():
+                break
+            split = np.where(grow, split * 2, split)
+        ctas = tiles * split
+        waves = -(-ctas // sms)
+        tile_eff = 1.0 / (1.0 + cal.gemm_feed_elems * (1.0 / bm + 1.0 / bn))
+        t_tile = 2.0 * bm * bn * -(-k // split) / (rate_sm * tile_eff)
+        compute = waves * t_tile
+        nbytes = (b * (m * k + k * n + m * n)).astype(np.float64)
+        nbytes = np.where(split > 1, nbytes + 4.0 * m * n * split * 2, nbytes)
+        cap = gpu.memory_bandwidth * cal.sm_bw_share * np.minimum(np.maximum(ctas, 1), sms) / sms
+        if l2 <= 0:
+            hit = np.zeros_like(nbytes)
+        else:
+            ws = np.maximum(nbytes, l2)
+            hit = np.minimum(1.0, np.maximum(0.0, (l2 - ws) / (0.5 * l2)))
+        rate_dram = np.minimum(dram, cap)
+        rate_l2 = rate_dram * cal.l2_bw_mult
+        memory = nbytes * (hit / rate_l2 + (1.0 - hit) / rate_dram)
+        t = waves * cal.gemm_tile_s + np.maximum(compute, memory)
+        best = t if best is None else np.minimum(best, t)
+    assert best is not None
+    return best + cal.launch_s
 P2P_LATENCY_S = 10e-6  # one point-to-point activation send between PP stages (NCCL latency)
 
 
@@ -65,6 +118,8 @@ class StepTimeModel:
         self._grids: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._max_grids: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._prefill = lru_cache(maxsize=65536)(self._prefill_attention_uncached)
+        self._gemm_tables: dict[tuple[int, int, DType], np.ndarray] = {}
+        self._gemm_vector_ok: bool | None = None
 
     # ---- memoised pieces -------------------------------------------------------------------
     def layer_rest(self, tokens: int) -> float:
@@ -72,9 +127,40 @@ class StepTimeModel:
         t = self._rest.get(tokens)
         if t is None:
             ops = layer_ops(self.model, Batch(prefill=((tokens, tokens),)), self.tp, self.dtype)
-            t = sum(self.kernels.time(op) for op in ops if op.kind not in _ATTN)
+            t = 0.0   # summed in op order, as the kernel-model sum would
+            for op in ops:
+                if op.kind in _ATTN:
+                    continue
+                t += self._gemm_time(op) if isinstance(op, Gemm) else self.kernels.time(op)
             self._rest[tokens] = t
         return t
+
+    def _gemm_time(self, op: Gemm) -> float:
+        """``kernels.time(op)``, from a per-(n, k, dtype) table over m (built vectorised, grown by
+        doubling); the scalar kernel model where the table's probe check failed."""
+        if self._gemm_vector_ok is None:
+            self._gemm_vector_ok = self._check_gemm_vector(op)
+        if not self._gemm_vector_ok:
+            return self.kernels.time(op)
+        key = (op.n, op.k, op.dtype)
+        tab = self._gemm_tables.get(key)
+        if tab is None or op.m >= tab.size:
+            size = max(_GEMM_TABLE_MIN, 2 * (tab.size if tab is not None else 0), op.m + 1)
+            tab = gemm_times_over_m(self.kernels, op.n, op.k, op.dtype, np.arange(size))
+            tab[0] = 0.0
+            self._gemm_tables[key] = tab
+        return float(tab[op.m])
+
+    def _check_gemm_vector(self, op: Gemm) -> bool:
+        ms = np.array(_GEMM_PROBES)
+        fast = gemm_times_over_m(self.kernels, op.n, op.k, op.dtype, ms)
+        for m, f in zip(_GEMM_PROBES, fast.tolist()):
+            ref = self.kernels.time(Gemm(op.name, m, op.n, op.k, op.dtype))
+            if f != ref:
+                log.warning("vectorised GEMM table differs from the kernel model (m=%d n=%d k=%d: %r vs %r); "
+                            "using the scalar kernel model", m, op.n, op.k, f, ref)
+                return False
+        return True
 
     def _head(self, tokens: int, logits: int) -> float:
         e = self._emb.get(tokens)

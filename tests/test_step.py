@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from hwmodels.gpu import load_gpu
-from hwmodels.step import StepTimeModel
+from hwmodels.step import StepTimeModel, gemm_times_over_m
 from workloads.catalog import load_model
-from workloads.llm_ops import Batch
+from workloads.llm_ops import Batch, head_ops, layer_ops
+from workloads.ops import Gemm, OpKind
 
 
 @pytest.mark.parametrize("gpu,model,tp", [("rtx-4090", "llama-3.1-8b", 1), ("h100-sxm-80gb", "llama-2-70b", 4)])
@@ -63,3 +64,29 @@ def test_pipeline_parallel_costs_bubbles() -> None:
     t2 = StepTimeModel(m, g, pp=2).iteration_time(b)
     assert t2 > 0.5 * t1          # a pipeline does not make one iteration twice as fast
     assert t2 < 1.5 * t1 + 1e-3
+
+
+@pytest.mark.parametrize("gpu,model,tp", [("h100-sxm-80gb", "llama-3.1-8b", 1), ("rtx-4090", "llama-3.1-8b", 1),
+                                          ("h100-sxm-80gb", "llama-2-70b", 4)])
+def test_gemm_table_bit_identical_to_kernel_model(gpu: str, model: str, tp: int) -> None:
+    """The vectorised GEMM table behind ``layer_rest`` mirrors ``hwmodels.kernels.gemm``; every entry
+    must equal the scalar kernel model exactly (if this fails, the kernel model changed: update
+    ``gemm_times_over_m``; the simulation itself falls back to the scalar model when its probes
+    disagree)."""
+    step = StepTimeModel(load_model(model), load_gpu(gpu), tp=tp)
+    ops = [op for op in layer_ops(step.model, Batch(prefill=((1, 1),)), tp) if isinstance(op, Gemm)]
+    ops += [op for op in head_ops(step.model, Batch(logits=1), tp) if isinstance(op, Gemm)]
+    ms = np.arange(1, 4097)
+    for op in ops:
+        fast = gemm_times_over_m(step.kernels, op.n, op.k, op.dtype, ms)
+        ref = np.array([step.kernels.time(Gemm(op.name, int(m), op.n, op.k, op.dtype)) for m in ms])
+        assert np.array_equal(fast, ref), (op.n, op.k, np.flatnonzero(fast != ref)[:5] + 1)
+
+
+def test_layer_rest_equals_kernel_model_sum() -> None:
+    step = StepTimeModel(load_model("llama-3.1-8b"), load_gpu("h100-sxm-80gb"))
+    assert step._check_gemm_vector(Gemm("g", 1, 4096, 4096))
+    for t in (1, 7, 64, 129, 1000, 2048, 5000):
+        ops = layer_ops(step.model, Batch(prefill=((t, t),)))
+        assert step.layer_rest(t) == sum(step.kernels.time(op) for op in ops
+                                         if op.kind not in (OpKind.ATTN_PREFILL, OpKind.ATTN_DECODE))
