@@ -106,7 +106,9 @@ class Replica:
         self.stats = ReplicaStats()
         self.outstanding = 0
         self._idle: simpy.Event | None = None
-        self._arrival: simpy.Event | None = None
+        self._wake: simpy.Event | None = None      # a stretch that an arrival may cut is waiting on it
+        self._end_ev: simpy.Event | None = None    # that stretch's end (None once cut)
+        self._cut_k = 0
         # a stretch in flight: (prefix sums, first index, steps, start ns, sequences); step j ends
         # at start + prefix[first + j + 1] - prefix[first]
         self._stretch: tuple[list[int], int, int, int, int] | None = None
@@ -124,8 +126,30 @@ class Replica:
         self.outstanding += req.prompt + req.output
         if self._idle is not None and not self._idle.triggered:
             self._idle.succeed()
-        elif self._arrival is not None and not self._arrival.triggered:
-            self._arrival.succeed()
+        elif self._end_ev is not None:
+            self._cut()
+
+    def _cut(self) -> None:
+        """An arrival during a stretch with an empty queue: the stretch stops at the first iteration
+        boundary at or after now (where stepping would admit the request)."""
+        assert self._stretch is not None
+        pre, i0, kmax, start, _ = self._stretch
+        base = pre[i0]
+        ta = self.env.now
+        if ta >= start + pre[i0 + kmax] - base:   # at the end anyway
+            return
+        i = bisect_left(pre, ta - start + base, i0 + 1, i0 + kmax + 1)
+        self._cut_k = i - i0
+        self._end_ev = None
+        self.env.timeout(start + pre[i] - base - ta).callbacks.append(self._on_cut)
+
+    def _on_end(self, ev: simpy.Event) -> None:
+        if ev is self._end_ev and self._wake is not None:
+            self._wake.succeed()
+
+    def _on_cut(self, ev: simpy.Event) -> None:
+        if self._wake is not None:
+            self._wake.succeed()
 
     def outstanding_tokens(self, now_ns: int) -> int:
         if self._stretch is not None:
@@ -182,19 +206,15 @@ class Replica:
                     self._stretch = (pre, i0, kmax, now, n)
                     yield env.timeout(end - now)
                     self._stretch = None
-                else:
+                else:   # an arrival cuts it (``add`` schedules the cut): wait for the end or the cut
                     self._stretch = (pre, i0, kmax, now, n)
-                    self._arrival = env.event()
-                    yield self._arrival | env.timeout(end - now)
-                    self._arrival = None
-                    ta = env.now
-                    if ta < end:   # cut at the first boundary at or after the arrival
-                        i = bisect_left(pre, ta - now + base, i0 + 1, i0 + kmax + 1)
-                        k = i - i0
-                        e = now + pre[i] - base
-                        if e > ta:
-                            yield env.timeout(e - ta)
-                    self._stretch = None
+                    self._cut_k = kmax
+                    wake = self._wake = env.event()
+                    self._end_ev = env.timeout(end - now)
+                    self._end_ev.callbacks.append(self._on_end)
+                    yield wake
+                    k = self._cut_k
+                    self._wake = self._end_ev = self._stretch = None
                 self._finish_decode(plan, k, now, now + pre[i0 + 1] - base, now + pre[i0 + k] - base,
                                     s0, durs)
             else:

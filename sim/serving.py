@@ -115,17 +115,25 @@ def simulate_serving(model: ModelSpec, gpu: GPUSpec, requests: Sequence[Request]
     def arr(attr: str) -> np.ndarray:
         return np.array([getattr(s, attr) for s in sims], dtype=np.int64)
 
+    # ITL samples: python lists (weight 1 each) and numpy arrays (each with its weight), then the
+    # decode clock's counted one-sequence gaps
+    lists: list[int] = []
     vals, weights = [], []
     for rep in replicas:
         for v, w in zip(rep.stats.itl_vals, rep.stats.itl_w):
-            a = np.asarray(v, dtype=np.int64)
-            vals.append(a)
-            weights.append(np.full(a.shape, w, dtype=np.int64))
+            if isinstance(v, list) and w == 1:
+                lists.extend(v)
+            else:
+                a = np.asarray(v, dtype=np.int64)
+                vals.append(a)
+                weights.append(np.full(a.shape, w, dtype=np.int64))
+    vals.append(np.array(lists, dtype=np.int64))
+    weights.append(np.ones(len(lists), dtype=np.int64))
     v1, w1 = clock.itl_samples()
     vals.append(v1)
     weights.append(w1)
-    itl = np.concatenate(vals) if vals else np.zeros(0, np.int64)
-    itw = np.concatenate(weights) if weights else np.zeros(0, np.int64)
+    itl = np.concatenate(vals)
+    itw = np.concatenate(weights)
     return ServeResult(
         model=model, gpu=gpu, cfg=cfg, memory=mem, ids=arr("id"), replica=arr("replica"), prompt=arr("prompt"),
         output=arr("output"), arrival_ns=arr("arrival_ns"), admitted_ns=arr("admitted_ns"),
