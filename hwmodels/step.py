@@ -43,6 +43,11 @@ from workloads.llm_ops import Batch, check_tp, head_ops, layer_ops
 from workloads.model_spec import ModelSpec
 from workloads.ops import DecodeAttention, DType, Gemm, OpKind, PrefillAttention
 
+try:   # np.interp without its argument checks (the same compiled routine: same values)
+    from numpy._core.multiarray import interp as _interp
+except ImportError:  # pragma: no cover - other numpy layouts
+    _interp = np.interp
+
 log = logging.getLogger(__name__)
 
 _ATTN = (OpKind.ATTN_PREFILL, OpKind.ATTN_DECODE)
@@ -60,40 +65,44 @@ def gemm_times_over_m(kernels: GPUKernelModel, n: int, k: int, dtype: DType, ms:
     same operation order, so that each value is bit-identical to the scalar call.
     ``StepTimeModel`` checks that on probe values before trusting it, and tests/test_step.py
     over whole ranges; the kernel model stays the definition."""
-    gpu, cal = kernels.gpu, kernels.cal
+    gpu, cal, stack = kernels.gpu, kernels.cal, kernels.stack
     sms = gpu.sm_count
     b = dtype.bytes
     m = np.asarray(ms, dtype=np.int64)
-    rate_sm = gpu.peak_flops(dtype) * cal.gemm_peak_eff / sms
-    dram = gpu.memory_bandwidth * cal.mem_eff * 1.0
+    rate_sm = gpu.peak_flops(dtype) * cal.gemm_peak_eff * stack.gemm_eff / sms
+    dram = gpu.memory_bandwidth * cal.mem_eff * stack.gemm_bw_eff
     l2 = gpu.l2_cache_bytes
     best = None
     for bm, bn in _gemm.TILES:
         tiles = -(-m // bm) * math.ceil(n / bn)
-        split = np.ones_like(m)
-        while True:
-            grow = (tiles * split * 2 <= sms) & (k / (split * 2) >= _gemm.MIN_SPLIT_K) & (split < _gemm.MAX_SPLIT)
-            if not grow.any():
-                break
-            split = np.where(grow, split * 2, split)
-        ctas = tiles * split
-        waves = -(-ctas // sms)
         tile_eff = 1.0 / (1.0 + cal.gemm_feed_elems * (1.0 / bm + 1.0 / bn))
-        t_tile = 2.0 * bm * bn * -(-k // split) / (rate_sm * tile_eff)
-        compute = waves * t_tile
-        nbytes = (b * (m * k + k * n + m * n)).astype(np.float64)
-        nbytes = np.where(split > 1, nbytes + 4.0 * m * n * split * 2, nbytes)
-        cap = gpu.memory_bandwidth * cal.sm_bw_share * np.minimum(np.maximum(ctas, 1), sms) / sms
-        if l2 <= 0:
-            hit = np.zeros_like(nbytes)
-        else:
-            ws = np.maximum(nbytes, l2)
-            hit = np.minimum(1.0, np.maximum(0.0, (l2 - ws) / (0.5 * l2)))
-        rate_dram = np.minimum(dram, cap)
-        rate_l2 = rate_dram * cal.l2_bw_mult
-        memory = nbytes * (hit / rate_l2 + (1.0 - hit) / rate_dram)
-        t = waves * cal.gemm_tile_s + np.maximum(compute, memory)
-        best = t if best is None else np.minimum(best, t)
+        fill = sms // np.maximum(1, tiles)
+        for s_opt in (1, 2, 4, 8, 16, None):   # _gemm.split_options: fixed factors, then the SM-filling one
+            split = fill if s_opt is None else np.full_like(m, s_opt)
+            valid = (split == 1) | ((split > 1) & (split <= _gemm.MAX_SPLIT) & (tiles * split <= sms)
+                                    & (k / np.maximum(split, 1) >= _gemm.MIN_SPLIT_K))
+            if s_opt is None:
+                valid &= split > 1
+            split = np.maximum(split, 1)
+            ctas = tiles * split
+            waves = -(-ctas // sms)
+            t_tile = 2.0 * bm * bn * -(-k // split) / (rate_sm * tile_eff)
+            compute = waves * t_tile
+            nbytes = (b * (m * k + k * n + m * n)).astype(np.float64)
+            nbytes = np.where(split > 1, nbytes + 4.0 * m * n * split * 2, nbytes)
+            cap = gpu.memory_bandwidth * cal.sm_bw_share * np.minimum(np.maximum(ctas, 1), sms) / sms
+            if l2 <= 0:
+                hit = np.zeros_like(nbytes)
+            else:
+                ws = np.maximum(nbytes, l2)
+                hit = np.minimum(1.0, np.maximum(0.0, (l2 - ws) / (0.5 * l2)))
+            rate_dram = np.minimum(dram, cap)
+            rate_l2 = rate_dram * cal.l2_bw_mult
+            memory = nbytes * (hit / rate_l2 + (1.0 - hit) / rate_dram)
+            t = waves * cal.gemm_tile_s + np.maximum(compute, memory) \
+                + cal.gemm_overlap_loss * np.minimum(compute, memory)
+            t = np.where(valid, t, np.inf)
+            best = t if best is None else np.minimum(best, t)
     assert best is not None
     return best + cal.launch_s
 P2P_LATENCY_S = 10e-6  # one point-to-point activation send between PP stages (NCCL latency)
@@ -120,6 +129,7 @@ class StepTimeModel:
         self._prefill = lru_cache(maxsize=65536)(self._prefill_attention_uncached)
         self._gemm_tables: dict[tuple[int, int, DType], np.ndarray] = {}
         self._gemm_vector_ok: bool | None = None
+        self._decode_consts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, float, int]] = {}
 
     # ---- memoised pieces -------------------------------------------------------------------
     def layer_rest(self, tokens: int) -> float:
@@ -260,17 +270,27 @@ class StepTimeModel:
         """Seconds of each of ``k`` decode-only steps of ``n`` sequences; at step j the KV lengths
         (each sequence's new token included) sum to ``kv_sum + j*n``, the longest is
         ``kv_max + j``. Step j equals ``iteration_time(Batch(decode=...))`` for those lengths."""
+        c = self._decode_consts.get(n)
+        if c is None:
+            c = self._decode_consts[n] = self._decode_setup(n)
+        xs, ys, mxs, mys, rest, head, m = c
         steps = np.arange(k, dtype=np.float64)
         s = kv_sum + n * steps
         mx = kv_max + steps
+        att = np.maximum(_interp(s if m == 1 else s / m, xs, ys), _interp(mx, mxs, mys))
+        stage = self.layers_per_stage * (rest + att)
+        if self.pp == 1:
+            return stage + head
+        return self._pipeline_vec(stage, n, m) + head
+
+    def _decode_setup(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, float, int]:
+        """Per-n constants of ``decode_times``: the attention grids of a micro-batch's sequence
+        count, the layer time without attention, the head, the micro-batch count."""
         m = min(self.pp, n)
-        if m == 1:
-            per_layer = self.layer_rest(n) + self.decode_attention(n, s, mx)
-            layers = self._pipeline_vec(self.layers_per_stage * per_layer, n, 1)
-        else:
-            per_layer = self.layer_rest(math.ceil(n / m)) + self.decode_attention(math.ceil(n / m), s / m, mx)
-            layers = self._pipeline_vec(self.layers_per_stage * per_layer, n, m)
-        return layers + self._head(n, n)
+        nm = n if m == 1 else math.ceil(n / m)
+        xs, ys = self._grid(nm)
+        mxs, mys = self._max_grid(nm)
+        return xs, ys, mxs, mys, self.layer_rest(nm), self._head(n, n), m
 
     def _pipeline_vec(self, stage: np.ndarray, tokens: int, micro: int) -> np.ndarray:
         if self.pp == 1:

@@ -39,7 +39,7 @@ def weighted_stats(x: np.ndarray, w: np.ndarray) -> dict[str, float]:
     """Mean and percentiles of samples ``x`` each counted ``w`` times (the 'lower' percentile)."""
     if x.size == 0:
         return stats(x)
-    order = np.argsort(x, kind="stable")
+    order = np.argsort(x)   # any order of equal samples gives the same mean and percentiles
     xs, ws = x[order], w[order]
     cum = np.cumsum(ws)
     total = cum[-1]
