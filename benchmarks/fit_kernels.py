@@ -1,10 +1,18 @@
-"""Fit the kernel-model constants of one architecture family on its shared measured files.
+"""Fit an architecture family's silicon constants and the software-stack profiles measured on it.
 
 ``python benchmarks/fit_kernels.py ampere`` minimises, with scipy's bounded least squares, the log
-ratio sim/meas over (file, op) groups weighted equally (so small ops count as much as big GEMMs),
-on a stride-subsample of the files marked ``fitted`` in ``accuracy_ops.SHARED_FILES``, and prints the
-``[kernels]`` table to paste into ``hwmodels/calibration/<family>.toml``. Tile shapes and the
-communication constants are not fitted (no data here).
+ratio sim/meas over (file, op) groups weighted equally (so small ops count as much as big GEMMs), on a
+stride-subsample of the files marked ``fitted`` in ``accuracy_ops.SHARED_FILES`` whose GPU is of that
+family, and prints the family's ``[kernels]`` values (``hwmodels/calibration/<family>.toml``) and each
+stack's (``hwmodels/stacks/<stack>.toml``). Every file is simulated under its own format's stack, so each
+stack's constants are fitted on that stack's files only. Attention rows and constants are not fitted
+here (``benchmarks/fit_attention.py``); nor are tile shapes, thread counts, kernel geometry (read from
+the kernels' source) or the communication constants (no data here).
+
+Reference points that pin products of constants: ``cublas`` (a tuned ``torch.matmul``) defines the
+family's GEMM efficiency (its ``gemm_eff`` is 1); a torch elementwise kernel (``add``/``elementwise``,
+``bw_eff`` 1) and, for ``vllm``, the GEMM's weight streaming (``gemm_bw_eff`` 1) define the family's
+streaming bandwidth.
 """
 
 from __future__ import annotations
@@ -25,87 +33,135 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from accuracy_ops import DEFAULT_DATA, SHARED_FILES, load_shared
 
 from hwmodels.gpu import load_gpu
-from hwmodels.kernels import load_calibration
-from hwmodels.validate_ops import simulate_measured
+from hwmodels.kernels import Calibration, Stack, load_calibration, load_stack
+from hwmodels.validate_ops import simulate_measured, stack_for
 from workloads.measured import MeasuredFile
 from workloads.ops import OpKind
 
-# name: (low, high); log-spaced search for the latencies
-PARAMS = {
-    "launch_s": (0.5e-6, 8e-6), "host_sync_s": (0.0, 60e-6),
-    "gemm_peak_eff": (0.5, 1.0), "gemm_feed_elems": (0.0, 64.0), "gemm_tile_s": (0.0, 20e-6),
+FAMILY_PARAMS = {
+    "launch_s": (0.5e-6, 6e-6), "mem_latency_s": (0.05e-6, 1.5e-6),
+    "gemm_peak_eff": (0.5, 1.0), "gemm_feed_elems": (0.0, 64.0), "gemm_tile_s": (0.0, 20e-6), "gemm_overlap_loss": (0.0, 1.0),
     "mem_eff": (0.6, 1.0), "sm_bw_share": (0.5, 8.0), "l2_bw_mult": (1.0, 5.0),
-    "norm_eff": (0.1, 1.2), "rope_eff": (0.1, 1.2), "act_eff": (0.1, 1.2), "add_eff": (0.3, 1.2),
-    "emb_eff": (0.02, 2.0), "elementwise_eff": (0.3, 1.2),
-    "attn_peak_eff": (0.3, 1.0), "attn_cta_s": (0.0, 20e-6), "attn_empty_cta_s": (0.0, 5e-6),
 }
+STACK_PARAMS = {
+    "gemm_eff": (0.5, 1.2), "gemm_bw_eff": (0.4, 1.2), "host_overhead_s": (0.0, 60e-6),
+    "gather_index_latencies": (0.1, 5.0), "gather_elems_per_sm_cycle": (0.05, 20.0),
+}
+IMPL_BOUNDS = (0.1, 1.5)  # bw_eff of a memory kernel
+REFERENCE_KINDS = {OpKind.ADD, OpKind.ELEMENTWISE}  # torch elementwise: bw_eff 1 by definition
 TARGET_PER_FILE = 1500
+ATTENTION = {OpKind.ATTN_PREFILL, OpKind.ATTN_DECODE}
 
 
 def _subsample(m: MeasuredFile) -> MeasuredFile:
-    stride = max(1, math.ceil(len(m.records) / TARGET_PER_FILE))
-    return dataclasses.replace(m, records=m.records[::stride])
+    recs = [r for r in m.records if not any(op.kind in ATTENTION for op in r.ops)]
+    stride = max(1, math.ceil(len(recs) / TARGET_PER_FILE))
+    return dataclasses.replace(m, records=tuple(recs[::stride]))
 
 
-def fit(family: str, data: Path, max_nfev: int = 60) -> dict[str, float]:
+def _free_params(stack: Stack, files: list[MeasuredFile]) -> list[str]:
+    """The stack's constants its files exercise, minus those fixed as references."""
+    kinds = {op.kind for m in files for r in m.records for op in r.ops}
+    wall = any(m.timing.value == "wall_clock" for m in files)
+    names = []
+    if OpKind.GEMM in kinds:
+        if stack.name not in ("cublas", "vllm"):
+            names.append("gemm_eff")
+        if stack.name != "vllm":
+            names.append("gemm_bw_eff")
+    if wall:
+        names.append("host_overhead_s")
+    if OpKind.EMBEDDING in kinds:
+        names += ["gather_index_latencies", "gather_elems_per_sm_cycle"]
+    for kind in sorted(kinds & set(stack.ops), key=lambda k: k.value):
+        if kind not in REFERENCE_KINDS:
+            names.append(f"{kind.value}.bw_eff")
+    return names
+
+
+def _get(stack: Stack, name: str) -> float:
+    if "." in name:
+        kind, key = name.split(".")
+        return float(getattr(stack.ops[OpKind(kind)], key))
+    return float(getattr(stack, name))
+
+
+def _with(stack: Stack, values: dict[str, float]) -> Stack:
+    top = {k: v for k, v in values.items() if "." not in k}
+    ops = dict(stack.ops)
+    for k, v in values.items():
+        if "." in k:
+            kind, key = k.split(".")
+            ops[OpKind(kind)] = dataclasses.replace(ops[OpKind(kind)], **{key: v})
+    return dataclasses.replace(stack, ops=ops, **top)
+
+
+def fit(family: str, data: Path, max_nfev: int = 40) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     files = []
     for f in SHARED_FILES:
         gpu = load_gpu(f.hardware)
         if f.fitted and gpu.architecture.value == family:
-            files.append((_subsample(load_shared(f, data)), gpu))
+            m = _subsample(load_shared(f, data))
+            if m.records:
+                files.append((m, gpu, stack_for(m.format)))
     if not files:
         raise SystemExit(f"no shared files for family {family}")
     base = load_calibration(family)
-    names = [n for n in PARAMS if any(_uses(n, m) for m, _ in files)]
-    lo = np.array([PARAMS[n][0] for n in names])
-    hi = np.array([PARAMS[n][1] for n in names])
-    x0 = np.clip(np.array([getattr(base, n) for n in names], dtype=float), lo, hi)
-    scale = np.where(hi > 0, hi - lo, 1.0)
+    stacks = {s: load_stack(s) for _, _, s in files}
+    keys: list[tuple[str, str]] = [("", n) for n in FAMILY_PARAMS]
+    for s, st in stacks.items():
+        keys += [(s, n) for n in _free_params(st, [m for m, _, ss in files if ss == s])]
+
+    def bounds(k: tuple[str, str]) -> tuple[float, float]:
+        if not k[0]:
+            return FAMILY_PARAMS[k[1]]
+        return STACK_PARAMS.get(k[1], IMPL_BOUNDS)
+
+    lo = np.array([bounds(k)[0] for k in keys])
+    hi = np.array([bounds(k)[1] for k in keys])
+    x0 = np.array([getattr(base, n) if not s else _get(stacks[s], n) for s, n in keys], dtype=float)
+    x0 = np.clip(x0, lo, hi)
+    scale = hi - lo
+
+    def unpack(u: np.ndarray) -> tuple[Calibration, dict[str, Stack]]:
+        x = lo + u * scale
+        cal = dataclasses.replace(base, **{n: float(v) for (s, n), v in zip(keys, x) if not s})
+        sts = {s: _with(st, {n: float(v) for (ss, n), v in zip(keys, x) if ss == s}) for s, st in stacks.items()}
+        return cal, sts
 
     def residuals(u: np.ndarray) -> np.ndarray:
-        cal = dataclasses.replace(base, **{n: float(v) for n, v in zip(names, lo + u * scale)})
+        cal, sts = unpack(u)
         res = []
-        for m, gpu in files:
-            pts = simulate_measured(m, gpu, cal)
+        for m, gpu, s in files:
             groups: dict[str, list[float]] = {}
-            for p in pts:
+            for p in simulate_measured(m, gpu, cal, sts[s]):
                 groups.setdefault(p.op, []).append(math.log(max(p.simulated_s, 1e-12) / p.measured_s))
             for r in groups.values():
                 res.extend(np.asarray(r) / math.sqrt(len(r)))
         return np.asarray(res)
 
-    u0 = (x0 - lo) / scale
-    sol = least_squares(residuals, u0, bounds=(0.0, 1.0), diff_step=1e-3, max_nfev=max_nfev, loss="soft_l1",
-                        f_scale=0.1)
-    return {n: float(v) for n, v in zip(names, lo + sol.x * scale)}
-
-
-_KIND_PARAM = {"norm_eff": OpKind.NORM, "rope_eff": OpKind.ROPE, "act_eff": OpKind.ACTIVATION,
-               "add_eff": OpKind.ADD, "emb_eff": OpKind.EMBEDDING, "elementwise_eff": OpKind.ELEMENTWISE}
-
-
-def _uses(name: str, m: MeasuredFile) -> bool:
-    """Fit a constant only where the data exercises it."""
-    if name == "host_sync_s":
-        return m.timing.value == "wall_clock"
-    kinds = {op.kind for r in m.records for op in r.ops}
-    if name in _KIND_PARAM:
-        return _KIND_PARAM[name] in kinds
-    if name.startswith("attn_"):
-        return bool(kinds & {OpKind.ATTN_PREFILL, OpKind.ATTN_DECODE})
-    if name.startswith("gemm_"):
-        return OpKind.GEMM in kinds
-    return True
+    sol = least_squares(residuals, (x0 - lo) / scale, bounds=(0.0, 1.0), diff_step=1e-3, max_nfev=max_nfev,
+                        loss="soft_l1", f_scale=0.05)
+    x = lo + sol.x * scale
+    fam = {n: float(v) for (s, n), v in zip(keys, x) if not s}
+    per_stack = {s: {n: float(v) for (ss, n), v in zip(keys, x) if ss == s} for s in stacks}
+    return fam, per_stack
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("family")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--max-nfev", type=int, default=60)
+    ap.add_argument("--max-nfev", type=int, default=40)
     args = ap.parse_args()
-    for k, v in fit(args.family, args.data, args.max_nfev).items():
+    fam, stacks = fit(args.family, args.data, args.max_nfev)
+    sys.stdout.write(f"# calibration/{args.family}.toml [kernels]\n")
+    for k, v in fam.items():
         sys.stdout.write(f"{k} = {v:.4g}\n")
+    for s, vals in stacks.items():
+        sys.stdout.write(f"# stacks/{s}.toml\n")
+        for k, v in vals.items():
+            sys.stdout.write(f"{k} = {v:.4g}\n")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""Per-kernel validation: simulate every measured (row, op) of a file and score it (n / WAPE / MAPE)."""
+"""Per-kernel validation: simulate every measured (row, op) of a file and score it (n / WAPE / MAPE).
+
+Each file format was measured under one software stack (:data:`FORMAT_STACK`); the file is simulated
+with that stack's profile unless the caller names another."""
 
 from __future__ import annotations
 
@@ -6,10 +9,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hwmodels.gpu import GPUSpec
-from hwmodels.kernels import Calibration, GPUKernelModel
+from hwmodels.kernels import Calibration, GPUKernelModel, Stack
 from workloads.accuracy import ErrorStats, grouped
 from workloads.measured import MeasuredFile, Timing
 from workloads.ops import Op
+
+
+FORMAT_STACK = {
+    "vidur-mlp": "vidur", "vidur-attention": "vidur",
+    "lss-layers": "hf-eager",
+    "lss-dense": "vllm", "lss-attention": "vllm",
+    "llmcompass-matmul": "cublas",
+}
+
+
+def stack_for(fmt: str) -> str:
+    """The software stack a measured format was profiled under (vLLM when the format is unknown)."""
+    return FORMAT_STACK.get(fmt, "vllm")
 
 
 @dataclass(frozen=True)
@@ -24,21 +40,22 @@ class OpsPoint:
 class OpsValidation:
     format: str
     hardware: str
+    stack: str
     overall: ErrorStats
     per_op: dict[str, ErrorStats]
     points: tuple[OpsPoint, ...] = field(repr=False, default=())
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"format": self.format, "hardware": self.hardware}
+        d: dict[str, Any] = {"format": self.format, "hardware": self.hardware, "stack": self.stack}
         d.update(self.overall.to_dict())
         d["ops"] = {k: v.to_dict() for k, v in self.per_op.items()}
         return d
 
 
-def simulate_measured(measured: MeasuredFile, gpu: GPUSpec,
-                      calibration: Calibration | None = None) -> list[OpsPoint]:
-    model = GPUKernelModel(gpu, calibration)
-    extra = model.cal.host_sync_s if measured.timing is Timing.WALL_CLOCK else 0.0
+def simulate_measured(measured: MeasuredFile, gpu: GPUSpec, calibration: Calibration | None = None,
+                      stack: Stack | str | None = None) -> list[OpsPoint]:
+    model = GPUKernelModel(gpu, calibration, stack if stack is not None else stack_for(measured.format))
+    extra = model.stack.host_overhead_s if measured.timing is Timing.WALL_CLOCK else 0.0
     cache: dict[Op, float] = {}
 
     def t(op: Op) -> float:
@@ -49,8 +66,11 @@ def simulate_measured(measured: MeasuredFile, gpu: GPUSpec,
     return [OpsPoint(r.op, r.line, sum(t(op) for op in r.ops) + extra, r.seconds) for r in measured.records]
 
 
-def validate_ops(measured: MeasuredFile, gpu: GPUSpec, calibration: Calibration | None = None) -> OpsValidation:
-    """Simulate each record of ``measured`` on ``gpu`` and return overall and per-op error stats."""
-    points = simulate_measured(measured, gpu, calibration)
+def validate_ops(measured: MeasuredFile, gpu: GPUSpec, calibration: Calibration | None = None,
+                 stack: Stack | str | None = None) -> OpsValidation:
+    """Simulate each record of ``measured`` on ``gpu`` under ``stack`` (default: the format's own) and
+    return overall and per-op error stats."""
+    name = stack if isinstance(stack, str) else stack.name if stack is not None else stack_for(measured.format)
+    points = simulate_measured(measured, gpu, calibration, stack if stack is not None else name)
     overall, per = grouped((p.op, p.simulated_s, p.measured_s) for p in points)
-    return OpsValidation(measured.format, gpu.id, overall, per, tuple(points))
+    return OpsValidation(measured.format, gpu.id, name, overall, per, tuple(points))

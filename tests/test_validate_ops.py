@@ -1,7 +1,7 @@
 """``xpusim validate ops``: readers, scoring and the accuracy reached on the shared measured files.
 
-Accuracy bounds below are what the model reaches (see the report in the commit log); the issue's
-target is WAPE <= 0.05 and MAPE <= 0.12 per file, asserted only where reached.
+Accuracy bounds below are the issue's target (WAPE <= 0.05 and MAPE <= 0.12 per file) where the model
+reaches it, else what it reaches, with the reason next to the table.
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ def test_cli_json_keys(tmp_path: Path) -> None:
                                  "a100-sxm-80gb", str(p), "--json"])
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
-    assert set(d) == {"format", "hardware", "n", "wape", "mape", "ops"}
+    assert set(d) == {"format", "hardware", "stack", "n", "wape", "mape", "ops"}
+    assert d["stack"] == "cublas"
     assert d["n"] == 2 and d["format"] == "llmcompass-matmul" and d["hardware"] == "a100-sxm-80gb"
     assert set(d["ops"]["matmul"]) == {"n", "wape", "mape"}
 
@@ -112,16 +113,24 @@ def test_cli_lss_needs_model(tmp_path: Path) -> None:
 
 # ---- accuracy on the shared measured files ----------------------------------------------------------
 
-# (file, wape bound, mape bound): what the model reaches; None = the issue target (0.05 / 0.12).
+# (file, wape bound, mape bound). TARGET = the issue's 0.05 / 0.12, asserted wherever the model reaches it.
+# The others assert what is reached (kernel model + stack profiles of the commit that set them):
+# - vidur Llama-2-7B (fitted, vidur stack) 0.075 / 0.078 and Llama-3-8B (held out) 0.093 / 0.083: the
+#   MAPE target is met; WAPE is carried by the large GEMMs (m >= 1024), whose time the tile/wave model
+#   misses by 5-10 % shape by shape (the profiler's cuBLAS picks kernels per shape that a handful of
+#   candidate tiles does not reproduce; TP1 QKV/up GEMMs run at ~0.69 of peak, TP4 ones at ~0.75).
+# - CodeLlama-34B (held out) WAPE 0.0504: 0.0004 above the target, same cause.
+# Attention files belong to benchmarks/fit_attention.py; their bounds are the attention model's.
+TARGET = (0.05, 0.12)
 REACHED = {
-    "measured/vidur_a100/Llama-2-7b-hf/mlp.csv": (0.11, 0.15),
-    "measured/vidur_a100/Meta-Llama-3-8B/mlp.csv": (0.13, 0.16),
-    "measured/vidur_a100/Llama-2-70b-hf/mlp.csv": (0.07, 0.14),
-    "measured/vidur_a100/CodeLlama-34b-Instruct-hf/mlp.csv": (0.075, 0.14),
-    "measured/llmcompass_a100/matmul_A100.csv": (0.125, 0.115),
+    "measured/vidur_a100/Llama-2-7b-hf/mlp.csv": (0.08, TARGET[1]),
+    "measured/vidur_a100/Meta-Llama-3-8B/mlp.csv": (0.095, TARGET[1]),
+    "measured/vidur_a100/Llama-2-70b-hf/mlp.csv": TARGET,
+    "measured/vidur_a100/CodeLlama-34b-Instruct-hf/mlp.csv": (0.052, TARGET[1]),
+    "measured/llmcompass_a100/matmul_A100.csv": TARGET,
     "measured/lss_a6000/meta-llama_Llama-3.1-8B_tp1_attention.csv": (0.165, 0.14),
-    "measured/lss_a6000/meta-llama_Llama-3.1-8B_tp1_layers.csv": (0.08, 0.13),
-    "measured/lss_rtx4090/tp1_dense.csv": (0.05, 0.13),
+    "measured/lss_a6000/meta-llama_Llama-3.1-8B_tp1_layers.csv": (0.06, TARGET[1]),
+    "measured/lss_rtx4090/tp1_dense.csv": TARGET,
     "measured/lss_rtx4090/tp1_attention.csv": (0.21, 0.21),
 }
 

@@ -2,7 +2,9 @@
 
 A tile- and wave-quantised roofline per kernel type (:mod:`.gemm`, :mod:`.attention`,
 :mod:`.memory`, :mod:`.comm`), driven by the GPU's spec and by a handful of efficiency constants
-per architecture family (:mod:`.calibration`, ``hwmodels/calibration/<family>.toml``).
+per architecture family (:mod:`.calibration`, ``hwmodels/calibration/<family>.toml``), and by the
+software stack that implements each op (:mod:`.stack`, ``hwmodels/stacks/<stack>.toml``: vLLM's fused
+kernels, eager HuggingFace, a tuned cuBLAS call...).
 """
 
 from __future__ import annotations
@@ -13,28 +15,34 @@ from hwmodels.kernels.calibration import Calibration, load_calibration
 from hwmodels.kernels.comm import all_reduce_cost
 from hwmodels.kernels.gemm import gemm_cost
 from hwmodels.kernels.memory import memory_op_cost
+from hwmodels.kernels.stack import Stack, list_stacks, load_stack
 from workloads.ops import AllReduce, DecodeAttention, Gemm, MemoryOp, Op, PrefillAttention
 
-__all__ = ["Calibration", "GPUKernelModel", "load_calibration"]
+__all__ = ["Calibration", "GPUKernelModel", "Stack", "list_stacks", "load_calibration", "load_stack"]
+
+DEFAULT_STACK = "vllm"  # what the serving simulation runs
 
 
 class GPUKernelModel:
-    """Kernel times of one GPU. ``calibration`` defaults to the GPU family's fitted constants."""
+    """Kernel times of one GPU under one software stack. ``calibration`` defaults to the GPU family's
+    fitted constants; ``stack`` is a profile name or :class:`Stack` (default vLLM)."""
 
-    def __init__(self, gpu: GPUSpec, calibration: Calibration | None = None) -> None:
+    def __init__(self, gpu: GPUSpec, calibration: Calibration | None = None,
+                 stack: Stack | str = DEFAULT_STACK) -> None:
         self.gpu = gpu
         self.cal = calibration if calibration is not None else load_calibration(gpu.architecture.value)
+        self.stack = stack if isinstance(stack, Stack) else load_stack(stack)
 
     def cost(self, op: Op) -> tuple[float, dict[str, float]]:
         g, c = self.gpu, self.cal
         if isinstance(op, Gemm):
-            return gemm_cost(op, g, c)
+            return gemm_cost(op, g, c, self.stack)
         if isinstance(op, PrefillAttention):
             return prefill_attention_cost(op, g, c)
         if isinstance(op, DecodeAttention):
             return decode_attention_cost(op, g, c)
         if isinstance(op, MemoryOp):
-            return memory_op_cost(op, g, c)
+            return memory_op_cost(op, g, c, self.stack)
         if isinstance(op, AllReduce):
             return all_reduce_cost(op, g, c)
         raise TypeError(f"no cost model for {type(op).__name__}")

@@ -27,21 +27,17 @@ class Calibration:
     family: str
     # launches
     launch_s: float            # device time of one kernel beyond its work (launch, ramp, tail), CUDA-event timed
-    host_sync_s: float         # extra per call when timed by host wall clock around a synchronised call
+    mem_latency_s: float       # one dependent global-memory access of a thread (a serial loop's step)
+    threads_per_sm: int        # resident threads per SM (GA100/GH100/GB100 2048; GA10x/AD10x 1536)
     # GEMM
     gemm_peak_eff: float       # fraction of dense tensor peak a large tile sustains
     gemm_feed_elems: float     # operand-feed penalty: tile efficiency = 1 / (1 + c (1/bm + 1/bn))
     gemm_tile_s: float         # fixed time per tile (prologue, epilogue) per wave
+    gemm_overlap_loss: float   # share of the shorter of compute and memory a GEMM mainloop fails to hide
     # memory
     mem_eff: float             # fraction of DRAM bandwidth a streaming kernel sustains
     sm_bw_share: float         # one busy SM draws at most this multiple of bandwidth / sm_count
     l2_bw_mult: float          # bandwidth of L2-resident traffic as a multiple of DRAM bandwidth
-    norm_eff: float            # fused RMSNorm / LayerNorm kernel, fraction of mem_eff
-    rope_eff: float
-    act_eff: float
-    add_eff: float
-    emb_eff: float
-    elementwise_eff: float     # a plain framework elementwise kernel
     # attention
     attn_peak_eff: float       # fraction of the per-SM tensor peak a FlashAttention tile sustains
     attn_cta_s: float          # fixed time of one live attention CTA (load Q, write O, latency chain)
@@ -55,7 +51,7 @@ class Calibration:
 
 
 _KEYS = {f.name for f in dataclasses.fields(Calibration)} - {"family", "source"}
-_INT_KEYS = {"attn_block_m", "attn_block_n"}
+_INT_KEYS = {"attn_block_m", "attn_block_n", "threads_per_sm"}
 
 
 def _calibration_dir() -> Path:
@@ -63,7 +59,7 @@ def _calibration_dir() -> Path:
 
 
 def parse_calibration(data: dict[str, Any], *, file: str, family: str) -> Calibration:
-    reject_unknown(data, {"source", "kernels"}, file=file)
+    reject_unknown(data, {"source", "kernels", "attention"}, file=file)  # [attention]: attention_calibration.py
     k = data.get("kernels")
     if not isinstance(k, dict):
         raise ConfigError("missing required table", file=file, field="[kernels]")

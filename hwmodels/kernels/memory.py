@@ -5,12 +5,19 @@ so one busy SM draws at most ``sm_bw_share x bandwidth / sm_count``. Traffic who
 in L2 (a small activation the previous kernel just wrote, weights re-read by a warm benchmark loop)
 is served at ``l2_bw_mult`` x DRAM bandwidth; the hit fraction falls linearly from 1 at half the L2
 to 0 at the full L2 (streaming beyond the L2 evicts before reuse).
+
+Memory-bound ops (norms, rope, activations, adds, embedding gathers) take the launch geometry of
+the software stack's kernel (:mod:`.stack`): with few tokens their time is a chain of dependent
+memory latencies (a CTA looping over its row), with many it is bandwidth.
 """
 
 from __future__ import annotations
 
+import math
+
 from hwmodels.gpu import GPUSpec
 from hwmodels.kernels.calibration import Calibration
+from hwmodels.kernels.stack import Geometry, KernelImpl, Stack
 from workloads.ops import MemoryOp, OpKind
 
 
@@ -35,28 +42,54 @@ def stream_time(gpu: GPUSpec, cal: Calibration, nbytes: float, ctas: float, eff:
     return nbytes * (hit / rate_l2 + (1.0 - hit) / rate_dram)
 
 
-def kind_efficiency(cal: Calibration, kind: OpKind) -> float:
-    return {
-        OpKind.NORM: cal.norm_eff,
-        OpKind.ROPE: cal.rope_eff,
-        OpKind.ACTIVATION: cal.act_eff,
-        OpKind.ADD: cal.add_eff,
-        OpKind.EMBEDDING: cal.emb_eff,
-        OpKind.ELEMENTWISE: cal.elementwise_eff,
-    }.get(kind, cal.elementwise_eff)
+ROW_BYTES_PER_CTA = 16 * 1024  # a grid-stride elementwise kernel gives each CTA a few KiB
 
 
-ROW_BYTES_PER_CTA = 16 * 1024  # elementwise kernels give each CTA a few KiB; norms one row per CTA
+def _row_chain(op_tokens: int, width: float, impl: KernelImpl, gpu: GPUSpec, cal: Calibration) -> float:
+    """One CTA per token looping over a row of ``width`` elements: waves x iterations x latency."""
+    threads = min(impl.block_threads, max(32, 32 * math.ceil(width / impl.vec / 32)))
+    iters = math.ceil(width / (threads * impl.vec))
+    resident = max(1, cal.threads_per_sm // threads) * gpu.sm_count
+    waves = math.ceil(op_tokens / resident)
+    return waves * impl.passes * iters * cal.mem_latency_s
 
 
-def memory_op_cost(op: MemoryOp, gpu: GPUSpec, cal: Calibration) -> tuple[float, dict[str, float]]:
-    """``kernels`` launches, each moving its share of the bytes at the kind's achieved bandwidth."""
-    kernels = max(1, op.kernels)
+def gather_cost(op: MemoryOp, gpu: GPUSpec, cal: Calibration, stack: Stack) -> tuple[float, dict[str, float]]:
+    """Embedding lookup as torch ``index_select``: up to ``gather_small_max`` indices, one small grid
+    over the row whose threads loop over the indices (a serial chain of dependent loads per index);
+    beyond, one thread per output element, bound by per-element index arithmetic
+    (``gather_elems_per_sm_cycle``) or by bandwidth."""
+    t = op.tokens
+    if t <= stack.gather_small_max:
+        body = t * stack.gather_index_latencies * cal.mem_latency_s
+        return cal.launch_s + body, {"chain_s": body, "launch_s": cal.launch_s, "kernels": 1.0}
+    elems = op.bytes_written / 2.0
+    clock = gpu.boost_clock_hz or 1.5e9
+    issue = elems / (gpu.sm_count * clock * stack.gather_elems_per_sm_cycle)
+    mem = stream_time(gpu, cal, op.bytes, gpu.sm_count)
+    body = cal.mem_latency_s + max(issue, mem)
+    return cal.launch_s + body, {"issue_s": issue, "memory_s": mem, "launch_s": cal.launch_s, "kernels": 1.0}
+
+
+def memory_op_cost(op: MemoryOp, gpu: GPUSpec, cal: Calibration, stack: Stack) -> tuple[float, dict[str, float]]:
+    """``kernels`` launches (the op's own count, times the stack's), each the slower of its latency
+    chain (launch geometry) and its bytes at the bandwidth the stack's kernel reaches."""
+    if op.tokens <= 0:
+        return 0.0, {}
+    if op.kind is OpKind.EMBEDDING:
+        return gather_cost(op, gpu, cal, stack)
+    impl = stack.impl(op.kind)
+    kernels = max(1, op.kernels) * impl.kernels
     per_kernel = op.bytes / kernels
-    if op.kind in (OpKind.NORM, OpKind.EMBEDDING, OpKind.ROPE):
+    if impl.geometry is Geometry.ROW:
+        width = op.bytes_written / (kernels * op.tokens * 2.0)  # 16-bit elements per row
+        chain = _row_chain(op.tokens, width, impl, gpu, cal)
         ctas = float(op.tokens)
     else:
+        chain = impl.passes * cal.mem_latency_s
         ctas = max(float(op.tokens), per_kernel / ROW_BYTES_PER_CTA)
-    mem = kernels * stream_time(gpu, cal, per_kernel, ctas, kind_efficiency(cal, op.kind))
+    mem = stream_time(gpu, cal, per_kernel, ctas, impl.bw_eff)
+    body = kernels * max(chain, mem)
     launch = kernels * cal.launch_s
-    return launch + mem, {"memory_s": mem, "launch_s": launch, "kernels": float(kernels)}
+    return launch + body, {"memory_s": kernels * mem, "chain_s": kernels * chain, "launch_s": launch,
+                           "kernels": float(kernels)}

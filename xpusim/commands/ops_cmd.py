@@ -20,9 +20,13 @@ def register(validate_group: click.Group, *_: click.Group) -> None:
 @click.option("--hardware", required=True, help="GPU catalog id (a100-sxm-80gb) or spec TOML path")
 @click.option("--model", default=None, help="model name or config (lss-* formats carry no shapes)")
 @click.option("--tp", default=1, show_default=True, type=int, help="tensor-parallel degree (lss-* formats)")
+@click.option("--stack", default=None,
+              help="software stack profile (vllm, vidur, hf-eager, cublas, or a TOML path); "
+                   "default: the one the format was measured under")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of a table")
 @click.argument("file", type=click.Path(path_type=Path))
-def ops(fmt: str, hardware: str, model: str | None, tp: int, as_json: bool, file: Path) -> None:
+def ops(fmt: str, hardware: str, model: str | None, tp: int, stack: str | None, as_json: bool,
+        file: Path) -> None:
     """Per-kernel accuracy: n, WAPE and MAPE overall and per op of FILE."""
     from hwmodels.gpu import load_gpu
     from hwmodels.validate_ops import validate_ops
@@ -42,14 +46,18 @@ def ops(fmt: str, hardware: str, model: str | None, tp: int, as_json: bool, file
     if tp < 1:
         raise ConfigError(f"must be >= 1, got {tp}", field="tp", value=tp)
     gpu = load_gpu(hardware)
-    result = validate_ops(read_measured(fmt, file, spec, tp), gpu)
+    if stack is not None:
+        from hwmodels.kernels import load_stack
+
+        load_stack(stack)  # a bad name is a ConfigError before the file is read
+    result = validate_ops(read_measured(fmt, file, spec, tp), gpu, stack=stack)
     if as_json:
         click.echo(json.dumps(result.to_dict()))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{file.name}: {fmt} on {gpu.name}")
+    table = Table(title=f"{file.name}: {fmt} on {gpu.name}, {result.stack} stack")
     for col in ("op", "n", "WAPE", "MAPE"):
         table.add_column(col, justify="left" if col == "op" else "right")
     for name, s in result.per_op.items():

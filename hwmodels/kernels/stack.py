@@ -1,0 +1,125 @@
+"""Software stack profiles: how one framework implements each op kind, separate from the silicon.
+
+The same GPU runs the same layer at different speeds under different software: a tuned
+``torch.matmul`` reaches ~82 % of the A100's tensor peak where the Vidur profiler's linear layers reach
+~72 %; vLLM's RMSNorm kernel of the Vidur era moves ~640 GB/s where a torch residual add moves
+~1.8 TB/s; eager HuggingFace runs a norm as 7 kernels. The architecture family's constants
+(``hwmodels/calibration/<family>.toml``) describe the silicon and a tuned library on it; a stack
+profile (``hwmodels/stacks/<stack>.toml``) describes the software relative to those, so a profile
+fitted on one GPU carries to another through that GPU's spec and family constants.
+
+A stack file holds ``[source]`` (what it was fitted on), ``[stack]`` (GEMM efficiency relative to
+the family's tuned-library figure, bandwidth of GEMM operand streaming relative to the family's
+streaming figure, host overhead of a wall-clock-timed call, the embedding gather) and one table
+per memory-bound op kind (``[norm]``, ``[rope]``, ``[activation]``, ``[add]``, ``[elementwise]``)
+with the kernel's launch geometry:
+
+``geometry = "row"``   one CTA per token (vLLM/Vidur norm, rope, activation kernels): the CTA has
+                       ``min(width / vec, block_threads)`` threads that loop over the row, so a few
+                       tokens take ``passes x ceil(width / (threads x vec))`` dependent memory
+                       latencies and many tokens run in waves of resident CTAs.
+``geometry = "grid"``  a grid-stride vectorised kernel (torch elementwise): one latency, then bandwidth.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from workloads.errors import ConfigError
+from workloads.ops import OpKind
+from workloads.specfile import get_number, get_str, read_toml, reject_unknown
+
+
+class Geometry(enum.Enum):
+    ROW = "row"
+    GRID = "grid"
+
+
+@dataclass(frozen=True)
+class KernelImpl:
+    """How a stack implements one memory-bound op kind."""
+
+    geometry: Geometry = Geometry.GRID
+    kernels: int = 1          # launches per op
+    block_threads: int = 1024  # most threads of a per-row CTA
+    vec: int = 1              # elements per thread access
+    passes: float = 1.0       # dependent memory latencies per loop iteration (a norm's two passes: ~2)
+    bw_eff: float = 1.0       # fraction of the family's streaming bandwidth reached with the GPU full
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A software stack's profile (SI inside)."""
+
+    name: str
+    gemm_eff: float = 1.0        # GEMM tensor throughput relative to the family's tuned library
+    gemm_bw_eff: float = 1.0     # GEMM operand streaming relative to the family's streaming bandwidth
+    host_overhead_s: float = 0.0  # per call, when timed by host wall clock around a synchronised call
+    gather_small_max: int = 16   # index_select: at most this many indices take the serial small-index kernel
+    gather_index_latencies: float = 2.0  # small-index kernel: memory latencies per index (serial loop)
+    gather_elems_per_sm_cycle: float = 1.0  # large-index kernel: elements per SM per clock cycle
+    ops: dict[OpKind, KernelImpl] = field(default_factory=dict)
+    source: str = ""
+
+    def impl(self, kind: OpKind) -> KernelImpl:
+        return self.ops.get(kind, self.ops.get(OpKind.ELEMENTWISE, KernelImpl()))
+
+
+STACK_KEYS = ("gemm_eff", "gemm_bw_eff", "host_overhead_s", "gather_small_max", "gather_index_latencies",
+              "gather_elems_per_sm_cycle")
+OP_TABLES = {"norm": OpKind.NORM, "rope": OpKind.ROPE, "activation": OpKind.ACTIVATION, "add": OpKind.ADD,
+             "elementwise": OpKind.ELEMENTWISE}
+IMPL_KEYS = ("geometry", "kernels", "block_threads", "vec", "passes", "bw_eff")
+_INT_KEYS = {"gather_small_max", "kernels", "block_threads", "vec"}
+
+
+def _stacks_dir() -> Path:
+    return Path(str(resources.files("hwmodels") / "stacks"))
+
+
+def list_stacks() -> list[str]:
+    return sorted(p.stem for p in _stacks_dir().glob("*.toml"))
+
+
+def parse_stack(data: dict[str, Any], *, file: str, name: str) -> Stack:
+    reject_unknown(data, {"source", "stack", *OP_TABLES}, file=file)
+    s = data.get("stack")
+    if not isinstance(s, dict):
+        raise ConfigError("missing required table", file=file, field="[stack]")
+    reject_unknown(s, STACK_KEYS, file=file, section="stack")
+    vals: dict[str, Any] = {k: get_number(s, k, file=file, section="stack", allow_zero=True,
+                                          integer=k in _INT_KEYS) for k in STACK_KEYS}
+    ops: dict[OpKind, KernelImpl] = {}
+    for table, kind in OP_TABLES.items():
+        t = data.get(table)
+        if t is None:
+            continue
+        if not isinstance(t, dict):
+            raise ConfigError("must be a table", file=file, field=f"[{table}]")
+        reject_unknown(t, IMPL_KEYS, file=file, section=table)
+        geo = get_str(t, "geometry", file=file, section=table)
+        try:
+            geometry = Geometry(geo)
+        except ValueError:
+            raise ConfigError(f"unknown geometry {geo!r}; known: row, grid", file=file,
+                              field=f"{table}.geometry", value=geo) from None
+        ops[kind] = KernelImpl(geometry, **{k: get_number(t, k, file=file, section=table, integer=k in _INT_KEYS)
+                                            for k in IMPL_KEYS if k != "geometry"})
+    src = data.get("source", {})
+    return Stack(name=name, ops=ops, source=str(src.get("fitted_on", "")) if isinstance(src, dict) else "",
+                 **vals)
+
+
+@functools.cache
+def load_stack(name: str) -> Stack:
+    """A stack profile by name (``vllm``, ``vidur``, ``hf-eager``, ``cublas``) or TOML path."""
+    path = Path(name) if name.endswith(".toml") else _stacks_dir() / f"{name}.toml"
+    if not path.exists():
+        raise ConfigError(f"no software stack profile {name!r}; known: {', '.join(list_stacks())}",
+                          field="stack", value=name)
+    return parse_stack(read_toml(path), file=str(path), name=path.stem)
