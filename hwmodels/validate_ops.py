@@ -14,7 +14,6 @@ from workloads.accuracy import ErrorStats, grouped
 from workloads.measured import MeasuredFile, Timing
 from workloads.ops import Op
 
-
 FORMAT_STACK = {
     "vidur-mlp": "vidur", "vidur-attention": "vidur",
     "lss-layers": "hf-eager",

@@ -136,3 +136,74 @@ def test_every_catalog_gpu_costs_every_op() -> None:
             t, bd = m.cost(op)
             assert 0 < t < 1.0, (gid, op)
             assert isinstance(bd, dict)
+
+
+# ---- software stacks -----------------------------------------------------------------------------
+
+def test_every_stack_loads_with_its_source() -> None:
+    from hwmodels.kernels import list_stacks, load_stack
+    assert {"vllm", "vidur", "hf-eager", "cublas"} <= set(list_stacks())
+    for name in list_stacks():
+        s = load_stack(name)
+        assert s.source and "placeholder" not in s.source, name
+        assert 0 < s.gemm_eff <= 1.2 and 0 < s.gemm_bw_eff <= 1.2
+
+
+def test_unknown_stack_is_a_config_error() -> None:
+    from hwmodels.kernels import load_stack
+    from workloads.errors import ConfigError
+    with pytest.raises(ConfigError, match="vllm"):
+        load_stack("tensorrt-llm")
+
+
+def test_default_stack_is_vllm(a100: GPUKernelModel) -> None:
+    assert a100.stack.name == "vllm"
+
+
+def test_per_token_kernel_with_few_tokens_is_a_latency_chain() -> None:
+    """silu_and_mul launches one CTA per token with min(width, 1024) threads (vidur: scalar loads), so at
+    one token a row of 11008 elements is ceil(11008 / 1024) = 11 dependent loop steps and one of 1376
+    (TP8) is 2: the difference is 9 memory latencies, though both move almost nothing. (Measured in
+    vidur_a100 Llama-2-7B: 7 us vs 2 us.)"""
+    m = GPUKernelModel(load_gpu("a100-sxm-80gb"), stack="vidur")
+
+    def act(width: int) -> MemoryOp:
+        return MemoryOp("mlp_act", OpKind.ACTIVATION, 1, 2 * width * 2, width * 2)
+    assert m.time(act(11008)) - m.time(act(1376)) == pytest.approx(9 * m.cal.mem_latency_s, rel=0.01)
+
+
+def test_per_token_kernel_with_many_tokens_is_bandwidth_bound() -> None:
+    m = GPUKernelModel(load_gpu("a100-sxm-80gb"), stack="vidur")
+    t = 65536
+    op = MemoryOp("n", OpKind.NORM, t, t * 4096 * 2.0, t * 4096 * 2.0)
+    bw = m.gpu.memory_bandwidth * m.cal.mem_eff * m.stack.impl(OpKind.NORM).bw_eff
+    assert m.time(op) == pytest.approx(op.bytes / bw, rel=0.05)
+
+
+def test_embedding_small_index_path_is_linear_then_drops() -> None:
+    """torch index_select runs a serial per-index loop up to 16 indices and one thread per element
+    beyond: 16 tokens cost more than 24 (measured in vidur_a100: 14 us vs 4 us)."""
+    m = GPUKernelModel(load_gpu("a100-sxm-80gb"), stack="vidur")
+
+    def emb(t: int) -> MemoryOp:
+        return MemoryOp("emb", OpKind.EMBEDDING, t, t * 4096 * 2 + 8 * t, t * 4096 * 2)
+    t1, t2, t16, t24 = (m.time(emb(t)) for t in (1, 2, 16, 24))
+    assert t16 - t1 == pytest.approx(15 * (t2 - t1), rel=1e-6)
+    assert t24 < t16
+
+
+def test_profiler_gemm_slower_than_tuned_library() -> None:
+    gpu = load_gpu("a100-sxm-80gb")
+    g = Gemm("g", 4096, 22016, 4096, DType.FP16)
+    vidur, cublas = GPUKernelModel(gpu, stack="vidur").time(g), GPUKernelModel(gpu, stack="cublas").time(g)
+    assert vidur > 1.05 * cublas
+
+
+def test_stack_profile_carries_to_other_gpus() -> None:
+    """The same stack on a faster GPU of another family is faster for every op kind."""
+    a100 = GPUKernelModel(load_gpu("a100-sxm-80gb"), stack="vidur")
+    h100 = GPUKernelModel(load_gpu("h100-sxm-80gb"), stack="vidur")
+    for op in (Gemm("g", 4096, 4096, 4096, DType.FP16), Gemm("g", 1, 11008, 4096, DType.FP16),
+               MemoryOp("n", OpKind.NORM, 4096, 4096 * 4096 * 2.0, 4096 * 4096 * 2.0),
+               MemoryOp("emb", OpKind.EMBEDDING, 4096, 4096 * 4096 * 2.0, 4096 * 4096 * 2.0)):
+        assert h100.time(op) < a100.time(op), op

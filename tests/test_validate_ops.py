@@ -149,3 +149,16 @@ def test_shared_file_accuracy(path: str) -> None:
     assert res.overall.n > 0
     assert res.overall.wape <= wape, res.to_dict()
     assert res.overall.mape <= mape, res.to_dict()
+
+
+def test_cli_stack_override(tmp_path: Path) -> None:
+    """--stack replaces the format's stack: the same GEMMs under the vidur profile are slower than under cublas."""
+    p = tmp_path / "mm.csv"
+    p.write_text("4096, 4096, 4096, 0.6ms, 230Tflops\n")
+    args = ["validate", "ops", "--format", "llmcompass-matmul", "--hardware", "a100-sxm-80gb", str(p), "--json"]
+    own = json.loads(CliRunner().invoke(cli, args).output)
+    other = CliRunner().invoke(cli, [*args, "--stack", "vidur"])
+    assert other.exit_code == 0, other.output
+    assert json.loads(other.output)["stack"] == "vidur" and own["stack"] == "cublas"
+    bad = CliRunner().invoke(cli, [*args, "--stack", "nope"])
+    assert bad.exit_code == 2 and "nope" in bad.output
