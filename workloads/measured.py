@@ -9,15 +9,20 @@ elementwise chains), because that, not the GPU, decides how many bytes move and 
 Formats (see ``../shared/data/README.md`` for the files themselves):
 
 ``vidur-mlp``          Vidur profiler ``mlp.csv``: vLLM kernels, fp16, CUDA events per op, ms (median).
-``vidur-attention``    Vidur-format ``attention.csv``: paged prefill / decode attention, ms (median).
-                       ``kv_cache_size`` of a decode row is the batch's total KV tokens (split evenly);
-                       the measured times scale with it, not with batch x kv. Rows with fewer KV tokens
-                       than sequences measure an empty kernel and are skipped.
+``vidur-attention``    Vidur-format ``attention.csv``: prefill / decode attention, ms (median).
+                       ``kv_cache_size`` of a decode row is the batch's total KV tokens (split evenly):
+                       batch 2 over 4096 takes what batch 1 over 2048 does. Rows with fewer KV tokens
+                       than sequences measure an empty kernel and are skipped. The kernel (A6000 file,
+                       FLASH_ATTENTION): FlashAttention-2's forward kernel on contiguous K/V, not
+                       causal (every query tile walks all keys: chunk = KV = 640 takes twice 32 x 640),
+                       decodes as one-row queries per query head, neither GQA-packed nor split.
 ``lss-layers``         LLMServingSim v0 ``layers.csv``: eager HuggingFace modules, ns.
 ``lss-dense``          LLMServingSim perf ``dense.csv`` (vLLM 0.19, bf16, eager), µs.
 ``lss-attention``      LLMServingSim perf ``attention.csv``: one varlen FlashAttention call over a chunk
                        of ``prefill_chunk`` new tokens after ``kv_prefill`` cached ones plus
-                       ``n_decode`` decodes of ``kv_decode`` tokens each, µs.
+                       ``n_decode`` decodes of ``kv_decode`` cached tokens each (each decode's
+                       sequence is ``kv_decode + 1`` keys: the step at kv_decode 128 is a second
+                       128-key tile), µs. vLLM 0.19 FlashAttention backend (FA2 on Ada, paged KV).
 ``llmcompass-matmul``  LLMCompass ``matmul_A100.csv``: ``M, N, K, <t>ms, <x>Tflops`` fp16 GEMMs timed
                        by wall clock around each call (so they include the host launch and sync).
 """
@@ -199,8 +204,9 @@ def read_vidur_mlp(path: Path, model: ModelSpec | None = None, tp: int = 1) -> M
 def read_vidur_attention(path: Path, model: ModelSpec | None = None, tp: int = 1) -> MeasuredFile:
     """Prefill rows: one sequence of ``prefill_chunk_size`` new tokens over ``kv_cache_size`` tokens
     (chunk included when it is at least the chunk, as the files store it). Decode rows: ``batch_size``
-    sequences sharing ``kv_cache_size`` KV tokens, read by a kernel without GQA packing or KV splits
-    (vLLM's FlashAttention path of the Vidur profiler era)."""
+    sequences sharing ``kv_cache_size`` KV tokens. Both run FlashAttention-2's forward kernel on
+    contiguous K/V without causal tile skipping; decodes are not GQA-packed nor KV-split (see the
+    module docstring for the evidence in the times)."""
     cols = {"n_embd", "n_q_head", "n_kv_head", "num_tensor_parallel_workers", "batch_size",
             "prefill_chunk_size", "kv_cache_size", "is_prefill"}
     rows = _Rows(path, cols)
@@ -222,7 +228,8 @@ def read_vidur_attention(path: Path, model: ModelSpec | None = None, tp: int = 1
                 continue
             chunk = rows.num(row, "prefill_chunk_size", integer=True, minimum=1)
             total = max(kv, chunk)
-            op: Op = PrefillAttention("attn_prefill", qh, kvh, hd, ((chunk, total),) * b, dtype)
+            op: Op = PrefillAttention("attn_prefill", qh, kvh, hd, ((chunk, total),) * b, dtype,
+                                      causal=False, paged=False)
             records.append(MeasuredOp("attn_prefill", (op,), _positive_time(v, rows, col) * 1e-3, rows.line))
         else:
             col = "time_stats.attn_decode.median"
@@ -230,7 +237,8 @@ def read_vidur_attention(path: Path, model: ModelSpec | None = None, tp: int = 1
             if v is None or kv < b:
                 continue
             per = kv // b
-            op = DecodeAttention("attn_decode", qh, kvh, hd, (per,) * b, dtype, pack_gqa=False, split_kv=False)
+            op = DecodeAttention("attn_decode", qh, kvh, hd, (per,) * b, dtype, pack_gqa=False, split_kv=False,
+                                 paged=False)
             records.append(MeasuredOp("attn_decode", (op,), _positive_time(v, rows, col) * 1e-3, rows.line))
     return MeasuredFile("vidur-attention", str(path), tuple(records))
 
@@ -336,7 +344,9 @@ def read_lss_dense(path: Path, model: ModelSpec | None = None, tp: int = 1) -> M
 @_format("lss-attention")
 def read_lss_attention(path: Path, model: ModelSpec | None = None, tp: int = 1) -> MeasuredFile:
     """A row with a prefill chunk is one varlen kernel over the chunk and the decodes (each a query
-    of one token, not GQA-packed); a decode-only row is the decode kernel (GQA-packed, split-KV)."""
+    of one token, not GQA-packed nor split: the call's longest query is the chunk); a decode-only row
+    is FA2's decode path (query heads of a KV head packed, split-KV heuristic). A decode's sequence is
+    its ``kv_decode`` cached tokens plus the new one."""
     assert model is not None
     rows = _Rows(path, {"prefill_chunk", "kv_prefill", "n_decode", "kv_decode", "time_us"})
     qh = model.num_heads // tp
@@ -352,11 +362,11 @@ def read_lss_attention(path: Path, model: ModelSpec | None = None, tp: int = 1) 
         if chunk == 0 and (nd == 0 or kvd == 0):
             continue
         if chunk > 0:
-            seqs = ((chunk, prior + chunk),) + ((1, max(1, kvd)),) * nd
+            seqs = ((chunk, prior + chunk),) + ((1, kvd + 1),) * nd
             op: Op = PrefillAttention("attention", qh, kvh, hd, seqs, DType.BF16)
             name = "attn_prefill" if nd == 0 else "attn_mixed"
         else:
-            op = DecodeAttention("attention", qh, kvh, hd, (kvd,) * nd, DType.BF16)
+            op = DecodeAttention("attention", qh, kvh, hd, (kvd + 1,) * nd, DType.BF16)
             name = "attn_decode"
         records.append(MeasuredOp(name, (op,), v, rows.line))
     return MeasuredFile("lss-attention", str(path), tuple(records), needs_model=True)

@@ -66,7 +66,10 @@ class PrefillAttention:
     """Causal attention of new query tokens over prior + new keys (FlashAttention style).
 
     ``seqs`` holds one ``(q_len, kv_len)`` per sequence, where ``kv_len`` counts the prior
-    (already cached) tokens plus the ``q_len`` new ones.
+    (already cached) tokens plus the ``q_len`` new ones. How the software runs it: ``causal``: the
+    kernel skips the key tiles above the diagonal (False: every query tile walks all keys, as the
+    Vidur-era profile on the A6000 measures); ``paged``: K/V sit in a paged cache read through a
+    block table (vLLM), which FlashAttention-2 serves with its split-KV kernel and tiles.
     """
 
     name: str
@@ -76,6 +79,8 @@ class PrefillAttention:
     seqs: tuple[tuple[int, int], ...]
     dtype: DType = DType.BF16
     kind: OpKind = OpKind.ATTN_PREFILL
+    causal: bool = True
+    paged: bool = True
 
     @property
     def flops(self) -> float:
@@ -103,7 +108,8 @@ class DecodeAttention:
     ``pack_gqa``: the kernel packs the query heads that share a KV head into one tile (KV read once
     per KV head, as FlashAttention-2's decode path and vLLM's paged attention do); False reads the KV
     once per query head. ``split_kv``: the kernel splits long KV across CTAs to fill the GPU
-    (flash-decoding); False runs one CTA per (sequence, head).
+    (flash-decoding); False runs one CTA per (sequence, head). ``paged``: K/V in a paged cache
+    (as :class:`PrefillAttention`).
     """
 
     name: str
@@ -115,6 +121,7 @@ class DecodeAttention:
     kind: OpKind = OpKind.ATTN_DECODE
     pack_gqa: bool = True
     split_kv: bool = True
+    paged: bool = True
 
     @property
     def flops(self) -> float:

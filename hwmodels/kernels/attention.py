@@ -1,130 +1,254 @@
-"""Attention kernels: FlashAttention-2-style varlen prefill and paged decode.
+"""Attention kernels as FlashAttention runs them: varlen prefill (causal, prior KV for chunked
+prefill, decodes mixed in) and paged decode (GQA-packed, split-KV).
 
-Prefill: the grid is (query tiles of the longest sequence) x sequences x query heads; every live CTA
-walks the key tiles its causal rows can see (prior KV plus its own chunk), doing padded tile FLOPs
-at the per-SM tensor rate or streaming its K/V at the per-SM bandwidth, whichever is slower, plus a
-fixed cost (load Q, write O, latency chain). CTAs with no rows (short sequences in a grid padded to
-the longest) still launch and exit. The kernel takes the longest of: total CTA time spread over the
-SMs, the longest CTA, and the whole traffic at DRAM/L2 bandwidth. A sequence of one query token in a
-varlen call is one query tile per head (no GQA packing): its KV is read once per query head.
+The grid is the kernel's: FlashAttention-2 launches ``(query tiles of the longest sequence) x
+sequences x heads`` CTAs (``x`` fastest); a CTA walks the key tiles its rows can see (all of them,
+or up to the diagonal when causal), each tile a padded ``block_m x block_n x head_dim`` MMA pair at
+``tile_eff`` of the per-SM tensor peak plus ``block_s`` of unhidden latency, after a fixed
+``cta_s``. CTAs of a varlen grid with no rows (the decodes' extra query tiles) launch and exit
+(``empty_cta_s``). One CTA per SM at a time (the 64 x 128 split-KV tile takes 80 KiB of shared
+memory, the whole of a GA10x/AD10x SM), so the CTAs run in waves: the kernel takes the largest of
+the work spread over the SMs, the longest CTA and the wave-quantised bound of the longest CTAs.
 
-Decode: one query token per sequence. A GQA-packing kernel reads each KV head once for the query heads
-that share it; a split-KV kernel (flash-decoding) splits a long KV across CTAs to fill the SMs and adds
-a small combine kernel.
+Tiles (FlashAttention-2 ``flash_fwd_launch_template.h``): with a paged KV cache vLLM's FA2 takes the
+split-KV kernel, ``block_m = 64`` and ``block_n = 256 / 128 / 64`` for head_dim <= 64 / 128 / more;
+with contiguous KV the forward kernel, head_dim 128: 128 x 64 on big-SM parts (sm80), 128 x 32 when
+not causal and 64 x 64 when causal on GA10x/AD10x. FlashAttention-3 (Hopper): 128 x 128 causal,
+128 x 176 otherwise at head_dim 128 (``tile_size_fwd_sm90``).
+
+Decode (one query token per sequence): when every query is one token and heads are grouped, FA2
+folds the ``group`` query heads of a KV head into the tile's rows (``seqlenq_ngroups_swapped``: K/V
+read once per KV head) and splits the KV of each sequence over ``num_splits`` CTAs chosen by its
+wave-efficiency heuristic (:func:`fa2_num_splits`), followed by a combine kernel. Inside a varlen
+call with a longer query (a mixed batch) a decode is a one-row query tile per query head, neither
+packed nor split; the ``group`` heads sharing a KV head re-read it, from L2 when they run at the
+same time (they are consecutive in launch order) or when one head's pass fits in L2.
+
+Memory: K/V and Q/O bytes at ``dram_eff`` of the spec bandwidth; a working set well inside the L2
+stays resident across a benchmark loop's calls and streams ``l2_bw_mult`` faster (hit share
+``1 - working set / (l2_reuse x L2)``, the same rule as the GQA re-reads). Tile work and memory
+combine as a p-norm of exponent ``overlap_p`` (1: they add; large: the slower one alone).
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import Counter
+from collections.abc import Iterable
 
 from hwmodels.gpu import GPUSpec
+from hwmodels.kernels.attention_calibration import (
+    AttentionCalibration,
+    AttnKernel,
+    load_attention_calibration,
+)
 from hwmodels.kernels.calibration import Calibration
-from hwmodels.kernels.memory import l2_hit_fraction, stream_time
-from workloads.ops import DecodeAttention, PrefillAttention
+from workloads.ops import DecodeAttention, DType, PrefillAttention
 
-MMA_ROWS = 16  # the tensor-core MMA pads a decode tile to 16 query rows
-MAX_SPLITS = 128
-
-
-def _rates(gpu: GPUSpec, cal: Calibration, dtype) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    sms = gpu.sm_count
-    flops_sm = gpu.peak_flops(dtype) * cal.attn_peak_eff / sms
-    bw_sm = gpu.memory_bandwidth * cal.mem_eff * cal.sm_bw_share / sms
-    return flops_sm, bw_sm
+FA2_MAX_SPLITS = 128
+BIG_SM_FLOPS_PER_CLOCK = 2048  # dense fp16 FLOP/clk/SM of GA100/GH100-class SMs (164-228 KiB smem)
 
 
-def _kv_traffic(gpu: GPUSpec, unique_kv: float, group: int, shared: bool) -> tuple[float, float]:
-    """(DRAM bytes of K/V, L2 hit fraction of re-reads). The query heads of a GQA group re-read the
-    same K/V; the re-read hits L2 when one head's pass over all sequences (the reuse distance in the
-    grid's launch order) fits in L2. ``shared``: the kernel packs the group, no re-reads at all."""
-    if shared or group <= 1:
-        return unique_kv, l2_hit_fraction(gpu, unique_kv)
-    hit = l2_hit_fraction(gpu, unique_kv / max(1, group) if group else unique_kv)
-    return unique_kv * (1.0 + (group - 1) * (1.0 - hit)), hit
+def _big_sm(gpu: GPUSpec) -> bool:
+    """sm80/sm90-class SM (A100, H100...): twice the tensor width and shared memory of GA10x/AD10x."""
+    clock = gpu.boost_clock_hz
+    if not clock:
+        return gpu.architecture.value in ("hopper", "blackwell")
+    return gpu.fp16_flops / (gpu.sm_count * clock) >= 0.9 * BIG_SM_FLOPS_PER_CLOCK
 
 
-def _finish(gpu: GPUSpec, cal: Calibration, sum_t: float, max_t: float, nbytes: float, live: int,
-            extra: float, compute: float) -> tuple[float, dict[str, float]]:
-    sms = gpu.sm_count
-    spread = sum_t / sms
-    memory = stream_time(gpu, cal, nbytes, live, working_set=nbytes)
-    body = max(spread, max_t, memory)
-    t = cal.launch_s + body + extra
-    return t, {"compute_s": compute, "memory_s": memory, "cta_s": spread, "launch_s": cal.launch_s,
-               "overhead_s": extra, "ctas": float(live)}
+def tile_shape(head_dim: int, causal: bool, paged: bool, kernel: AttnKernel, gpu: GPUSpec) -> tuple[int, int]:
+    """(block_m, block_n) of the kernel that runs; see the module docstring for the sources."""
+    d = head_dim
+    if kernel is AttnKernel.FA3:
+        if d <= 64:
+            return 192, 128 if causal else 192
+        if d <= 128:
+            return 128, 128 if causal else 176
+        return 128, 80
+    if paged:
+        return 64, 256 if d <= 64 else 128 if d <= 128 else 64
+    if d <= 64:
+        return 128, 128 if _big_sm(gpu) or not causal else 64
+    if d <= 128:
+        if _big_sm(gpu):
+            return 128, 64
+        return (64, 64) if causal else (128, 32)
+    return 64, 64
 
 
-def prefill_attention_cost(op: PrefillAttention, gpu: GPUSpec,
-                           cal: Calibration) -> tuple[float, dict[str, float]]:
-    if not op.seqs:
+def fa2_num_splits(work_units: int, num_sms: int, num_n_blocks: int, max_splits: int = FA2_MAX_SPLITS) -> int:
+    """FlashAttention-2's ``num_splits_heuristic``: none when the grid nearly fills ``num_sms``;
+    otherwise the fewest eligible splits whose wave efficiency is within 85 % of the best."""
+    if work_units >= 0.8 * num_sms:
+        return 1
+    max_splits = min(max_splits, num_sms, num_n_blocks)
+    if max_splits <= 1:
+        return 1
+
+    def eligible(s: int) -> bool:
+        return s == 1 or math.ceil(num_n_blocks / s) != math.ceil(num_n_blocks / (s - 1))
+
+    eff = []
+    for s in range(1, max_splits + 1):
+        if not eligible(s):
+            eff.append(0.0)
+            continue
+        waves = work_units * s / num_sms
+        eff.append(waves / math.ceil(waves))
+    best = max(eff)
+    for s in range(1, max_splits + 1):
+        if eligible(s) and eff[s - 1] >= 0.85 * best:
+            return s
+    return 1
+
+
+def _tile_time(gpu: GPUSpec, a: AttentionCalibration, dtype: DType, bm: int, bn: int, d: int) -> float:
+    flops_sm = gpu.peak_flops(dtype) * a.tile_eff / gpu.sm_count
+    return 4.0 * bm * bn * d / flops_sm + a.block_s
+
+
+def _schedule(groups: Iterable[tuple[float, int]], slots: int) -> tuple[float, float, int]:
+    """(makespan bound, summed CTA time, CTAs) of CTA groups ``(time, count)`` on ``slots`` SMs:
+    the largest of the work spread evenly, and, for each time t, the waves the CTAs that take at
+    least t need (``ceil(n / slots)`` rounds of at least t each)."""
+    acc = Counter()
+    for t, n in groups:
+        if n > 0:
+            acc[t] += n
+    total = 0.0
+    count = 0
+    bound = 0.0
+    for t in sorted(acc, reverse=True):
+        count += acc[t]
+        total += t * acc[t]
+        bound = max(bound, math.ceil(count / slots) * t)
+    return max(bound, total / slots), total, count
+
+
+MAX_LISTED_CTAS = 20000  # beyond this many live CTAs the launch-order schedule is bounded, not listed
+
+
+def _list_schedule(per_head: list[float], heads: int, slots: int) -> float:
+    """Makespan of the live CTAs dispatched in launch order (query tile fastest, then sequence, then
+    head) each to the SM that frees first: a long decode CTA launched after a head's prefill tiles
+    starts late, which no even spread of the work captures."""
+    n = len(per_head) * heads
+    if n <= slots:
+        return max(per_head)
+    free = [0.0] * slots
+    for _ in range(heads):
+        for t in per_head:
+            heapq.heapreplace(free, free[0] + t)
+    return max(free)
+
+
+def _l2_hit(gpu: GPUSpec, working_set: float, a: AttentionCalibration) -> float:
+    """Share of a re-read working set still in L2: all of it when small, none beyond ``l2_reuse``
+    times the L2, linear between."""
+    if working_set <= 0:
+        return 1.0
+    return min(1.0, max(0.0, 1.0 - working_set / (a.l2_reuse * gpu.l2_cache_bytes)))
+
+
+def _reread_factor(gpu: GPUSpec, a: AttentionCalibration, group: int, live_per_head: float,
+                   per_kv_head_bytes: float) -> float:
+    """DRAM reads of each K/V byte when the ``group`` query heads of a KV head each read it (not
+    packed): heads whose CTAs are resident together share one read; later ones hit L2 when one head's
+    pass over every sequence fits in it."""
+    if group <= 1:
+        return 1.0
+    together = min(float(group), max(1.0, gpu.sm_count / max(1.0, live_per_head)))
+    hit = _l2_hit(gpu, per_kv_head_bytes, a)
+    return 1.0 + (group / together - 1.0) * (1.0 - hit)
+
+
+def _finish(gpu: GPUSpec, a: AttentionCalibration, sched: float, total: float, live: int, empty: int,
+            kv_unique: float, kv_dram: float, qo: float, split: bool) -> tuple[float, dict[str, float]]:
+    dram = gpu.memory_bandwidth * a.dram_eff
+    hit = _l2_hit(gpu, kv_unique + qo, a)  # resident from the previous call of a benchmark loop
+    nbytes = kv_dram + qo
+    memory = nbytes * ((1.0 - hit) / dram + hit / (dram * a.l2_bw_mult))
+    p = a.overlap_p
+    body = (sched ** p + memory ** p) ** (1.0 / p) if sched > 0 and memory > 0 else sched + memory
+    empty_s = empty * a.empty_cta_s / gpu.sm_count
+    combine = a.combine_s if split else 0.0
+    t = a.launch_s + body + empty_s + combine
+    return t, {"cta_s": sched, "memory_s": memory, "launch_s": a.launch_s, "empty_s": empty_s,
+               "combine_s": combine, "ctas": float(live), "bytes": nbytes}
+
+
+def _attn_cal(gpu: GPUSpec, attn: AttentionCalibration | None) -> AttentionCalibration:
+    return attn if attn is not None else load_attention_calibration(gpu.architecture.value)
+
+
+def prefill_attention_cost(op: PrefillAttention, gpu: GPUSpec, cal: Calibration | None = None,
+                           attn: AttentionCalibration | None = None) -> tuple[float, dict[str, float]]:
+    """One varlen FlashAttention call over ``op.seqs`` (decodes included as one-token queries)."""
+    if not op.seqs or all(q <= 0 for q, _ in op.seqs):
         return 0.0, {}
-    bm, bn = cal.attn_block_m, cal.attn_block_n
+    a = _attn_cal(gpu, attn)
     d, b = op.head_dim, op.dtype.bytes
     heads = op.num_q_heads
     group = max(1, heads // max(1, op.num_kv_heads))
-    flops_sm, bw_sm = _rates(gpu, cal, op.dtype)
-    unique_kv = sum(2.0 * kv * op.num_kv_heads * d * b for _, kv in op.seqs)
-    dram_kv, hit = _kv_traffic(gpu, unique_kv, group, shared=False)
-    bw_cta = bw_sm * (1.0 + (cal.l2_bw_mult - 1.0) * hit)
-    sum_t = max_t = compute = 0.0
-    nbytes = dram_kv + sum(4.0 * q * heads * d * b for q, _ in op.seqs)
-    live = 0
-    for (q, kv), count in Counter(op.seqs).items():
+    bm, bn = tile_shape(d, op.causal, op.paged, a.kernel, gpu)
+    t_tile = _tile_time(gpu, a, op.dtype, bm, bn, d)
+    per_head: list[float] = []
+    cache: dict[tuple[int, int], list[float]] = {}
+    for q, kv in op.seqs:
         if q <= 0:
             continue
-        prior = max(0, kv - q)
-        for i in range(math.ceil(q / bm)):
-            nk = math.ceil((prior + min((i + 1) * bm, q)) / bn)
-            fl = 4.0 * bm * bn * d * nk
-            by = 2.0 * nk * bn * d * b + 2.0 * bm * d * b
-            t = cal.attn_cta_s + max(fl / flops_sm, by / bw_cta)
-            n = count * heads
-            sum_t += t * n
-            max_t = max(max_t, t)
-            compute += fl * n / (flops_sm * gpu.sm_count)
-            live += n
-    max_q = max(q for q, _ in op.seqs)
-    grid = heads * len(op.seqs) * math.ceil(max_q / bm)
-    empty = max(0, grid - live) * cal.attn_empty_cta_s / gpu.sm_count
-    return _finish(gpu, cal, sum_t, max_t, nbytes, live, empty, compute)
+        if (q, kv) not in cache:
+            prior = max(0, kv - q)
+            cache[q, kv] = [a.cta_s + math.ceil((prior + min((i + 1) * bm, q) if op.causal else kv) / bn) * t_tile
+                            for i in range(math.ceil(q / bm))]
+        per_head.extend(cache[q, kv])
+    live = len(per_head) * heads
+    sched, total, _ = _schedule(((t, n * heads) for t, n in Counter(per_head).items()), gpu.sm_count)
+    if gpu.sm_count < live <= MAX_LISTED_CTAS and len(set(per_head)) > 1:
+        sched = max(sched, _list_schedule(per_head, heads, gpu.sm_count))
+    grid = heads * len(op.seqs) * math.ceil(max(q for q, _ in op.seqs) / bm)
+    kv_unique = sum(2.0 * kv * op.num_kv_heads * d * b for _, kv in op.seqs)
+    factor = _reread_factor(gpu, a, group, live / heads, kv_unique / max(1, op.num_kv_heads))
+    qo = sum(2.0 * q * heads * d * b for q, _ in op.seqs)
+    return _finish(gpu, a, sched, total, live, max(0, grid - live), kv_unique, kv_unique * factor, qo, False)
 
 
-def _splits(kv: int, work_units: int, gpu: GPUSpec, bn: int) -> int:
-    """Flash-decoding heuristic: split only when the grid fills less than ~80 % of the SMs."""
-    if work_units >= 0.8 * gpu.sm_count:
-        return 1
-    return max(1, min(MAX_SPLITS, math.ceil(kv / bn), math.ceil(gpu.sm_count / work_units)))
-
-
-def decode_attention_cost(op: DecodeAttention, gpu: GPUSpec,
-                          cal: Calibration) -> tuple[float, dict[str, float]]:
+def decode_attention_cost(op: DecodeAttention, gpu: GPUSpec, cal: Calibration | None = None,
+                          attn: AttentionCalibration | None = None) -> tuple[float, dict[str, float]]:
+    """One decode call: a query token per sequence over ``op.kv_lens`` keys (new token included)."""
     if not op.kv_lens:
         return 0.0, {}
+    a = _attn_cal(gpu, attn)
     d, b = op.head_dim, op.dtype.bytes
     group = max(1, op.num_q_heads // max(1, op.num_kv_heads))
-    units_per_seq = op.num_kv_heads if op.pack_gqa else op.num_q_heads
-    rows = group if op.pack_gqa else 1
-    flops_sm, bw_sm = _rates(gpu, cal, op.dtype)
-    work_units = units_per_seq * len(op.kv_lens)
-    unique_kv = sum(2.0 * kv * op.num_kv_heads * d * b for kv in op.kv_lens)
-    dram_kv, hit = _kv_traffic(gpu, unique_kv, group, shared=op.pack_gqa)
-    bw_cta = bw_sm * (1.0 + (cal.l2_bw_mult - 1.0) * hit)
-    nbytes = dram_kv + 4.0 * len(op.kv_lens) * op.num_q_heads * d * b
-    sum_t = max_t = compute = 0.0
+    packed = op.pack_gqa and group > 1
+    rows, heads = (group, op.num_kv_heads) if packed else (1, op.num_q_heads)
+    bm, bn = tile_shape(d, False, op.paged, a.kernel, gpu)
+    t_tile = _tile_time(gpu, a, op.dtype, bm, bn, d)
+    m_blocks = math.ceil(rows / bm)
+    n = len(op.kv_lens)
+    splits = 1
+    if op.split_kv and (op.paged or a.kernel is AttnKernel.FA3):
+        sm_slots = gpu.sm_count * (2 if a.kernel is AttnKernel.FA2 else 1)  # FA2 assumes 2 CTAs per SM
+        splits = fa2_num_splits(n * heads * m_blocks, sm_slots, math.ceil(max(op.kv_lens) / bn))
+    groups: list[tuple[float, int]] = []
     live = 0
-    any_split = False
+    max_blocks = math.ceil(max(op.kv_lens) / bn)
+    per_split = math.ceil(max_blocks / splits)
     for kv, count in Counter(op.kv_lens).items():
-        splits = _splits(kv, work_units, gpu, cal.attn_block_n) if op.split_kv else 1
-        any_split |= splits > 1
-        kv_s = math.ceil(kv / splits)
-        fl = 4.0 * max(rows, MMA_ROWS) * kv_s * d
-        by = 2.0 * kv_s * d * b + 2.0 * rows * d * b
-        t = cal.attn_cta_s + max(fl / flops_sm, by / bw_cta)
-        n = count * units_per_seq * splits
-        sum_t += t * n
-        max_t = max(max_t, t)
-        compute += fl * n / (flops_sm * gpu.sm_count)
-        live += n
-    extra = cal.launch_s if any_split else 0.0  # the combine kernel
-    return _finish(gpu, cal, sum_t, max_t, nbytes, live, extra, compute)
+        nb = math.ceil(kv / bn)
+        for s in range(splits):
+            blocks = min(per_split, nb - s * per_split)
+            if blocks <= 0:
+                continue  # a split past this sequence's end exits at once
+            groups.append((a.cta_s + blocks * t_tile, count * heads * m_blocks))
+            live += count * heads * m_blocks
+    sched, total, _ = _schedule(groups, gpu.sm_count)
+    grid = n * heads * m_blocks * splits
+    kv_unique = sum(2.0 * kv * op.num_kv_heads * d * b for kv in op.kv_lens)
+    factor = 1.0 if packed else _reread_factor(gpu, a, group, live / heads, kv_unique / max(1, op.num_kv_heads))
+    qo = 2.0 * n * op.num_q_heads * d * b
+    return _finish(gpu, a, sched, total, live, max(0, grid - live), kv_unique, kv_unique * factor, qo,
+                   splits > 1)

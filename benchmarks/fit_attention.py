@@ -1,0 +1,139 @@
+"""Fit the attention constants of one architecture family on its shared measured attention files.
+
+``python benchmarks/fit_attention.py ada`` minimises, with scipy's bounded least squares (soft-L1),
+the log ratio sim/meas of every attention row of the family's shared files (``accuracy_ops``), each
+regime (file x pure prefill / pure decode / mixed) weighted equally, and prints the ``[attention]``
+values to paste into ``hwmodels/calibration/<family>.toml``, with n / WAPE / MAPE per regime.
+``--fit-on attn_prefill,attn_decode`` fits on those regimes only and reports the rest as held out.
+The kernel shapes (tiles, split heuristic, grid) are FlashAttention's, not fitted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import least_squares
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from accuracy_ops import DEFAULT_DATA, SHARED_FILES, load_shared
+
+from hwmodels.gpu import GPUSpec, load_gpu
+from hwmodels.kernels.attention import decode_attention_cost, prefill_attention_cost
+from hwmodels.kernels.attention_calibration import AttentionCalibration, load_attention_calibration
+from workloads.accuracy import ErrorStats
+from workloads.measured import MeasuredOp
+from workloads.ops import DecodeAttention, Op, OpKind, PrefillAttention
+
+# name: (low, high)
+PARAMS = {
+    "tile_eff": (0.2, 1.0), "cta_s": (0.0, 10e-6), "block_s": (0.0, 5e-6), "empty_cta_s": (0.0, 2e-6),
+    "launch_s": (0.5e-6, 8e-6), "combine_s": (0.0, 10e-6), "dram_eff": (0.5, 1.0),
+    "l2_reuse": (0.5, 3.0), "l2_bw_mult": (1.0, 5.0), "overlap_p": (1.0, 8.0),
+}
+_ATTN = {OpKind.ATTN_PREFILL, OpKind.ATTN_DECODE}
+TARGET_PER_REGIME = 1500  # stride-subsample larger regimes (speed; the report scores every row)
+ATTENTION_FORMATS = ("vidur-attention", "lss-attention")  # per-kernel attention files
+
+
+def op_time(op: Op, gpu: GPUSpec, a: AttentionCalibration) -> float:
+    if isinstance(op, PrefillAttention):
+        return prefill_attention_cost(op, gpu, attn=a)[0]
+    if isinstance(op, DecodeAttention):
+        return decode_attention_cost(op, gpu, attn=a)[0]
+    raise TypeError(type(op).__name__)
+
+
+def family_rows(family: str, data: Path) -> list[tuple[str, GPUSpec, MeasuredOp]]:
+    """(regime label, gpu, record) of every attention record of the family's shared files."""
+    out = []
+    for f in SHARED_FILES:
+        gpu = load_gpu(f.hardware)
+        if gpu.architecture.value != family or f.format not in ATTENTION_FORMATS:
+            continue
+        m = load_shared(f, data)
+        for r in m.records:
+            if r.ops and all(op.kind in _ATTN for op in r.ops):
+                out.append((f"{Path(f.path).parent.name}:{r.op}", gpu, r))
+    return out
+
+
+def evaluate(rows: list[tuple[str, GPUSpec, MeasuredOp]], a: AttentionCalibration) -> dict[str, ErrorStats]:
+    sims: dict[str, list[float]] = {}
+    meas: dict[str, list[float]] = {}
+    for label, gpu, r in rows:
+        sims.setdefault(label, []).append(sum(op_time(op, gpu, a) for op in r.ops))
+        meas.setdefault(label, []).append(r.seconds)
+    return {k: ErrorStats.from_pairs(sims[k], meas[k]) for k in sorted(sims)}
+
+
+def fit(family: str, data: Path, fit_on: set[str] | None = None, max_nfev: int = 40,
+        params: tuple[str, ...] = tuple(PARAMS)) -> AttentionCalibration:
+    rows = family_rows(family, data)
+    if not rows:
+        raise SystemExit(f"no shared attention files for family {family}")
+    train = [x for x in rows if fit_on is None or x[0].split(":")[1] in fit_on]
+    by_label: dict[str, list[tuple[str, GPUSpec, MeasuredOp]]] = {}
+    for x in train:
+        by_label.setdefault(x[0], []).append(x)
+    train = [x for xs in by_label.values() for x in xs[::max(1, math.ceil(len(xs) / TARGET_PER_REGIME))]]
+    base = load_attention_calibration(family)
+    names = list(params)
+    lo = np.array([PARAMS[n][0] for n in names])
+    hi = np.array([PARAMS[n][1] for n in names])
+    x0 = np.clip(np.array([getattr(base, n) for n in names], dtype=float), lo, hi)
+    scale = hi - lo
+    counts: dict[str, int] = {}
+    for label, _, _ in train:
+        counts[label] = counts.get(label, 0) + 1
+
+    def cal(u: np.ndarray) -> AttentionCalibration:
+        return dataclasses.replace(base, **{n: float(v) for n, v in zip(names, lo + u * scale)})
+
+    mean_s: dict[str, float] = {}
+    for label, _, r in train:
+        mean_s[label] = mean_s.get(label, 0.0) + r.seconds / counts[label]
+    # each row's log error, weighted up with its time so that WAPE (time-weighted) counts as much as MAPE
+    weight = np.array([math.sqrt((0.5 + 0.5 * r.seconds / mean_s[label]) / counts[label])
+                       for label, _, r in train])
+
+    def residuals(u: np.ndarray) -> np.ndarray:
+        a = cal(u)
+        return weight * np.array([math.log(max(sum(op_time(op, gpu, a) for op in r.ops), 1e-12) / r.seconds)
+                                  for label, gpu, r in train])
+
+    sol = least_squares(residuals, (x0 - lo) / scale, bounds=(0.0, 1.0), diff_step=1e-3, max_nfev=max_nfev,
+                        loss="soft_l1", f_scale=0.05)
+    return cal(sol.x)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("family")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--max-nfev", type=int, default=40)
+    ap.add_argument("--fit-on", default="", help="comma-separated regimes (attn_prefill, attn_decode, attn_mixed)")
+    ap.add_argument("--params", default="", help="comma-separated constants to fit (default: all)")
+    ap.add_argument("--report-only", action="store_true", help="score the stored constants, fit nothing")
+    args = ap.parse_args()
+    fit_on = set(args.fit_on.split(",")) if args.fit_on else None
+    a = (load_attention_calibration(args.family) if args.report_only
+         else fit(args.family, args.data, fit_on, args.max_nfev,
+                  tuple(args.params.split(",")) if args.params else tuple(PARAMS)))
+    if not args.report_only:
+        for n in PARAMS:
+            sys.stdout.write(f"{n} = {getattr(a, n):.4g}\n")
+    for label, s in evaluate(family_rows(args.family, args.data), a).items():
+        held = "" if fit_on is None or label.split(":")[1] in fit_on else "  (held out)"
+        sys.stdout.write(f"# {label:32s} n={s.n:6d} wape={s.wape:.4f} mape={s.mape:.4f}{held}\n")
+
+
+if __name__ == "__main__":
+    main()

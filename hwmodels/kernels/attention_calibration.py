@@ -1,0 +1,92 @@
+"""Attention constants of one architecture family: the ``[attention]`` table of
+``hwmodels/calibration/<family>.toml``.
+
+They describe the silicon running a FlashAttention-style kernel, not one GPU's measured times: the
+fraction of the per-SM tensor peak a tile sustains, fixed latencies per CTA and per KV tile, the
+DRAM fraction an attention kernel streams at, and the L2 a benchmark loop keeps resident. Every GPU
+of the family gets its own SM count, peaks, bandwidth and L2 from its spec. ``fitted_on`` says where
+the numbers come from (``benchmarks/fit_attention.py`` for the families with shared measurements,
+published figures for the others).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from workloads.errors import ConfigError
+from workloads.specfile import get_number, get_str, read_toml
+
+
+class AttnKernel(enum.Enum):
+    """Which FlashAttention generation vLLM's FlashAttention backend runs on the family."""
+
+    FA2 = "fa2"  # Ampere/Ada: mma.sync tiles, one query tile per CTA, split-KV kernel for paged KV
+    FA3 = "fa3"  # Hopper and later: warpgroup MMA, bigger tiles, its own split heuristic
+
+
+@dataclass(frozen=True)
+class AttentionCalibration:
+    """Per-family attention constants (SI inside)."""
+
+    family: str
+    kernel: AttnKernel
+    tile_eff: float      # fraction of the per-SM dense tensor peak on a tile's padded FLOPs
+    cta_s: float         # fixed time of a live CTA (load Q, init, rescale and write O)
+    block_s: float       # per-KV-tile time not hidden behind the MMAs (page gather, barriers)
+    empty_cta_s: float   # a varlen-grid CTA with no query rows: launch and exit
+    launch_s: float      # device time of the launch beyond the CTAs' work
+    combine_s: float     # the split-KV combine kernel (its launch and reduction)
+    dram_eff: float      # fraction of spec DRAM bandwidth the K/V stream reaches
+    l2_reuse: float      # a re-read working set hits L2 by 1 - set / (l2_reuse x L2) (0 when negative)
+    l2_bw_mult: float    # L2-resident traffic rate as a multiple of the DRAM rate
+    overlap_p: float     # tile work and memory time combine as a p-norm: 1 adds them, large takes the max
+    source: str = ""
+
+
+_NUM_KEYS = ("tile_eff", "cta_s", "block_s", "empty_cta_s", "launch_s", "combine_s", "dram_eff",
+             "l2_reuse", "l2_bw_mult", "overlap_p")
+KEYS = frozenset(_NUM_KEYS) | {"kernel", "fitted_on"}
+
+
+def _calibration_dir() -> Path:
+    return Path(str(resources.files("hwmodels") / "calibration"))
+
+
+def parse_attention(data: dict[str, Any], *, file: str, family: str) -> AttentionCalibration:
+    t = data.get("attention")
+    if not isinstance(t, dict):
+        raise ConfigError("missing required table", file=file, field="[attention]")
+    from workloads.specfile import reject_unknown
+    reject_unknown(t, KEYS, file=file, section="attention")
+    kern = get_str(t, "kernel", file=file, section="attention", choices=[k.value for k in AttnKernel])
+    vals = {k: float(get_number(t, k, file=file, section="attention", allow_zero=True)) for k in _NUM_KEYS}
+    if vals["overlap_p"] < 1.0:
+        raise ConfigError("must be >= 1 (1: memory and tile work add)", file=file, field="attention.overlap_p",
+                          value=vals["overlap_p"])
+    for k in ("tile_eff", "dram_eff"):
+        if vals[k] > 1.0:
+            raise ConfigError("must be a fraction <= 1", file=file, field=f"attention.{k}", value=vals[k])
+    return AttentionCalibration(family=family, kernel=AttnKernel(kern),
+                                source=str(t.get("fitted_on", "")), **vals)
+
+
+@functools.cache
+def load_attention_calibration(family: str) -> AttentionCalibration:
+    """The ``[attention]`` constants of an architecture family."""
+    path = _calibration_dir() / f"{family}.toml"
+    if not path.exists():
+        known = sorted(p.stem for p in _calibration_dir().glob("*.toml"))
+        raise ConfigError(f"no kernel calibration for family {family!r}; known: {', '.join(known)}",
+                          field="architecture", value=family)
+    return parse_attention(read_toml(path), file=str(path), family=family)
+
+
+def with_values(cal: AttentionCalibration, **values: float) -> AttentionCalibration:
+    """A copy with some constants replaced (the fit script's trial points)."""
+    return dataclasses.replace(cal, **values)
