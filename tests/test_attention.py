@@ -7,6 +7,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hwmodels.gpu import load_gpu
@@ -174,3 +175,23 @@ def test_attention_regime_accuracy(regimes: dict, key: tuple[str, str]) -> None:
     assert s.n == n
     assert s.wape <= wape, (key, s)
     assert s.mape <= mape, (key, s)
+
+
+@pytest.mark.parametrize("gpu_id,q_heads,kv_heads,pack", [("h100-sxm-80gb", 16, 2, True),
+                                                          ("rtx-4090", 32, 8, True),
+                                                          ("a100-sxm-80gb", 32, 8, False)])
+def test_decode_stretch_times_equal_per_call_costs(gpu_id: str, q_heads: int, kv_heads: int, pack: bool) -> None:
+    """A decode stretch (every sequence one token longer per call) costed at once equals costing
+    each call on its own, across tile-boundary crossings and split-count changes."""
+    from hwmodels.kernels.attention import decode_attention_cost, decode_attention_times
+
+    gpu = load_gpu(gpu_id)
+    rng = np.random.default_rng(7)
+    for n in (1, 3, 17, 60, 130):
+        lens = tuple(int(x) for x in rng.integers(1, 6000, size=n))
+        op = DecodeAttention("d", q_heads, kv_heads, 128, lens, pack_gqa=pack)
+        steps = 300
+        fast = decode_attention_times(op, steps, gpu)
+        slow = [decode_attention_cost(DecodeAttention("d", q_heads, kv_heads, 128, tuple(x + j for x in lens),
+                                                      pack_gqa=pack), gpu)[0] for j in range(steps)]
+        np.testing.assert_allclose(fast, slow, rtol=1e-12)

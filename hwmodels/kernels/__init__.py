@@ -10,7 +10,7 @@ kernels, eager HuggingFace, a tuned cuBLAS call...).
 from __future__ import annotations
 
 from hwmodels.gpu import GPUSpec
-from hwmodels.kernels.attention import decode_attention_cost, prefill_attention_cost
+from hwmodels.kernels.attention import decode_attention_cost, decode_attention_times, prefill_attention_cost
 from hwmodels.kernels.calibration import Calibration, load_calibration
 from hwmodels.kernels.comm import all_reduce_cost
 from hwmodels.kernels.gemm import gemm_cost
@@ -49,3 +49,8 @@ class GPUKernelModel:
 
     def time(self, op: Op) -> float:
         return self.cost(op)[0]
+
+    def decode_stretch_times(self, op: DecodeAttention, steps: int):  # type: ignore[no-untyped-def]
+        """Times of ``steps`` decode calls, call j over ``op.kv_lens + j`` (numpy array); each equals
+        ``time()`` of that call."""
+        return decode_attention_times(op, steps, self.gpu)

@@ -37,6 +37,8 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 
+import numpy as np
+
 from hwmodels.gpu import GPUSpec
 from hwmodels.kernels.attention_calibration import (
     AttentionCalibration,
@@ -144,39 +146,49 @@ def _list_schedule(per_head: list[float], heads: int, slots: int) -> float:
     return max(free)
 
 
-def _l2_hit(gpu: GPUSpec, working_set: float, a: AttentionCalibration) -> float:
+def _l2_hit(gpu: GPUSpec, working_set, a: AttentionCalibration):  # type: ignore[no-untyped-def]
     """Share of a re-read working set still in L2: all of it when small, none beyond ``l2_reuse``
-    times the L2, linear between."""
-    if working_set <= 0:
-        return 1.0
-    return min(1.0, max(0.0, 1.0 - working_set / (a.l2_reuse * gpu.l2_cache_bytes)))
+    times the L2, linear between. Works on floats and on numpy arrays alike."""
+    return np.clip(1.0 - np.asarray(working_set, dtype=np.float64) / (a.l2_reuse * gpu.l2_cache_bytes), 0.0, 1.0)
 
 
 def _reread_factor(gpu: GPUSpec, a: AttentionCalibration, group: int, live_per_head: float,
-                   per_kv_head_bytes: float) -> float:
+                   per_kv_head_bytes):  # type: ignore[no-untyped-def]
     """DRAM reads of each K/V byte when the ``group`` query heads of a KV head each read it (not
     packed): heads whose CTAs are resident together share one read; later ones hit L2 when one head's
-    pass over every sequence fits in it."""
+    pass over every sequence fits in it. ``per_kv_head_bytes`` may be a numpy array."""
     if group <= 1:
-        return 1.0
+        return np.ones_like(np.asarray(per_kv_head_bytes, dtype=np.float64))
     together = min(float(group), max(1.0, gpu.sm_count / max(1.0, live_per_head)))
     hit = _l2_hit(gpu, per_kv_head_bytes, a)
     return 1.0 + (group / together - 1.0) * (1.0 - hit)
 
 
-def _finish(gpu: GPUSpec, a: AttentionCalibration, sched: float, total: float, live: int, empty: int,
-            kv_unique: float, kv_dram: float, qo: float, split: bool) -> tuple[float, dict[str, float]]:
+def _finish_body(gpu: GPUSpec, a: AttentionCalibration, sched: float, empty: int, kv_unique, kv_dram, qo,
+                 split: bool):  # type: ignore[no-untyped-def]
+    """(time, memory time) of a call; ``kv_unique``/``kv_dram``/``qo`` may be numpy arrays (the
+    steps of a decode stretch), everything else is fixed."""
     dram = gpu.memory_bandwidth * a.dram_eff
-    hit = _l2_hit(gpu, kv_unique + qo, a)  # resident from the previous call of a benchmark loop
-    nbytes = kv_dram + qo
+    hit = _l2_hit(gpu, np.asarray(kv_unique) + qo, a)  # resident from the previous call of a benchmark loop
+    nbytes = np.asarray(kv_dram) + qo
     memory = nbytes * ((1.0 - hit) / dram + hit / (dram * a.l2_bw_mult))
     p = a.overlap_p
-    body = (sched ** p + memory ** p) ** (1.0 / p) if sched > 0 and memory > 0 else sched + memory
+    if sched > 0:
+        body = np.where(memory > 0, (sched ** p + memory ** p) ** (1.0 / p), sched)
+    else:
+        body = memory
     empty_s = empty * a.empty_cta_s / gpu.sm_count
     combine = a.combine_s if split else 0.0
-    t = a.launch_s + body + empty_s + combine
-    return t, {"cta_s": sched, "memory_s": memory, "launch_s": a.launch_s, "empty_s": empty_s,
-               "combine_s": combine, "ctas": float(live), "bytes": nbytes}
+    return a.launch_s + body + empty_s + combine, memory
+
+
+def _finish(gpu: GPUSpec, a: AttentionCalibration, sched: float, total: float, live: int, empty: int,
+            kv_unique: float, kv_dram: float, qo: float, split: bool) -> tuple[float, dict[str, float]]:
+    t, memory = _finish_body(gpu, a, sched, empty, kv_unique, kv_dram, qo, split)
+    return float(t), {"cta_s": sched, "memory_s": float(memory), "launch_s": a.launch_s,
+                      "empty_s": empty * a.empty_cta_s / gpu.sm_count,
+                      "combine_s": a.combine_s if split else 0.0, "ctas": float(live),
+                      "bytes": float(kv_dram + qo)}
 
 
 def _attn_cal(gpu: GPUSpec, attn: AttentionCalibration | None) -> AttentionCalibration:
@@ -215,40 +227,112 @@ def prefill_attention_cost(op: PrefillAttention, gpu: GPUSpec, cal: Calibration 
     return _finish(gpu, a, sched, total, live, max(0, grid - live), kv_unique, kv_unique * factor, qo, False)
 
 
+class _DecodeShape:
+    """What a decode call's cost depends on besides the KV lengths themselves."""
+
+    __slots__ = (
+        "bn",
+        "group",
+        "heads",
+        "kv_bytes_per_token",
+        "m_blocks",
+        "n",
+        "packed",
+        "qo",
+        "sm_slots",
+        "split_ok",
+        "t_tile",
+    )
+
+    def __init__(self, op: DecodeAttention, gpu: GPUSpec, a: AttentionCalibration) -> None:
+        d, b = op.head_dim, op.dtype.bytes
+        self.group = max(1, op.num_q_heads // max(1, op.num_kv_heads))
+        self.packed = op.pack_gqa and self.group > 1
+        rows, self.heads = (self.group, op.num_kv_heads) if self.packed else (1, op.num_q_heads)
+        bm, self.bn = tile_shape(d, False, op.paged, a.kernel, gpu)
+        self.t_tile = _tile_time(gpu, a, op.dtype, bm, self.bn, d)
+        self.m_blocks = math.ceil(rows / bm)
+        self.n = len(op.kv_lens)
+        self.split_ok = op.split_kv and (op.paged or a.kernel is AttnKernel.FA3)
+        self.sm_slots = gpu.sm_count * (2 if a.kernel is AttnKernel.FA2 else 1)  # FA2 assumes 2 CTAs per SM
+        self.kv_bytes_per_token = 2.0 * op.num_kv_heads * d * b   # K and V of one token, all KV heads
+        self.qo = 2.0 * self.n * op.num_q_heads * d * b
+
+
+def _decode_structure(shape: _DecodeShape, blocks_count: dict[int, int], gpu: GPUSpec,
+                      a: AttentionCalibration) -> tuple[float, float, int, int, int]:
+    """(schedule bound, summed CTA time, live CTAs, grid size, splits) of a decode call whose
+    sequences span ``blocks_count`` = {KV tiles: sequences}; all that depends on the lengths only
+    through their tile counts."""
+    units = shape.heads * shape.m_blocks
+    max_blocks = max(blocks_count)
+    splits = 1
+    if shape.split_ok:
+        splits = fa2_num_splits(shape.n * units, shape.sm_slots, max_blocks)
+    per_split = math.ceil(max_blocks / splits)
+    groups: list[tuple[float, int]] = []
+    live = 0
+    for nb, count in blocks_count.items():
+        for s in range(splits):
+            blocks = min(per_split, nb - s * per_split)
+            if blocks <= 0:
+                continue  # a split past this sequence's end exits at once
+            groups.append((a.cta_s + blocks * shape.t_tile, count * units))
+            live += count * units
+    sched, total, _ = _schedule(groups, gpu.sm_count)
+    return sched, total, live, shape.n * units * splits, splits
+
+
+def _blocks_count(kv: np.ndarray | Iterable[int], bn: int) -> dict[int, int]:
+    nb, counts = np.unique(-(-np.asarray(kv, dtype=np.int64) // bn), return_counts=True)
+    return dict(zip(nb.tolist(), counts.tolist()))
+
+
 def decode_attention_cost(op: DecodeAttention, gpu: GPUSpec, cal: Calibration | None = None,
                           attn: AttentionCalibration | None = None) -> tuple[float, dict[str, float]]:
     """One decode call: a query token per sequence over ``op.kv_lens`` keys (new token included)."""
     if not op.kv_lens:
         return 0.0, {}
     a = _attn_cal(gpu, attn)
-    d, b = op.head_dim, op.dtype.bytes
-    group = max(1, op.num_q_heads // max(1, op.num_kv_heads))
-    packed = op.pack_gqa and group > 1
-    rows, heads = (group, op.num_kv_heads) if packed else (1, op.num_q_heads)
-    bm, bn = tile_shape(d, False, op.paged, a.kernel, gpu)
-    t_tile = _tile_time(gpu, a, op.dtype, bm, bn, d)
-    m_blocks = math.ceil(rows / bm)
-    n = len(op.kv_lens)
-    splits = 1
-    if op.split_kv and (op.paged or a.kernel is AttnKernel.FA3):
-        sm_slots = gpu.sm_count * (2 if a.kernel is AttnKernel.FA2 else 1)  # FA2 assumes 2 CTAs per SM
-        splits = fa2_num_splits(n * heads * m_blocks, sm_slots, math.ceil(max(op.kv_lens) / bn))
-    groups: list[tuple[float, int]] = []
-    live = 0
-    max_blocks = math.ceil(max(op.kv_lens) / bn)
-    per_split = math.ceil(max_blocks / splits)
-    for kv, count in Counter(op.kv_lens).items():
-        nb = math.ceil(kv / bn)
-        for s in range(splits):
-            blocks = min(per_split, nb - s * per_split)
-            if blocks <= 0:
-                continue  # a split past this sequence's end exits at once
-            groups.append((a.cta_s + blocks * t_tile, count * heads * m_blocks))
-            live += count * heads * m_blocks
-    sched, total, _ = _schedule(groups, gpu.sm_count)
-    grid = n * heads * m_blocks * splits
-    kv_unique = sum(2.0 * kv * op.num_kv_heads * d * b for kv in op.kv_lens)
-    factor = 1.0 if packed else _reread_factor(gpu, a, group, live / heads, kv_unique / max(1, op.num_kv_heads))
-    qo = 2.0 * n * op.num_q_heads * d * b
-    return _finish(gpu, a, sched, total, live, max(0, grid - live), kv_unique, kv_unique * factor, qo,
+    sh = _DecodeShape(op, gpu, a)
+    sched, total, live, grid, splits = _decode_structure(sh, _blocks_count(op.kv_lens, sh.bn), gpu, a)
+    kv_unique = sh.kv_bytes_per_token * float(sum(op.kv_lens))
+    factor = 1.0 if sh.packed else float(_reread_factor(gpu, a, sh.group, live / sh.heads,
+                                                        kv_unique / max(1, op.num_kv_heads)))
+    return _finish(gpu, a, sched, total, live, max(0, grid - live), kv_unique, kv_unique * factor, sh.qo,
                    splits > 1)
+
+
+def decode_attention_times(op: DecodeAttention, steps: int, gpu: GPUSpec,
+                           attn: AttentionCalibration | None = None) -> np.ndarray:
+    """Times of ``steps`` consecutive decode calls of the same sequences, each one token longer than
+    the last: call j sees ``kv_lens + j``. Equal to ``decode_attention_cost`` of each call, computed
+    at once: the CTA schedule changes only when a sequence crosses a KV tile boundary, so it is
+    evaluated once per run of calls between crossings, and the memory term (linear in the lengths)
+    is vectorised over the calls."""
+    if steps <= 0:
+        return np.zeros(0)
+    if not op.kv_lens:
+        return np.zeros(steps)
+    a = _attn_cal(gpu, attn)
+    sh = _DecodeShape(op, gpu, a)
+    kv0 = np.asarray(op.kv_lens, dtype=np.int64)
+    bn = sh.bn
+    # call j has ceil((kv0 + j) / bn) tiles: it changes at j with (kv0 + j - 1) % bn == 0, j >= 1
+    first = (1 - kv0) % bn
+    first[first == 0] = bn
+    cuts = {0}
+    for f in np.unique(first).tolist():
+        cuts.update(range(f, steps, bn))
+    starts = sorted(c for c in cuts if c < steps)
+    j = np.arange(steps, dtype=np.float64)
+    kv_unique = sh.kv_bytes_per_token * (float(kv0.sum()) + sh.n * j)
+    out = np.empty(steps)
+    bounds = starts[1:] + [steps]
+    for lo, hi in zip(starts, bounds):
+        sched, _total, live, grid, splits = _decode_structure(sh, _blocks_count(kv0 + lo, bn), gpu, a)
+        ku = kv_unique[lo:hi]
+        dram = ku if sh.packed else ku * _reread_factor(gpu, a, sh.group, live / sh.heads,
+                                                        ku / max(1, op.num_kv_heads))
+        out[lo:hi], _ = _finish_body(gpu, a, sched, max(0, grid - live), ku, dram, sh.qo, splits > 1)
+    return out
