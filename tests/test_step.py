@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from hwmodels.gpu import load_gpu
-from hwmodels.step import StepTimeModel, gemm_times_over_m
+from hwmodels.kernels.gemm import gemm_times
+from hwmodels.step import StepTimeModel
 from workloads.catalog import load_model
 from workloads.llm_ops import Batch, head_ops, layer_ops
 from workloads.ops import Gemm, OpKind
@@ -33,28 +34,28 @@ def test_fast_path_within_one_percent_of_kernel_sum(gpu: str, model: str, tp: in
 
 
 @pytest.mark.parametrize("gpu,model,tp", [("rtx-4090", "llama-3.1-8b", 1), ("h100-sxm-80gb", "llama-2-70b", 4)])
-def test_decode_only_closed_form_close_to_kernel_sum(gpu: str, model: str, tp: int) -> None:
-    """Decode-only steps use the (n, sum, max) closed form; vs the exact per-sequence kernel sum
-    it stays within 1% on average; the worst batch here is 5.2% off (few sequences with very
-    different lengths, where the live-CTA count drives the bandwidth share)."""
+def test_decode_only_steps_match_kernel_sum(gpu: str, model: str, tp: int) -> None:
+    """Decode-only steps (the fast path of a stretch) equal the kernel model summed over every op of
+    the step, for random batches of 1-256 sequences with very different lengths."""
     step = StepTimeModel(load_model(model), load_gpu(gpu), tp=tp)
     rng = np.random.default_rng(11)
-    errs = []
     for _ in range(40):
         n = int(rng.integers(1, 257))
         lens = [int(x) for x in rng.integers(16, 6000, n)]
-        fast = step.decode_times(n, sum(lens), max(lens), 1)[0]
-        errs.append(abs(fast / step.reference_time(Batch(decode=tuple(lens))) - 1))
-    assert np.mean(errs) <= 0.01
-    assert max(errs) <= 0.06
+        fast = step.decode_times(lens, 1)[0]
+        assert fast == pytest.approx(step.reference_time(Batch(decode=tuple(lens))), rel=1e-9)
 
 
 def test_decode_times_equal_stepping_one_by_one() -> None:
     step = StepTimeModel(load_model("llama-3.1-8b"), load_gpu("h100-sxm-80gb"))
-    many = step.decode_times(12, 12 * 700, 900, 50)
-    one = np.array([step.decode_times(12, 12 * 700 + 12 * j, 900 + j, 1)[0] for j in range(50)])
+    lens = [700 + 37 * i for i in range(12)]
+    many = step.decode_times(lens, 300)
+    one = np.array([step.decode_times([x + j for x in lens], 1)[0] for j in range(300)])
     assert np.array_equal(many, one)
-    assert np.all(np.diff(many) >= 0)   # longer KV never makes a step faster
+    # Longer KV never makes a step meaningfully faster. Not exactly monotone: when a sequence crosses
+    # a KV-tile boundary FlashAttention's split heuristic may re-balance the CTAs (seen: -4e-6 relative).
+    assert np.all(np.diff(many) >= -1e-5 * many[1:])
+    assert many[-1] > many[0]
 
 
 def test_pipeline_parallel_costs_bubbles() -> None:
@@ -67,25 +68,33 @@ def test_pipeline_parallel_costs_bubbles() -> None:
 
 
 @pytest.mark.parametrize("gpu,model,tp", [("h100-sxm-80gb", "llama-3.1-8b", 1), ("rtx-4090", "llama-3.1-8b", 1),
-                                          ("h100-sxm-80gb", "llama-2-70b", 4)])
+                                          ("h100-sxm-80gb", "llama-2-70b", 4), ("a100-sxm-80gb", "llama-2-70b", 8)])
 def test_gemm_table_bit_identical_to_kernel_model(gpu: str, model: str, tp: int) -> None:
-    """The vectorised GEMM table behind ``layer_rest`` mirrors ``hwmodels.kernels.gemm``; every entry
-    must equal the scalar kernel model exactly (if this fails, the kernel model changed: update
-    ``gemm_times_over_m``; the simulation itself falls back to the scalar model when its probes
-    disagree)."""
+    """The step model's GEMM tables come from ``gemm_times`` (vectorised over m); the scalar
+    ``kernels.time(Gemm)`` is the same code at one m, so every entry must be equal exactly, over
+    every m from 1 to 4096 (tile edges, split-K and wave boundaries included)."""
     step = StepTimeModel(load_model(model), load_gpu(gpu), tp=tp)
+    k = step.kernels
     ops = [op for op in layer_ops(step.model, Batch(prefill=((1, 1),)), tp) if isinstance(op, Gemm)]
     ops += [op for op in head_ops(step.model, Batch(logits=1), tp) if isinstance(op, Gemm)]
     ms = np.arange(1, 4097)
     for op in ops:
-        fast = gemm_times_over_m(step.kernels, op.n, op.k, op.dtype, ms)
-        ref = np.array([step.kernels.time(Gemm(op.name, int(m), op.n, op.k, op.dtype)) for m in ms])
+        fast = gemm_times(k.gpu, k.cal, k.stack, op.n, op.k, ms, op.dtype)
+        ref = np.array([k.time(Gemm(op.name, int(m), op.n, op.k, op.dtype)) for m in ms])
         assert np.array_equal(fast, ref), (op.n, op.k, np.flatnonzero(fast != ref)[:5] + 1)
+        assert all(step._gemm_time(Gemm(op.name, int(m), op.n, op.k, op.dtype)) == ref[m - 1]
+                   for m in (1, 17, 128, 129, 4096))
+
+
+def test_gemm_times_zero_sizes() -> None:
+    k = StepTimeModel(load_model("llama-3.1-8b"), load_gpu("a100-sxm-80gb")).kernels
+    t = gemm_times(k.gpu, k.cal, k.stack, 4096, 4096, np.array([0, 1, 2]))
+    assert t[0] == 0.0 and 0 < t[1] <= t[2]
+    assert np.array_equal(gemm_times(k.gpu, k.cal, k.stack, 0, 4096, np.array([5, 6])), np.zeros(2))
 
 
 def test_layer_rest_equals_kernel_model_sum() -> None:
     step = StepTimeModel(load_model("llama-3.1-8b"), load_gpu("h100-sxm-80gb"))
-    assert step._check_gemm_vector(Gemm("g", 1, 4096, 4096))
     for t in (1, 7, 64, 129, 1000, 2048, 5000):
         ops = layer_ops(step.model, Batch(prefill=((t, t),)))
         assert step.layer_rest(t) == sum(step.kernels.time(op) for op in ops
