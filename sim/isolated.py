@@ -38,7 +38,7 @@ def request_latency(model: ModelSpec, gpu: GPUSpec, *, tp: int = 1, pp: int = 1,
     k = output_tokens - 1
     if k > 0:
         # step j decodes the token at position prompt + j + 1 (the new token included in the KV)
-        decode = float(step.decode_times(batch, batch * (prompt + 1), prompt + 1, k).mean())
+        decode = float(step.decode_times([prompt + 1] * batch, k).mean())
     else:
         decode = 0.0
     return RequestLatency(prefill, decode, prefill + k * decode)

@@ -33,7 +33,7 @@ class DecodeClock:
     sequence whose KV length (its new token included) is L, and ``prefix[x] = sum(dur[:x])``, so a
     stretch of k steps from L0 ends at ``prefix[L0 + k] - prefix[L0]`` after it starts: O(1) per
     stretch, and an arrival cut is one bisection. Its inter-token gaps are counted, not listed: a
-    difference array over L (``itl_diff``). The table is ``StepTimeModel.decode_times(1, L, L, 1)``
+    difference array over L (``itl_diff``). The table is ``StepTimeModel.decode_times([L], 1)``
     for every L (computed elementwise in one call, bit-identical), grown by doubling on demand.
     Several sequences: ``decode_ns`` calls ``decode_times`` for the stretch.
     """
@@ -45,15 +45,15 @@ class DecodeClock:
         self.prefix: list[int] = [0, 0]
         self.itl_diff: list[int] = [0, 0]
 
-    def decode_ns(self, n: int, kv_sum: int, kv_max: int, k: int) -> np.ndarray:
-        return np.rint(self.step.decode_times(n, kv_sum, kv_max, k) * 1e9).astype(np.int64) + self.overhead_ns
+    def decode_ns(self, kv_lens: list[int], k: int) -> np.ndarray:
+        return np.rint(self.step.decode_times(kv_lens, k) * 1e9).astype(np.int64) + self.overhead_ns
 
     def cover(self, length: int) -> list[int]:
         """Grow the one-sequence table to KV lengths below ``length``; returns the prefix sums."""
         old = self.dur.size
         if length > old:
             new = max(2 * old, length, 4096)
-            add = self.decode_ns(1, old, old, new - old)
+            add = self.decode_ns([old], new - old)
             self.dur = np.concatenate([self.dur, add])
             sums = accumulate(add.tolist(), initial=self.prefix[-1])
             next(sums)   # the initial value, already the last entry
@@ -187,15 +187,13 @@ class Replica:
             if plan.decode_only and not plan.preempted and n == len(sched.running) \
                     and (plan.blocked or not sched.waiting):
                 kmax = self._stretch_len(plan) if self.ff else 1
-                s0 = mx = 0
+                s0 = 0
                 for r in plan.reqs:
                     s0 += r.num_tokens
-                    if r.num_tokens > mx:
-                        mx = r.num_tokens
                 if n == 1:
                     pre, i0, durs = clock.cover(s0 + kmax), s0, None
                 else:
-                    durs = clock.decode_ns(n, s0, mx, kmax)
+                    durs = clock.decode_ns([r.num_tokens for r in plan.reqs], kmax)
                     pre, i0 = list(accumulate(durs.tolist(), initial=0)), 0
                 base = pre[i0]
                 end = now + pre[i0 + kmax] - base
@@ -343,8 +341,7 @@ class Replica:
             s0 = sum(r.num_tokens for r in plan.reqs)
             if n == 1:
                 return self.clock.one_ns(s0)
-            mx = max(r.num_tokens for r in plan.reqs)
-            return int(self.clock.decode_ns(n, s0, mx, 1)[0])
+            return int(self.clock.decode_ns([r.num_tokens for r in plan.reqs], 1)[0])
         return int(round(self.step.iteration_time(batch[0]) * 1e9)) + self.overhead_ns
 
     def _finish_step(self, plan: Plan, start: int, end: int, bp: tuple[Batch, float]) -> None:
