@@ -32,6 +32,7 @@ combine as a p-norm of exponent ``overlap_p`` (1: they add; large: the slower on
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from collections import Counter
@@ -80,6 +81,7 @@ def tile_shape(head_dim: int, causal: bool, paged: bool, kernel: AttnKernel, gpu
     return 64, 64
 
 
+@functools.lru_cache(maxsize=65536)
 def fa2_num_splits(work_units: int, num_sms: int, num_n_blocks: int, max_splits: int = FA2_MAX_SPLITS) -> int:
     """FlashAttention-2's ``num_splits_heuristic``: none when the grid nearly fills ``num_sms``;
     otherwise the fewest eligible splits whose wave efficiency is within 85 % of the best."""
@@ -149,37 +151,48 @@ def _list_schedule(per_head: list[float], heads: int, slots: int) -> float:
 def _l2_hit(gpu: GPUSpec, working_set, a: AttentionCalibration):  # type: ignore[no-untyped-def]
     """Share of a re-read working set still in L2: all of it when small, none beyond ``l2_reuse``
     times the L2, linear between. Works on floats and on numpy arrays alike."""
-    return np.clip(1.0 - np.asarray(working_set, dtype=np.float64) / (a.l2_reuse * gpu.l2_cache_bytes), 0.0, 1.0)
+    return _clip01(1.0 - working_set / (a.l2_reuse * gpu.l2_cache_bytes))
 
 
-def _reread_factor(gpu: GPUSpec, a: AttentionCalibration, group: int, live_per_head: float,
+def _clip01(x):  # type: ignore[no-untyped-def]
+    """Clip to [0, 1]; plain floats stay floats (the scalar path is hot and numpy is slow on scalars)."""
+    if isinstance(x, float):
+        return 0.0 if x < 0.0 else min(x, 1.0)
+    return np.clip(x, 0.0, 1.0)
+
+
+def _reread_factor(gpu: GPUSpec, a: AttentionCalibration, group: int, live_per_head,
                    per_kv_head_bytes):  # type: ignore[no-untyped-def]
     """DRAM reads of each K/V byte when the ``group`` query heads of a KV head each read it (not
     packed): heads whose CTAs are resident together share one read; later ones hit L2 when one head's
-    pass over every sequence fits in it. ``per_kv_head_bytes`` may be a numpy array."""
+    pass over every sequence fits in it. Floats, or numpy arrays over the calls of a stretch."""
     if group <= 1:
-        return np.ones_like(np.asarray(per_kv_head_bytes, dtype=np.float64))
-    together = min(float(group), max(1.0, gpu.sm_count / max(1.0, live_per_head)))
+        return 1.0 if isinstance(per_kv_head_bytes, float) else np.ones_like(per_kv_head_bytes)
+    if isinstance(live_per_head, (int, float)):
+        together = min(float(group), max(1.0, gpu.sm_count / max(1.0, live_per_head)))
+    else:
+        together = np.minimum(float(group), np.maximum(1.0, gpu.sm_count / np.maximum(1.0, live_per_head)))
     hit = _l2_hit(gpu, per_kv_head_bytes, a)
     return 1.0 + (group / together - 1.0) * (1.0 - hit)
 
 
-def _finish_body(gpu: GPUSpec, a: AttentionCalibration, sched: float, empty: int, kv_unique, kv_dram, qo,
-                 split: bool):  # type: ignore[no-untyped-def]
-    """(time, memory time) of a call; ``kv_unique``/``kv_dram``/``qo`` may be numpy arrays (the
-    steps of a decode stretch), everything else is fixed."""
+def _finish_body(gpu: GPUSpec, a: AttentionCalibration, sched, empty, kv_unique, kv_dram, qo,
+                 split):  # type: ignore[no-untyped-def]
+    """(time, memory time) of a call. Plain floats, or numpy arrays over the calls of a decode stretch
+    (every argument but ``qo`` may then be an array)."""
     dram = gpu.memory_bandwidth * a.dram_eff
-    hit = _l2_hit(gpu, np.asarray(kv_unique) + qo, a)  # resident from the previous call of a benchmark loop
-    nbytes = np.asarray(kv_dram) + qo
+    hit = _l2_hit(gpu, kv_unique + qo, a)  # resident from the previous call of a benchmark loop
+    nbytes = kv_dram + qo
     memory = nbytes * ((1.0 - hit) / dram + hit / (dram * a.l2_bw_mult))
     p = a.overlap_p
-    if sched > 0:
-        body = np.where(memory > 0, (sched ** p + memory ** p) ** (1.0 / p), sched)
+    if isinstance(memory, float):
+        body = (sched ** p + memory ** p) ** (1.0 / p) if sched > 0 and memory > 0 else sched + memory
+        combine = a.combine_s if split else 0.0
     else:
-        body = memory
-    empty_s = empty * a.empty_cta_s / gpu.sm_count
-    combine = a.combine_s if split else 0.0
-    return a.launch_s + body + empty_s + combine, memory
+        both = (sched > 0) & (memory > 0)
+        body = np.where(both, (sched ** p + memory ** p) ** (1.0 / p), sched + memory)
+        combine = np.where(split, a.combine_s, 0.0)
+    return a.launch_s + body + empty * a.empty_cta_s / gpu.sm_count + combine, memory
 
 
 def _finish(gpu: GPUSpec, a: AttentionCalibration, sched: float, total: float, live: int, empty: int,
@@ -283,9 +296,9 @@ def _decode_structure(shape: _DecodeShape, blocks_count: dict[int, int], gpu: GP
     return sched, total, live, shape.n * units * splits, splits
 
 
-def _blocks_count(kv: np.ndarray | Iterable[int], bn: int) -> dict[int, int]:
-    nb, counts = np.unique(-(-np.asarray(kv, dtype=np.int64) // bn), return_counts=True)
-    return dict(zip(nb.tolist(), counts.tolist()))
+def _blocks_count(kv: Iterable[int], bn: int) -> dict[int, int]:
+    """{KV tiles: sequences} (ceil(kv / bn) per sequence)."""
+    return Counter(-(-x // bn) for x in kv)
 
 
 def decode_attention_cost(op: DecodeAttention, gpu: GPUSpec, cal: Calibration | None = None,
@@ -327,12 +340,13 @@ def decode_attention_times(op: DecodeAttention, steps: int, gpu: GPUSpec,
     starts = sorted(c for c in cuts if c < steps)
     j = np.arange(steps, dtype=np.float64)
     kv_unique = sh.kv_bytes_per_token * (float(kv0.sum()) + sh.n * j)
-    out = np.empty(steps)
-    bounds = starts[1:] + [steps]
-    for lo, hi in zip(starts, bounds):
-        sched, _total, live, grid, splits = _decode_structure(sh, _blocks_count(kv0 + lo, bn), gpu, a)
-        ku = kv_unique[lo:hi]
-        dram = ku if sh.packed else ku * _reread_factor(gpu, a, sh.group, live / sh.heads,
-                                                        ku / max(1, op.num_kv_heads))
-        out[lo:hi], _ = _finish_body(gpu, a, sched, max(0, grid - live), ku, dram, sh.qo, splits > 1)
+    seg = [_decode_structure(sh, _blocks_count((kv0 + lo).tolist(), bn), gpu, a) for lo in starts]
+    lengths = np.diff(np.asarray(starts + [steps]))
+    sched = np.repeat(np.array([x[0] for x in seg]), lengths)
+    live = np.repeat(np.array([float(x[2]) for x in seg]), lengths)
+    empty = np.repeat(np.array([float(max(0, x[3] - x[2])) for x in seg]), lengths)
+    split = np.repeat(np.array([x[4] > 1 for x in seg]), lengths)
+    dram = kv_unique if sh.packed else kv_unique * _reread_factor(gpu, a, sh.group, live / sh.heads,
+                                                                  kv_unique / max(1, op.num_kv_heads))
+    out, _ = _finish_body(gpu, a, sched, empty, kv_unique, dram, sh.qo, split)
     return out
