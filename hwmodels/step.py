@@ -141,6 +141,15 @@ class StepTimeModel:
             / self.gpu.interconnect_bandwidth
         return (micro + self.pp - 1) * (stage_layer_s + send)
 
+    def _attention(self, prefill: tuple[tuple[int, int], ...], decode: tuple[int, ...]) -> float:
+        """One layer's attention kernels for these sequences (``llm_ops.attention_ops``: one varlen
+        call when any prefill is present, else one decode call). Prefill-only calls are memoised."""
+        if prefill and not decode:
+            return self._prefill(prefill)
+        if not prefill:
+            return self._decode_lens(decode)
+        return self._prefill_attention_uncached(prefill + tuple((1, kv) for kv in decode))
+
     def iteration_time(self, batch: Batch) -> float:
         """Seconds for one iteration of ``batch`` through all layers and the head."""
         t = batch.num_tokens
@@ -149,20 +158,17 @@ class StepTimeModel:
         nseq = len(batch.prefill) + len(batch.decode)
         m = min(self.pp, nseq)
         if m == 1:
-            per_layer = self.layer_rest(t)
-            if batch.prefill:
-                per_layer += self._prefill(tuple(batch.prefill))
-            if batch.decode:
-                per_layer += self._decode_lens(tuple(batch.decode))
+            per_layer = self.layer_rest(t) + self._attention(tuple(batch.prefill), tuple(batch.decode))
             layers = self._pipeline(self.layers_per_stage * per_layer, t, 1)
         else:
-            # equal micro-batches: 1/m of the tokens, of the decodes and of the prefill chunks
-            tm = math.ceil(t / m)
-            per_layer = self.layer_rest(tm)
-            if batch.prefill:
-                per_layer += self._prefill(tuple(batch.prefill)) / m
-            if batch.decode:
-                per_layer += float(self._micro_decode(batch.decode, min(m, len(batch.decode)), 1)[0])
+            # m micro-batches, sequences dealt round-robin; a stage's time is the mean micro-batch
+            seqs = [(q, kv) for q, kv in batch.prefill] + [(0, kv) for kv in batch.decode]
+            att = 0.0
+            for i in range(m):
+                part = seqs[i::m]
+                att += self._attention(tuple((q, kv) for q, kv in part if q > 0),
+                                       tuple(kv for q, kv in part if q == 0))
+            per_layer = self.layer_rest(math.ceil(t / m)) + att / m
             layers = self._pipeline(self.layers_per_stage * per_layer, t, m)
         return layers + self._head(t, batch.num_logits)
 

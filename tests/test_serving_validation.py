@@ -1,7 +1,6 @@
 """Replaying the shared vLLM 0.19 RTX 4090 run (300 ShareGPT requests, Llama-3.1-8B, TP1).
 
-Targets: |rel_err| <= 0.05 on TPOT mean, <= 0.10 on TTFT mean and latency mean. Where the model
-misses a target, the test pins what it honestly reaches (see the assertion comments)."""
+Targets (issue 2): |rel_err| <= 0.05 on TPOT mean, <= 0.10 on TTFT mean and latency mean."""
 
 from __future__ import annotations
 
@@ -33,12 +32,9 @@ def test_keys(report: dict) -> None:
 
 
 def test_tpot_mean(report: dict) -> None:
-    # target 0.05; reached +7.6% with the kernel model's initial calibration and -8.1% with its
-    # next attention calibration (2026-11-25): the gap is the per-step time, not the scheduler
-    assert abs(report["metrics"]["tpot_mean_s"]["rel_err"]) <= 0.09
+    assert abs(report["metrics"]["tpot_mean_s"]["rel_err"]) <= 0.05
 
 
 def test_ttft_and_latency_mean(report: dict) -> None:
-    # target 0.10; reached +12.6% / -7.7% (TTFT) and +11.4% / -7.8% (latency) under the two calibrations
-    assert abs(report["metrics"]["ttft_mean_s"]["rel_err"]) <= 0.13
-    assert abs(report["metrics"]["latency_mean_s"]["rel_err"]) <= 0.12
+    assert abs(report["metrics"]["ttft_mean_s"]["rel_err"]) <= 0.10
+    assert abs(report["metrics"]["latency_mean_s"]["rel_err"]) <= 0.10

@@ -67,12 +67,7 @@ def layer_ops(model: ModelSpec, batch: Batch, tp: int = 1, dtype: DType = DType.
     rope_bytes = t * (q_heads + kv_heads) * model.head_dim * b
     ops.append(MemoryOp("attn_rope", OpKind.ROPE, t, rope_bytes, rope_bytes,
                         flops=3.0 * t * (q_heads + kv_heads) * model.head_dim))
-    if batch.prefill:
-        ops.append(PrefillAttention("attn_prefill", q_heads, kv_heads, model.head_dim,
-                                    tuple(batch.prefill), dtype))
-    if batch.decode:
-        ops.append(DecodeAttention("attn_decode", q_heads, kv_heads, model.head_dim,
-                                   tuple(batch.decode), dtype))
+    ops.extend(attention_ops(batch, q_heads, kv_heads, model.head_dim, dtype))
     ops.append(Gemm("attn_post_proj", t, h, q_heads * model.head_dim, dtype))
     if tp > 1:
         ops.append(AllReduce("attn_all_reduce", act, tp))
@@ -82,6 +77,20 @@ def layer_ops(model: ModelSpec, batch: Batch, tp: int = 1, dtype: DType = DType.
         ops.append(AllReduce("mlp_all_reduce", act, tp))
     ops.append(MemoryOp("add", OpKind.ADD, t, 2 * act, act, flops=float(t * h)))
     return ops
+
+
+def attention_ops(batch: Batch, q_heads: int, kv_heads: int, head_dim: int, dtype: DType) -> list[Op]:
+    """The attention kernels of one layer, as vLLM V1's FlashAttention backend launches them: a
+    decode-only batch is one decode call (query heads of a KV head packed, KV split over CTAs); a batch
+    with any prefill is ONE varlen call in which each decode is a one-token query (neither packed nor
+    split). Measured on vLLM 0.19 / RTX 4090 (``lss_rtx4090/tp1_attention.csv``: mixed rows cost what
+    one varlen call costs, up to twice a separate decode call for long decodes)."""
+    if batch.prefill:
+        seqs = tuple(batch.prefill) + tuple((1, kv) for kv in batch.decode)
+        return [PrefillAttention("attn_prefill", q_heads, kv_heads, head_dim, seqs, dtype)]
+    if batch.decode:
+        return [DecodeAttention("attn_decode", q_heads, kv_heads, head_dim, tuple(batch.decode), dtype)]
+    return []
 
 
 def _ffn_ops(model: ModelSpec, t: int, tp: int, dtype: DType) -> list[Op]:
