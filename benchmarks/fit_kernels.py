@@ -40,7 +40,7 @@ from workloads.ops import OpKind
 
 FAMILY_PARAMS = {
     "launch_s": (0.5e-6, 6e-6), "mem_latency_s": (0.05e-6, 1.5e-6),
-    "gemm_peak_eff": (0.5, 1.0), "gemm_feed_elems": (0.0, 64.0), "gemm_tile_s": (0.0, 20e-6), "gemm_overlap_loss": (0.0, 1.0),
+    "gemm_peak_eff": (0.5, 1.0), "gemm_l2_bytes_per_clk_sm": (8.0, 128.0), "gemm_tile_s": (0.0, 20e-6), "gemm_overlap_loss": (0.0, 1.0),
     "mem_eff": (0.6, 1.0), "sm_bw_share": (0.5, 8.0), "l2_bw_mult": (1.0, 5.0),
 }
 STACK_PARAMS = {
@@ -148,13 +148,84 @@ def fit(family: str, data: Path, max_nfev: int = 40) -> tuple[dict[str, float], 
     return fam, per_stack
 
 
+GEMM_FAMILY_PARAMS = ("gemm_peak_eff", "gemm_l2_bytes_per_clk_sm", "gemm_tile_s", "gemm_overlap_loss")
+GEMM_STACK_PARAMS = ("gemm_eff", "gemm_bw_eff", "host_overhead_s")
+TIME_WEIGHT = 0.8  # share of a file's weight spread by measured time (WAPE), the rest per row (MAPE)
+
+
+def fit_gemm(family: str, data: Path, max_nfev: int = 60) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Refit only the GEMM constants on the GEMM rows of the family's fitted files (the other constants
+    as they are): log(sim/meas) per row, each file's weight spread ``TIME_WEIGHT`` by measured time (the
+    large GEMMs that carry the WAPE) and the rest evenly over its rows (the MAPE), soft-L1. Rows are
+    costed with :func:`hwmodels.kernels.gemm.gemm_times`, one call per (n, k) of a file."""
+    from hwmodels.kernels.gemm import gemm_times
+    from workloads.ops import Gemm
+
+    files = []
+    for f in SHARED_FILES:
+        gpu = load_gpu(f.hardware)
+        if f.fitted and gpu.architecture.value == family:
+            m = load_shared(f, data)
+            recs = [(r.ops[0], r.seconds) for r in m.records if len(r.ops) == 1 and isinstance(r.ops[0], Gemm)]
+            if recs:
+                extra = m.timing.value == "wall_clock"
+                files.append((gpu, stack_for(m.format), recs, extra))
+    if not files:
+        raise SystemExit(f"no shared GEMM rows for family {family}")
+    base = load_calibration(family)
+    stacks = {s: load_stack(s) for _, s, _, _ in files}
+    keys: list[tuple[str, str]] = [("", n) for n in GEMM_FAMILY_PARAMS]
+    for s in sorted(stacks):
+        wall = any(e for _, ss, _, e in files if ss == s)
+        keys += [(s, n) for n in GEMM_STACK_PARAMS
+                 if (n != "host_overhead_s" or wall) and (n == "host_overhead_s" or s not in ("cublas", "vllm"))]
+    lo = np.array([(FAMILY_PARAMS if not s else STACK_PARAMS)[n][0] for s, n in keys])
+    hi = np.array([(FAMILY_PARAMS if not s else STACK_PARAMS)[n][1] for s, n in keys])
+    x0 = np.clip(np.array([getattr(base, n) if not s else getattr(stacks[s], n) for s, n in keys], dtype=float),
+                 lo, hi)
+    groups = []
+    for gpu, s, recs, extra in files:
+        meas = np.array([t for _, t in recs])
+        w = np.sqrt((1 - TIME_WEIGHT) / len(meas) + TIME_WEIGHT * meas / meas.sum())
+        by_nk: dict[tuple[int, int, object], list[int]] = {}
+        for i, (op, _) in enumerate(recs):
+            by_nk.setdefault((op.n, op.k, op.dtype), []).append(i)
+        shapes = [(n, k, dt, np.array(idx), np.array([recs[i][0].m for i in idx])) for (n, k, dt), idx in by_nk.items()]
+        groups.append((gpu, s, shapes, meas, w, extra))
+
+    def unpack(u: np.ndarray) -> tuple[Calibration, dict[str, Stack]]:
+        x = lo + u * (hi - lo)
+        cal = dataclasses.replace(base, **{n: float(v) for (s, n), v in zip(keys, x) if not s})
+        return cal, {s: dataclasses.replace(st, **{n: float(v) for (ss, n), v in zip(keys, x) if ss == s})
+                     for s, st in stacks.items()}
+
+    def residuals(u: np.ndarray) -> np.ndarray:
+        cal, sts = unpack(u)
+        out = []
+        for gpu, s, shapes, meas, w, extra in groups:
+            sim = np.empty_like(meas)
+            for n, k, dt, idx, ms in shapes:
+                sim[idx] = gemm_times(gpu, cal, sts[s], n, k, ms, dt)
+            if extra:
+                sim += sts[s].host_overhead_s
+            out.append(np.log(sim / meas) * w)
+        return np.concatenate(out)
+
+    sol = least_squares(residuals, (x0 - lo) / (hi - lo), bounds=(0.0, 1.0), diff_step=1e-3, max_nfev=max_nfev,
+                        loss="soft_l1", f_scale=0.02)
+    x = lo + sol.x * (hi - lo)
+    fam = {n: float(v) for (s, n), v in zip(keys, x) if not s}
+    return fam, {s: {n: float(v) for (ss, n), v in zip(keys, x) if ss == s} for s in stacks}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("family")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--max-nfev", type=int, default=40)
+    ap.add_argument("--gemm", action="store_true", help="refit only the GEMM constants, on the GEMM rows")
     args = ap.parse_args()
-    fam, stacks = fit(args.family, args.data, args.max_nfev)
+    fam, stacks = (fit_gemm if args.gemm else fit)(args.family, args.data, args.max_nfev)
     sys.stdout.write(f"# calibration/{args.family}.toml [kernels]\n")
     for k, v in fam.items():
         sys.stdout.write(f"{k} = {v:.4g}\n")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
+import numpy as np
 import pytest
 
 from hwmodels.gpu import load_gpu
@@ -23,7 +25,7 @@ def h100() -> GPUKernelModel:
 
 def test_gemm_time_monotone_in_m(a100: GPUKernelModel) -> None:
     times = [a100.time(Gemm("g", m, 4096, 4096)) for m in range(1, 8193, 37)]
-    assert all(b >= a * (1 - 1e-9) for a, b in zip(times, times[1:]))
+    assert all(b >= a * (1 - 1e-9) for a, b in itertools.pairwise(times))
 
 
 def test_wave_quantisation_steps(a100: GPUKernelModel) -> None:
@@ -35,6 +37,45 @@ def test_wave_quantisation_steps(a100: GPUKernelModel) -> None:
     flop_share = 1 / 4096
     assert more[0] / base[0] - 1 > 10 * flop_share
     assert more[1]["waves"] > base[1]["waves"]
+
+
+def test_gemm_time_monotone_in_n_at_fixed_tiles(a100: GPUKernelModel) -> None:
+    times = [a100.time(Gemm("g", 2048, n, 4096)) for n in range(128, 16385, 128)]
+    assert all(b >= a * (1 - 1e-9) for a, b in itertools.pairwise(times))
+
+
+def test_ctas_per_sm_from_shared_memory() -> None:
+    """128x64x32 fp16 tile, 4 stages: (128 + 64) x 32 x 2 B x 4 = 48 KiB of operand buffers. A100 (164 KiB
+    per SM): 3 CTAs; Ada (100 KiB): 2. 256x128x32, 3 stages (72 KiB), 32768 fp32 accumulators + 64
+    registers x 256 threads = 49152 of 65536 registers: 1 CTA everywhere. 128x128x32, 4 stages (64 KiB):
+    2 on A100 and on H100 (registers: 2 x 24576), 1 on Ada (smem)."""
+    from hwmodels.kernels.gemm import TILES, ctas_per_sm
+    amp, ada, hop = (ctas_per_sm(load_calibration(f), DType.FP16).ravel() for f in ("ampere", "ada", "hopper"))
+    i = {t: TILES.index(t) for t in ((128, 64), (256, 128), (128, 128))}
+    assert (amp[i[(128, 64)]], ada[i[(128, 64)]]) == (3, 2)
+    assert amp[i[(256, 128)]] == ada[i[(256, 128)]] == hop[i[(256, 128)]] == 1
+    assert (amp[i[(128, 128)]], ada[i[(128, 128)]], hop[i[(128, 128)]]) == (2, 1, 2)
+
+
+def test_small_k_raises_cost_per_flop(a100: GPUKernelModel) -> None:
+    """The pipeline fill and the epilogue are paid once per tile, whatever K: at K = 512 a tile has 16
+    K iterations to spread them over, at K = 8192 it has 256."""
+    def per_flop(k: int) -> float:
+        g = Gemm("g", 4096, 4096, k, DType.FP16)
+        return a100.time(g) / g.flops
+    assert per_flop(512) > 1.05 * per_flop(8192)
+    assert per_flop(512) > per_flop(2048) > per_flop(8192) * (1 - 1e-9)
+
+
+def test_thin_tiles_are_feed_bound(a100: GPUKernelModel) -> None:
+    """A 64x64 tile loads 128 operand elements per 64 x 64 MMA step where a 256x128 tile loads 384 per
+    256 x 128: four times the L2 bytes per FLOP. At the fitted L2 bandwidth per SM the big tile's K step
+    is MMA-bound and the small one's is not faster per FLOP."""
+    from hwmodels.kernels.gemm import _candidates
+    c = _candidates(a100.gpu, a100.cal, a100.stack, 8192, 8192, np.array([8192]), DType.FP16)
+    i_big, i_small = 0, 5
+    per_flop = c["compute_s"][:, 0, 0] / (c["waves"][:, 0, 0] * c["tile_m"][:, 0, 0] * c["tile_n"][:, 0, 0])
+    assert per_flop[i_small] > 1.2 * per_flop[i_big]
 
 
 def test_small_m_gemm_is_weight_bandwidth_bound(a100: GPUKernelModel) -> None:

@@ -115,21 +115,20 @@ def test_cli_lss_needs_model(tmp_path: Path) -> None:
 
 # (file, wape bound, mape bound). TARGET = the 0.05 / 0.12, asserted wherever the model reaches it.
 # The others assert what is reached (kernel model + stack profiles of the commit that set them):
-# - vidur Llama-2-7B (fitted, vidur stack) 0.075 / 0.078 and Llama-3-8B (held out) 0.093 / 0.083: the
-#   MAPE target is met; WAPE is carried by the large GEMMs (m >= 1024), whose time the tile/wave model
-#   misses by 5-10 % shape by shape (the profiler's cuBLAS picks kernels per shape that a handful of
-#   candidate tiles does not reproduce; TP1 QKV/up GEMMs run at ~0.69 of peak, TP4 ones at ~0.75).
-# - CodeLlama-34B (held out) WAPE 0.0504: 0.0004 above the target, same cause.
+# - vidur Llama-2-7B (fitted, vidur stack) WAPE 0.0615 / MAPE 0.080: the GEMM tile model reaches 0.05 on the
+#   three held-out vidur files but not on this one; its GEMMs at m <= 4096 scatter +-10 % shape by shape
+#   around the model (cuBLAS's per-shape kernel choice: e.g. n=4096, k=1376 at m=4096 runs at 0.61 of peak,
+#   k=2752 at 0.75) and its norm/rope/act rows add ~0.07 each.
 # Attention files belong to benchmarks/fit_attention.py; their bounds are the attention model's.
 TARGET = (0.05, 0.12)
 REACHED = {
-    "measured/vidur_a100/Llama-2-7b-hf/mlp.csv": (0.08, TARGET[1]),
-    "measured/vidur_a100/Meta-Llama-3-8B/mlp.csv": (0.095, TARGET[1]),
+    "measured/vidur_a100/Llama-2-7b-hf/mlp.csv": (0.065, TARGET[1]),
+    "measured/vidur_a100/Meta-Llama-3-8B/mlp.csv": TARGET,
     "measured/vidur_a100/Llama-2-70b-hf/mlp.csv": TARGET,
-    "measured/vidur_a100/CodeLlama-34b-Instruct-hf/mlp.csv": (0.052, TARGET[1]),
+    "measured/vidur_a100/CodeLlama-34b-Instruct-hf/mlp.csv": TARGET,
     "measured/llmcompass_a100/matmul_A100.csv": TARGET,
     "measured/lss_a6000/meta-llama_Llama-3.1-8B_tp1_attention.csv": (0.165, 0.14),
-    "measured/lss_a6000/meta-llama_Llama-3.1-8B_tp1_layers.csv": (0.06, TARGET[1]),
+    "measured/lss_a6000/meta-llama_Llama-3.1-8B_tp1_layers.csv": TARGET,
     "measured/lss_rtx4090/tp1_dense.csv": TARGET,
     "measured/lss_rtx4090/tp1_attention.csv": (0.21, 0.21),
 }

@@ -31,8 +31,9 @@ class Calibration:
     threads_per_sm: int        # resident threads per SM (GA100/GH100/GB100 2048; GA10x/AD10x 1536)
     # GEMM
     gemm_peak_eff: float       # fraction of dense tensor peak a large tile sustains
-    gemm_feed_elems: float     # operand-feed penalty: tile efficiency = 1 / (1 + c (1/bm + 1/bn))
-    gemm_tile_s: float         # fixed time per tile (prologue, epilogue) per wave
+    gemm_l2_bytes_per_clk_sm: float  # operand bandwidth L2 -> one SM (bytes per SM clock)
+    gemm_tile_s: float         # fixed latency per CTA round (pipeline fill, epilogue), beyond their bytes
+    smem_per_sm_kib: float     # shared memory per SM usable by CTAs (GA100 164, GA10x/AD10x 100, GH100/GB100 228)
     gemm_overlap_loss: float   # share of the shorter of compute and memory a GEMM mainloop fails to hide
     # memory
     mem_eff: float             # fraction of DRAM bandwidth a streaming kernel sustains

@@ -1,16 +1,18 @@
-"""GEMM time: CUTLASS/cuBLAS-like tiling, wave quantisation, split-K for small grids.
+"""GEMM time: CUTLASS/cuBLAS-like tiles, waves of co-resident CTAs, K-loop steps, split-K for small grids.
 
-For each candidate CTA tile (bm x bn) the grid is ceil(m/bm) x ceil(n/bn) tiles; when that grid
-cannot fill the SMs the K loop is split (split-K, as cuBLAS does for decode-shaped GEMMs).
-Tiles run in waves of ``sm_count``; one tile's time is its padded FLOPs at the per-SM tensor rate,
-discounted by the operand-feed cost of small tiles (each MMA needs (bm + bn) operands per bm x bn
-outputs), plus a fixed prologue/epilogue. Memory time is the A, B and C traffic (B, the weight,
-read once: L2 catches the re-reads of a wave, but not the next use: weights stream cold) at the bandwidth the grid can draw. A tile's compute
-and memory overlap (multi-stage pipelines): the kernel takes the larger of the two plus the share
-``gemm_overlap_loss`` of the smaller that the pipeline fails to hide; the best
-candidate wins, as a heuristic or autotuner would pick it. The family's ``gemm_peak_eff`` is a tuned
-library's (cuBLAS through ``torch.matmul``); the software stack scales it (``gemm_eff``) and the
-bandwidth its weight streaming reaches (``gemm_bw_eff``).
+For each candidate CTA tile (bm x bn x bk, pipeline stages) the grid is ceil(m/bm) x ceil(n/bn) tiles;
+when that grid cannot fill the SMs the K loop is split (split-K, as cuBLAS does for decode-shaped
+GEMMs). CTAs per SM follow from the operand buffers in shared memory (``smem_per_sm_kib``), the fp32
+accumulators in the register file and the thread limit. The busiest SM runs ceil(CTAs / SMs) tiles;
+each K step of a tile takes the longer of its MMAs (the SM's share of the tensor peak,
+``gemm_peak_eff`` x the stack's ``gemm_eff``) and its (bm + bn) x bk operands through the SM's L2
+port (``gemm_l2_bytes_per_clk_sm``); the pipeline fill (stages K tiles), the epilogue (the C tile)
+and a fixed latency (``gemm_tile_s``) are exposed once per round of co-resident CTAs, so they weigh
+most at small K. Memory time is the A, B and C traffic (B, the weight, read once: L2 catches the
+re-reads of a wave, but not the next use: weights stream cold) at the bandwidth the grid can draw
+(the stack's ``gemm_bw_eff``). Compute and memory overlap, but not perfectly: the kernel takes the
+larger plus ``gemm_overlap_loss`` of the smaller; the best candidate wins, as a heuristic or
+autotuner would pick it.
 
 One implementation, vectorised over m: :func:`gemm_times` costs a GEMM of fixed (n, k) for a whole
 array of m at once (every candidate tile and split-K factor as one numpy array of shape
@@ -28,15 +30,35 @@ from hwmodels.kernels.calibration import Calibration
 from hwmodels.kernels.stack import Stack
 from workloads.ops import DType, Gemm
 
-TILES: tuple[tuple[int, int], ...] = ((256, 128), (128, 256), (128, 128), (128, 64), (64, 128),
-                                      (64, 64), (32, 128), (16, 128), (16, 64))
+# CTA tile configurations of cuBLAS/CUTLASS tensor-core GEMMs (sm80 and later): (bm, bn, bk, pipeline
+# stages, warps). The large ones are CUTLASS's sm80 defaults; the thin ones (bm 16/32) stand for the
+# skinny kernels cuBLAS runs for decode-shaped GEMMs.
+TILE_CONFIGS: tuple[tuple[int, int, int, int, int], ...] = (
+    (256, 128, 32, 3, 8), (128, 256, 32, 3, 8), (128, 128, 32, 4, 4), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4),
+    (64, 64, 32, 5, 4), (32, 128, 64, 4, 4), (16, 128, 64, 4, 4), (16, 64, 64, 4, 4))
+TILES: tuple[tuple[int, int], ...] = tuple((c[0], c[1]) for c in TILE_CONFIGS)
 MIN_SPLIT_K = 256  # a split keeps at least this many K elements (a few pipeline stages)
 MAX_SPLIT = 16
 FIXED_SPLITS = (1, 2, 4, 8, 16)  # split-K factors tried besides the one that fills the SMs
+REGS_PER_SM = 65536          # 32-bit registers per SM (sm80, sm86, sm89, sm90, sm100)
+REGS_PER_THREAD_BASE = 64    # operand fragments, addresses, indices beside the fp32 accumulators
+CTAS_PER_SM_MAX = 8
 
-_BM = np.array([t[0] for t in TILES], dtype=np.int64)[:, None, None]
-_BN = np.array([t[1] for t in TILES], dtype=np.int64)[:, None, None]
+_CFG = np.array(TILE_CONFIGS, dtype=np.int64)
+_BM, _BN, _BK, _STAGES, _WARPS = (_CFG[:, i][:, None, None] for i in range(5))
 _SPLITS = np.array(FIXED_SPLITS, dtype=np.int64)[None, :, None]
+
+
+def ctas_per_sm(cal: Calibration, dtype: DType) -> np.ndarray:
+    """Resident CTAs per SM of each tile configuration, shape (tiles, 1, 1): the multi-stage operand
+    buffers ((bm + bn) x bk x stages elements) in the SM's shared memory, the fp32 accumulators (one
+    register per output element) plus a base per thread in the register file, and the thread limit."""
+    smem = (_BM + _BN) * _BK * dtype.bytes * _STAGES
+    by_smem = int(cal.smem_per_sm_kib * 1024) // smem
+    threads = _WARPS * 32
+    by_regs = REGS_PER_SM // (_BM * _BN + REGS_PER_THREAD_BASE * threads)
+    by_threads = cal.threads_per_sm // threads
+    return np.clip(np.minimum(np.minimum(by_smem, by_regs), by_threads), 1, CTAS_PER_SM_MAX)
 
 
 def _candidates(gpu: GPUSpec, cal: Calibration, stack: Stack, n: int, k: int, ms: np.ndarray,
@@ -55,11 +77,23 @@ def _candidates(gpu: GPUSpec, cal: Calibration, stack: Stack, n: int, k: int, ms
     valid[:, len(FIXED_SPLITS):, :] &= split[:, len(FIXED_SPLITS):, :] > 1
     split = np.maximum(split, 1)
     ctas = tiles * split
-    waves = -(-ctas // sms)
+    per_sm = -(-ctas // sms)                                   # CTAs on the busiest SM
+    cps = ctas_per_sm(cal, dtype)
+    rounds = -(-per_sm // cps)                                 # waves of co-resident CTAs
+    # one K iteration: the MMAs of a bm x bn x bk step at the SM's tensor rate, or the operand tiles
+    # ((bm + bn) x bk) through the SM's L2 port, whichever is longer (the stages hide the latency,
+    # not the bandwidth)
     rate_sm = gpu.peak_flops(dtype) * cal.gemm_peak_eff * stack.gemm_eff / sms
-    tile_eff = 1.0 / (1.0 + cal.gemm_feed_elems * (1.0 / _BM + 1.0 / _BN))
-    t_tile = 2.0 * _BM * _BN * -(-k // split) / (rate_sm * tile_eff)
-    compute = waves * t_tile
+    feed_sm = cal.gemm_l2_bytes_per_clk_sm * (gpu.boost_clock_hz or 1.5e9)
+    mma = 2.0 * _BM * _BN * _BK / rate_sm
+    load = (_BM + _BN) * _BK * b / feed_sm
+    kiter = np.maximum(mma, load)
+    k_split = -(-k // split)                                   # K elements per split
+    kiters = -(-k_split // _BK)
+    # per CTA, exposed once per round (co-resident CTAs overlap each other's): the pipeline fill
+    # (stages K tiles in flight) and the epilogue (the bm x bn tile through shared memory to C)
+    edges = cal.gemm_tile_s + _STAGES * load + _BM * _BN * b / feed_sm
+    compute = per_sm * kiters * kiter + rounds * edges
     nbytes = (b * (m * k + k * n + m * n)).astype(np.float64)
     nbytes = np.where(split > 1, nbytes + 4.0 * m * n * split * 2, nbytes)  # fp32 partials written and reduced
     # Weights stream cold: in a forward pass every other layer's weights pass through L2 between two
@@ -76,12 +110,14 @@ def _candidates(gpu: GPUSpec, cal: Calibration, stack: Stack, n: int, k: int, ms
     rate_dram = np.minimum(dram, cap)
     rate_l2 = rate_dram * cal.l2_bw_mult
     memory = nbytes * (hit / rate_l2 + (1.0 - hit) / rate_dram)
-    fixed = waves * cal.gemm_tile_s
     # the mainloop overlaps loads with MMAs, but not perfectly: a share of the shorter one shows
-    t = fixed + np.maximum(compute, memory) + cal.gemm_overlap_loss * np.minimum(compute, memory)
+    t = np.maximum(compute, memory) + cal.gemm_overlap_loss * np.minimum(compute, memory)
     t = np.where(valid, t, np.inf)
-    return {"t": t, "compute_s": compute, "memory_s": memory, "tile_overhead_s": fixed, "waves": waves,
-            "tile_m": np.broadcast_to(_BM, t.shape), "tile_n": np.broadcast_to(_BN, t.shape), "split_k": split}
+    shape = t.shape
+    return {"t": t, "compute_s": compute, "memory_s": memory,
+            "tile_overhead_s": np.broadcast_to(rounds * edges, shape), "waves": np.broadcast_to(per_sm, shape),
+            "ctas_per_sm": np.broadcast_to(cps, shape), "k_iters": np.broadcast_to(kiters, shape),
+            "tile_m": np.broadcast_to(_BM, shape), "tile_n": np.broadcast_to(_BN, shape), "split_k": split}
 
 
 def gemm_times(gpu: GPUSpec, cal: Calibration, stack: Stack, n: int, k: int, ms: np.ndarray,
