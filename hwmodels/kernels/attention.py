@@ -208,6 +208,28 @@ def _attn_cal(gpu: GPUSpec, attn: AttentionCalibration | None) -> AttentionCalib
     return attn if attn is not None else load_attention_calibration(gpu.architecture.value)
 
 
+def _tile_counts(q: int, kv: int, bm: int, bn: int, causal: bool) -> tuple[int, ...]:
+    """KV tiles each query tile of one sequence walks (causal: up to its diagonal)."""
+    prior = max(0, kv - q)
+    if not causal:
+        return (-(-kv // bn),) * -(-q // bm)
+    return tuple(-(-(prior + min((i + 1) * bm, q)) // bn) for i in range(-(-q // bm)))
+
+
+@functools.lru_cache(maxsize=65536)
+def _varlen_schedule(tiles: tuple[int, ...], heads: int, slots: int, cta_s: float,
+                     t_tile: float) -> tuple[float, float]:
+    """(schedule bound, summed CTA time) of a varlen grid whose live CTAs of one head walk ``tiles``
+    KV tiles each, in launch order. Depends on the lengths only through tile counts, so a mixed batch
+    whose decodes grow by a token usually hits the cache."""
+    per_head = [cta_s + n * t_tile for n in tiles]
+    sched, total, _ = _schedule(((t, n * heads) for t, n in Counter(per_head).items()), slots)
+    live = len(per_head) * heads
+    if slots < live <= MAX_LISTED_CTAS and len(set(per_head)) > 1:
+        sched = max(sched, _list_schedule(per_head, heads, slots))
+    return sched, total
+
+
 def prefill_attention_cost(op: PrefillAttention, gpu: GPUSpec, cal: Calibration | None = None,
                            attn: AttentionCalibration | None = None) -> tuple[float, dict[str, float]]:
     """One varlen FlashAttention call over ``op.seqs`` (decodes included as one-token queries)."""
@@ -219,20 +241,14 @@ def prefill_attention_cost(op: PrefillAttention, gpu: GPUSpec, cal: Calibration 
     group = max(1, heads // max(1, op.num_kv_heads))
     bm, bn = tile_shape(d, op.causal, op.paged, a.kernel, gpu)
     t_tile = _tile_time(gpu, a, op.dtype, bm, bn, d)
-    per_head: list[float] = []
-    cache: dict[tuple[int, int], list[float]] = {}
+    tiles: list[int] = []
     for q, kv in op.seqs:
-        if q <= 0:
-            continue
-        if (q, kv) not in cache:
-            prior = max(0, kv - q)
-            cache[q, kv] = [a.cta_s + math.ceil((prior + min((i + 1) * bm, q) if op.causal else kv) / bn) * t_tile
-                            for i in range(math.ceil(q / bm))]
-        per_head.extend(cache[q, kv])
-    live = len(per_head) * heads
-    sched, total, _ = _schedule(((t, n * heads) for t, n in Counter(per_head).items()), gpu.sm_count)
-    if gpu.sm_count < live <= MAX_LISTED_CTAS and len(set(per_head)) > 1:
-        sched = max(sched, _list_schedule(per_head, heads, gpu.sm_count))
+        if q == 1:
+            tiles.append(-(-kv // bn))
+        elif q > 1:
+            tiles.extend(_tile_counts(q, kv, bm, bn, op.causal))
+    sched, total = _varlen_schedule(tuple(tiles), heads, gpu.sm_count, a.cta_s, t_tile)
+    live = len(tiles) * heads
     grid = heads * len(op.seqs) * math.ceil(max(q for q, _ in op.seqs) / bm)
     kv_unique = sum(2.0 * kv * op.num_kv_heads * d * b for _, kv in op.seqs)
     factor = _reread_factor(gpu, a, group, live / heads, kv_unique / max(1, op.num_kv_heads))
