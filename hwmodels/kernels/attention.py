@@ -292,24 +292,28 @@ def _decode_structure(shape: _DecodeShape, blocks_count: dict[int, int], gpu: GP
                       a: AttentionCalibration) -> tuple[float, float, int, int, int]:
     """(schedule bound, summed CTA time, live CTAs, grid size, splits) of a decode call whose
     sequences span ``blocks_count`` = {KV tiles: sequences}; all that depends on the lengths only
-    through their tile counts."""
-    units = shape.heads * shape.m_blocks
-    max_blocks = max(blocks_count)
-    splits = 1
-    if shape.split_ok:
-        splits = fa2_num_splits(shape.n * units, shape.sm_slots, max_blocks)
+    through their tile counts (memoised on them)."""
+    return _decode_structure_of(shape.heads * shape.m_blocks, shape.n, shape.split_ok, shape.sm_slots,
+                                gpu.sm_count, a.cta_s, shape.t_tile, tuple(sorted(blocks_count.items())))
+
+
+@functools.lru_cache(maxsize=65536)
+def _decode_structure_of(units: int, n: int, split_ok: bool, sm_slots: int, sm_count: int, cta_s: float,
+                         t_tile: float, blocks_count: tuple[tuple[int, int], ...]) -> tuple[float, float, int, int, int]:
+    max_blocks = blocks_count[-1][0]
+    splits = fa2_num_splits(n * units, sm_slots, max_blocks) if split_ok else 1
     per_split = math.ceil(max_blocks / splits)
     groups: list[tuple[float, int]] = []
     live = 0
-    for nb, count in blocks_count.items():
+    for nb, count in blocks_count:
         for s in range(splits):
             blocks = min(per_split, nb - s * per_split)
             if blocks <= 0:
                 continue  # a split past this sequence's end exits at once
-            groups.append((a.cta_s + blocks * shape.t_tile, count * units))
+            groups.append((cta_s + blocks * t_tile, count * units))
             live += count * units
-    sched, total, _ = _schedule(groups, gpu.sm_count)
-    return sched, total, live, shape.n * units * splits, splits
+    sched, total, _ = _schedule(groups, sm_count)
+    return sched, total, live, n * units * splits, splits
 
 
 def _blocks_count(kv: Iterable[int], bn: int) -> dict[int, int]:
