@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 from workloads.errors import ConfigError
 from workloads.model_spec import ModelSpec
-from workloads.ops import (AllReduce, DecodeAttention, DType, Gemm, MemoryOp, Op, OpKind,
-                           PrefillAttention)
+from workloads.ops import AllReduce, DecodeAttention, DType, Gemm, MemoryOp, Op, OpKind, PrefillAttention
 
 
 @dataclass(frozen=True)

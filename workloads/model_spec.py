@@ -145,7 +145,8 @@ class ModelSpec:
 
     def flops_per_token(self, context: int = 0) -> float:
         """Forward FLOPs of one token attending to ``context`` tokens (itself included):
-        2 FLOP per multiply-accumulate over the matmul weights, plus QK^T and PV (2 x 2 x q_size x context per layer)."""
+        2 FLOP per multiply-accumulate over the matmul weights, plus QK^T and PV
+        (2 x 2 x q_size x context per layer)."""
         return 2.0 * self.matmul_params_per_token() + 4.0 * self.num_layers * self.q_size * context
 
     def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:

@@ -8,7 +8,7 @@ same lengths whatever the arrival process (handy for comparing Poisson against G
 from __future__ import annotations
 
 import math
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from workloads.traces.fit import QUANTILE_PROBS, Profile
 from workloads.traces.profiles import PROFILES
 
 
-class Arrival(str, Enum):
+class Arrival(StrEnum):
     """Arrival process of a synthetic workload."""
 
     POISSON = "poisson"  # exponential gaps, cv = 1

@@ -83,7 +83,8 @@ def simulate_serve(model: str, hardware: str, tp: int, pp: int, replicas: int, r
     c.print(_metrics_table(f"{m.name} on {replicas} x {g.name} (tp={tp}, pp={pp}), {len(reqs)} requests", summary))
     th = summary["throughput"]
     c.print(f"throughput {th['requests_per_s']:.2f} req/s, {th['output_tokens_per_s']:.0f} output tok/s; "
-            f"goodput {summary['goodput']['requests_per_s']:.2f} req/s; KV use {summary['kv_cache']['mean_utilisation']:.1%}, "
+            f"goodput {summary['goodput']['requests_per_s']:.2f} req/s; "
+            f"KV use {summary['kv_cache']['mean_utilisation']:.1%}, "
             f"{summary['kv_cache']['preemptions']} preemptions; MFU {summary['mfu']:.1%}, MBU {summary['mbu']:.1%}")
     for p in written:
         c.print(f"wrote {p}")
