@@ -89,7 +89,15 @@ def get_str(table: Mapping[str, Any], key: str, *, file: str, section: str = "",
 
 
 def closest(name: str, choices: Iterable[str]) -> str | None:
-    found = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    """The known name a user most likely meant: one that starts with or contains what was typed
+    ('a100' -> 'a100-sxm-80gb'), else the nearest by edit similarity; None when nothing is close."""
+    choices = sorted(choices)
+    key = normalise_name(name)
+    for test in (str.startswith, str.__contains__):
+        hits = [c for c in choices if key and test(c, key)]
+        if hits:
+            return min(hits, key=len)
+    found = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
     return found[0] if found else None
 
 
