@@ -99,9 +99,11 @@ def memory_breakdown(model: ModelSpec, gpu: GPUSpec, *, tp: int = 1, pp: int = 1
     blocks = int(kv // block) if kv > 0 else 0
     out = MemoryBreakdown(total, requested, weights, act, float(NON_TORCH_BYTES), kv, block, block_size, blocks)
     if blocks < 1:
+        short = block - kv
         raise CapacityError(
             f"{model.name} does not fit on {gpu.name} with tp={tp} pp={pp} at "
-            f"gpu_memory_utilization={gpu_memory_utilization}: no room for a KV block",
-            breakdown={"requested": requested, "weights": weights, "activation": act,
-                       "non_torch": float(NON_TORCH_BYTES), "kv_cache": kv})
+            f"gpu_memory_utilization={gpu_memory_utilization}: {short / GIB:.2f} GiB per GPU short of one "
+            f"KV block; use more GPUs per replica (--tp/--pp) or a GPU with more memory. Per GPU",
+            breakdown={"usable": requested, "weights": weights, "activation": act,
+                       "non_torch": float(NON_TORCH_BYTES), "kv_cache": max(0.0, kv)})
     return out
