@@ -40,7 +40,8 @@ from workloads.ops import OpKind
 
 FAMILY_PARAMS = {
     "launch_s": (0.5e-6, 6e-6), "mem_latency_s": (0.05e-6, 1.5e-6),
-    "gemm_peak_eff": (0.5, 1.0), "gemm_l2_bytes_per_clk_sm": (8.0, 128.0), "gemm_tile_s": (0.0, 20e-6), "gemm_overlap_loss": (0.0, 1.0),
+    "gemm_peak_eff": (0.5, 1.0), "gemm_l2_bytes_per_clk_sm": (8.0, 128.0), "gemm_tile_s": (0.0, 20e-6),
+    "gemm_overlap_loss": (0.0, 1.0),
     "mem_eff": (0.6, 1.0), "sm_bw_share": (0.5, 8.0), "l2_bw_mult": (1.0, 5.0),
 }
 STACK_PARAMS = {
@@ -218,14 +219,87 @@ def fit_gemm(family: str, data: Path, max_nfev: int = 60) -> tuple[dict[str, flo
     return fam, {s: {n: float(v) for (ss, n), v in zip(keys, x) if ss == s} for s in stacks}
 
 
+MEMORY_FAMILY_PARAMS = ("mem_latency_s",)
+ROW_IMPL_PARAMS = {"bw_eff": IMPL_BOUNDS, "passes": (0.25, 3.0)}
+
+
+def fit_memory(family: str, data: Path, max_nfev: int = 60, family_keys: tuple[str, ...] = (),
+               time_weight: float = TIME_WEIGHT) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Refit only the per-token ("row") memory kernels' constants (each stack's ``bw_eff`` and
+    ``passes`` of its row-geometry op kinds; ``family_keys`` of the family's, if named) on the rows of
+    those op kinds in the family's fitted files, the other constants as they are. Weights as
+    :func:`fit_gemm`: per file, ``time_weight`` by measured time, the rest per row."""
+    from hwmodels.kernels import GPUKernelModel
+    from hwmodels.kernels.stack import Geometry
+
+    base = load_calibration(family)
+    files = []
+    for f in SHARED_FILES:
+        gpu = load_gpu(f.hardware)
+        if not (f.fitted and gpu.architecture.value == family):
+            continue
+        m = load_shared(f, data)
+        st = load_stack(stack_for(m.format))
+        rows = [kind for kind, impl in st.ops.items() if impl.geometry is Geometry.ROW]
+        recs = [(r.ops[0], r.seconds) for r in m.records
+                if len(r.ops) == 1 and getattr(r.ops[0], "kind", None) in rows]
+        if recs:
+            files.append((gpu, st.name, recs))
+    if not files:
+        raise SystemExit(f"no per-token memory-kernel rows for family {family}")
+    stacks = {s: load_stack(s) for _, s, _ in files}
+    keys: list[tuple[str, str]] = [("", n) for n in family_keys]
+    for s in sorted(stacks):
+        kinds = sorted({op.kind for _, ss, recs in files if ss == s for op, _ in recs}, key=lambda k: k.value)
+        keys += [(s, f"{k.value}.{p}") for k in kinds for p in ROW_IMPL_PARAMS]
+    lo = np.array([FAMILY_PARAMS[n][0] if not s else ROW_IMPL_PARAMS[n.split(".")[1]][0] for s, n in keys])
+    hi = np.array([FAMILY_PARAMS[n][1] if not s else ROW_IMPL_PARAMS[n.split(".")[1]][1] for s, n in keys])
+    x0 = np.clip(np.array([getattr(base, n) if not s else _get(stacks[s], n) for s, n in keys], dtype=float),
+                 lo, hi)
+    weights = []
+    for _, _, recs in files:
+        meas = np.array([t for _, t in recs])
+        weights.append((meas, np.sqrt((1 - time_weight) / len(meas) + time_weight * meas / meas.sum())))
+
+    def unpack(u: np.ndarray) -> tuple[Calibration, dict[str, Stack]]:
+        x = lo + u * (hi - lo)
+        cal = dataclasses.replace(base, **{n: float(v) for (s, n), v in zip(keys, x) if not s})
+        return cal, {s: _with(st, {n: float(v) for (ss, n), v in zip(keys, x) if ss == s})
+                     for s, st in stacks.items()}
+
+    def residuals(u: np.ndarray) -> np.ndarray:
+        cal, sts = unpack(u)
+        out = []
+        for (gpu, s, recs), (meas, w) in zip(files, weights):
+            model = GPUKernelModel(gpu, cal, sts[s])
+            sim = np.array([model.time(op) for op, _ in recs])
+            out.append(np.log(sim / meas) * w)
+        return np.concatenate(out)
+
+    sol = least_squares(residuals, (x0 - lo) / (hi - lo), bounds=(0.0, 1.0), diff_step=1e-3, max_nfev=max_nfev,
+                        loss="soft_l1", f_scale=0.02)
+    x = lo + sol.x * (hi - lo)
+    fam = {n: float(v) for (s, n), v in zip(keys, x) if not s}
+    return fam, {s: {n: float(v) for (ss, n), v in zip(keys, x) if ss == s} for s in stacks}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("family")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--max-nfev", type=int, default=40)
     ap.add_argument("--gemm", action="store_true", help="refit only the GEMM constants, on the GEMM rows")
+    ap.add_argument("--memory", action="store_true",
+                    help="refit only the per-token memory kernels' constants, on their rows")
+    ap.add_argument("--family-keys", default="", help="with --memory: family keys to refit too (comma list)")
+    ap.add_argument("--time-weight", type=float, default=TIME_WEIGHT,
+                    help="with --memory: share of each file's weight spread by measured time (the rest per row)")
     args = ap.parse_args()
-    fam, stacks = (fit_gemm if args.gemm else fit)(args.family, args.data, args.max_nfev)
+    if args.memory:
+        keys = tuple(k for k in args.family_keys.split(",") if k)
+        fam, stacks = fit_memory(args.family, args.data, args.max_nfev, keys, args.time_weight)
+    else:
+        fam, stacks = (fit_gemm if args.gemm else fit)(args.family, args.data, args.max_nfev)
     sys.stdout.write(f"# calibration/{args.family}.toml [kernels]\n")
     for k, v in fam.items():
         sys.stdout.write(f"{k} = {v:.4g}\n")

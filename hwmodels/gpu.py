@@ -16,6 +16,7 @@ memory_bandwidth_gb_per_s = 3350   # GB/s = 1e9 bytes/s
 l2_cache_mib = 50
 tdp_w = 700
 boost_clock_mhz = 1980             # optional
+smem_per_sm_kib = 228              # optional: shared memory per SM (KiB) CTAs can use; default: the family's
 [links]
 nvlink_gb_per_s = 450              # per direction per GPU; 0 = none
 pcie_gb_per_s = 64                 # per direction
@@ -63,6 +64,7 @@ class GPUSpec:
     nvlink_bandwidth: float
     pcie_bandwidth: float
     boost_clock_hz: float | None = None
+    smem_per_sm_bytes: float | None = None  # shared memory per SM usable by CTAs; None: the family's value
     source_file: str = ""
 
     def peak_flops(self, dtype: DType) -> float:
@@ -83,7 +85,7 @@ class GPUSpec:
 
 _GPU_KEYS = {"name", "architecture", "sm_count", "bf16_dense_tflops", "fp16_dense_tflops",
              "fp8_dense_tflops", "fp32_tflops", "memory_gib", "memory_bandwidth_gb_per_s",
-             "l2_cache_mib", "tdp_w", "boost_clock_mhz"}
+             "l2_cache_mib", "tdp_w", "boost_clock_mhz", "smem_per_sm_kib"}
 _LINK_KEYS = {"nvlink_gb_per_s", "pcie_gb_per_s"}
 
 
@@ -111,6 +113,7 @@ def parse_gpu(data: dict, *, file: str, gpu_id: str) -> GPUSpec:
     arch = get_str(g, "architecture", file=file, section="gpu", choices=[a.value for a in Architecture])
     fp8 = num("fp8_dense_tflops", default=None)
     clock = num("boost_clock_mhz", default=None)
+    smem = num("smem_per_sm_kib", default=None)
     return GPUSpec(
         id=gpu_id,
         name=get_str(g, "name", file=file, section="gpu"),
@@ -127,6 +130,7 @@ def parse_gpu(data: dict, *, file: str, gpu_id: str) -> GPUSpec:
         nvlink_bandwidth=get_number(links, "nvlink_gb_per_s", file=file, section="links", allow_zero=True) * 1e9,
         pcie_bandwidth=get_number(links, "pcie_gb_per_s", file=file, section="links") * 1e9,
         boost_clock_hz=None if clock is None else clock * 1e6,
+        smem_per_sm_bytes=None if smem is None else smem * 1024,
         source_file=file,
     )
 

@@ -238,3 +238,22 @@ def test_cli_hardware_json() -> None:
     h100 = next(r for r in rows if r["id"] == "h100-sxm-80gb")
     assert h100["bf16_dense_tflops"] == pytest.approx(989.4)
     assert h100["memory_gib"] == 80 and h100["nvlink_gb_per_s"] == pytest.approx(450)
+
+
+# CUDA C++ Programming Guide, Technical Specifications per Compute Capability: shared memory per SM
+# (KiB) for compute capability 8.0 (A100), 8.6 (GA102: RTX A6000), 8.9 (AD102: RTX 4090, L40S),
+# 9.0 (H100, H200), 10.0 (B200).
+SMEM_KIB = {"a100-sxm-80gb": 164, "rtx-a6000": 100, "rtx-4090": 100, "l40s": 100, "h100-sxm-80gb": 228,
+            "h200-sxm-141gb": 228, "b200-sxm-180gb": 228}
+
+
+@pytest.mark.parametrize("gpu_id", sorted(SMEM_KIB))
+def test_shared_memory_per_sm_from_compute_capability(gpu_id: str) -> None:
+    assert load_gpu(gpu_id).smem_per_sm_bytes == SMEM_KIB[gpu_id] * 1024
+
+
+def test_shared_memory_per_sm_is_optional(tmp_path: Path) -> None:
+    path = _write_variant(tmp_path, _set("smem_per_sm_kib", None))
+    assert load_gpu(path).smem_per_sm_bytes is None
+    path = _write_variant(tmp_path, _set("smem_per_sm_kib", "0"))
+    _expect_error(path, "gpu.smem_per_sm_kib")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -55,6 +56,26 @@ def test_ctas_per_sm_from_shared_memory() -> None:
     assert (amp[i[(128, 64)]], ada[i[(128, 64)]]) == (3, 2)
     assert amp[i[(256, 128)]] == ada[i[(256, 128)]] == hop[i[(256, 128)]] == 1
     assert (amp[i[(128, 128)]], ada[i[(128, 128)]], hop[i[(128, 128)]]) == (2, 1, 2)
+
+
+def test_gemm_uses_the_gpus_shared_memory() -> None:
+    """The A6000 (GA102, compute capability 8.6: 100 KiB per SM) fits 2 CTAs of the 128x64x32 4-stage
+    tile (48 KiB), not the 3 of the Ampere family value (GA100's 164 KiB); a spec without the key
+    falls back to the family value."""
+    import dataclasses as dc
+
+    from hwmodels.kernels.gemm import TILES, ctas_per_sm, smem_per_sm
+    a6000 = load_gpu("rtx-a6000")
+    cal = load_calibration("ampere")
+    assert smem_per_sm(a6000, cal) == 100 * 1024
+    assert smem_per_sm(dc.replace(a6000, smem_per_sm_bytes=None), cal) == 164 * 1024
+    i = TILES.index((128, 64))
+    assert ctas_per_sm(cal, DType.FP16, smem_per_sm(a6000, cal)).ravel()[i] == 2
+    assert ctas_per_sm(cal, DType.FP16).ravel()[i] == 3
+    g = Gemm("g", 4096, 4096, 4096, DType.FP16)
+    own = GPUKernelModel(a6000).cost(g)[1]["ctas_per_sm"]
+    fam = GPUKernelModel(dc.replace(a6000, smem_per_sm_bytes=None)).cost(g)[1]["ctas_per_sm"]
+    assert own <= fam
 
 
 def test_small_k_raises_cost_per_flop(a100: GPUKernelModel) -> None:
@@ -204,21 +225,48 @@ def test_default_stack_is_vllm(a100: GPUKernelModel) -> None:
 def test_per_token_kernel_with_few_tokens_is_a_latency_chain() -> None:
     """silu_and_mul launches one CTA per token with min(width, 1024) threads (vidur: scalar loads), so at
     one token a row of 11008 elements is ceil(11008 / 1024) = 11 dependent loop steps and one of 1376
-    (TP8) is 2: the difference is 9 memory latencies, though both move almost nothing. (Measured in
-    vidur_a100 Llama-2-7B: 7 us vs 2 us.)"""
+    (TP8) is 2: the difference is 9 x passes memory latencies plus the 9632 extra elements' 6 bytes each
+    through one SM's L2 port, though both move almost nothing. (Measured in vidur_a100 Llama-2-7B:
+    7 us vs 2 us.)"""
     m = GPUKernelModel(load_gpu("a100-sxm-80gb"), stack="vidur")
 
     def act(width: int) -> MemoryOp:
         return MemoryOp("mlp_act", OpKind.ACTIVATION, 1, 2 * width * 2, width * 2)
-    assert m.time(act(11008)) - m.time(act(1376)) == pytest.approx(9 * m.cal.mem_latency_s, rel=0.01)
+    impl = m.stack.impl(OpKind.ACTIVATION)
+    port = m.cal.gemm_l2_bytes_per_clk_sm * m.gpu.boost_clock_hz
+    expect = 9 * impl.passes * m.cal.mem_latency_s + (11008 - 1376) * 6 / port
+    assert m.time(act(11008)) - m.time(act(1376)) == pytest.approx(expect, rel=0.01)
 
 
-def test_per_token_kernel_with_many_tokens_is_bandwidth_bound() -> None:
+def test_per_token_kernel_pays_idle_lanes_and_latency_on_top_of_bandwidth() -> None:
+    """Many tokens: each SM runs ceil(tokens / 108) CTAs, 2048 // 1024 = 2 at a time, and every round
+    pays its loop steps' latencies on top of the round's bytes (one scalar load per thread in flight
+    cannot hide one behind the other). At 4096 tokens a 1376-wide row (TP8 Llama-2-7B) is 2 steps, the
+    second with 352 of 1024 lanes busy: per byte it costs more than an 11008-wide row (11 steps,
+    98 % busy). Measured (vidur_a100 Llama-2-7B mlp_act, 4096 tokens): 44 us for 33.8 MB vs 266 us for
+    270 MB, i.e. 1.30 vs 0.98 ns/kB."""
+    m = GPUKernelModel(load_gpu("a100-sxm-80gb"), stack="vidur")
+
+    def act(width: int) -> MemoryOp:
+        return MemoryOp("mlp_act", OpKind.ACTIVATION, 4096, 2 * 4096 * width * 2, 4096 * width * 2)
+    narrow, wide = act(1376), act(11008)
+    assert m.time(narrow) / narrow.bytes > 1.15 * m.time(wide) / wide.bytes
+    assert m.time(narrow) == pytest.approx(44e-6, rel=0.12)
+    assert m.time(wide) == pytest.approx(266e-6, rel=0.12)
+    _, bd = m.cost(wide)
+    rounds = math.ceil(math.ceil(4096 / 108) / 2)
+    assert bd["chain_s"] == pytest.approx(rounds * 11 * m.stack.impl(OpKind.ACTIVATION).passes
+                                          * m.cal.mem_latency_s)
+
+
+def test_per_token_kernel_with_many_tokens_tends_to_bandwidth_plus_chain() -> None:
     m = GPUKernelModel(load_gpu("a100-sxm-80gb"), stack="vidur")
     t = 65536
     op = MemoryOp("n", OpKind.NORM, t, t * 4096 * 2.0, t * 4096 * 2.0)
     bw = m.gpu.memory_bandwidth * m.cal.mem_eff * m.stack.impl(OpKind.NORM).bw_eff
-    assert m.time(op) == pytest.approx(op.bytes / bw, rel=0.05)
+    _, bd = m.cost(op)
+    assert bd["memory_s"] == pytest.approx(op.bytes / bw, rel=0.02)
+    assert m.time(op) == pytest.approx(bd["memory_s"] + bd["chain_s"] + m.cal.launch_s, rel=1e-9)
 
 
 def test_embedding_small_index_path_is_linear_then_drops() -> None:

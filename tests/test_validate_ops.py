@@ -115,14 +115,16 @@ def test_cli_lss_needs_model(tmp_path: Path) -> None:
 
 # (file, wape bound, mape bound). TARGET = the issue's 0.05 / 0.12, asserted wherever the model reaches it.
 # The others assert what is reached (kernel model + stack profiles of the commit that set them):
-# - vidur Llama-2-7B (fitted, vidur stack) WAPE 0.0615 / MAPE 0.080: the GEMM tile model reaches 0.05 on the
-#   three held-out vidur files but not on this one; its GEMMs at m <= 4096 scatter +-10 % shape by shape
-#   around the model (cuBLAS's per-shape kernel choice: e.g. n=4096, k=1376 at m=4096 runs at 0.61 of peak,
-#   k=2752 at 0.75) and its norm/rope/act rows add ~0.07 each.
+# - vidur Llama-2-7B (fitted, vidur stack) WAPE 0.059 / MAPE 0.083: the three held-out vidur files reach the
+#   target (0.040 / 0.037 / 0.041) but this one does not. Its GEMMs alone contribute 0.049 of the 0.059 (they
+#   are 77 % of its time and scatter +-10 % shape by shape around the model: cuBLAS's per-shape kernel choice,
+#   e.g. n=4096, k=1376 at m=4096 runs at 0.61 of peak, k=2752 at 0.75); the memory-bound ops add 0.009, of
+#   which the norms' share is run-to-run noise (input_layernorm and post_attention_layernorm are the same
+#   kernel on the same shapes, yet measured 2.5 % above and 2.8 % below the model on average).
 # Attention files belong to benchmarks/fit_attention.py; their bounds are the attention model's.
 TARGET = (0.05, 0.12)
 REACHED = {
-    "measured/vidur_a100/Llama-2-7b-hf/mlp.csv": (0.065, TARGET[1]),
+    "measured/vidur_a100/Llama-2-7b-hf/mlp.csv": (0.06, TARGET[1]),
     "measured/vidur_a100/Meta-Llama-3-8B/mlp.csv": TARGET,
     "measured/vidur_a100/Llama-2-70b-hf/mlp.csv": TARGET,
     "measured/vidur_a100/CodeLlama-34b-Instruct-hf/mlp.csv": TARGET,

@@ -2,7 +2,8 @@
 
 For each candidate CTA tile (bm x bn x bk, pipeline stages) the grid is ceil(m/bm) x ceil(n/bn) tiles;
 when that grid cannot fill the SMs the K loop is split (split-K, as cuBLAS does for decode-shaped
-GEMMs). CTAs per SM follow from the operand buffers in shared memory (``smem_per_sm_kib``), the fp32
+GEMMs). CTAs per SM follow from the operand buffers in the GPU's shared memory per SM (its spec's
+``smem_per_sm_kib``, else the family's), the fp32
 accumulators in the register file and the thread limit. The busiest SM runs ceil(CTAs / SMs) tiles;
 each K step of a tile takes the longer of its MMAs (the SM's share of the tensor peak,
 ``gemm_peak_eff`` x the stack's ``gemm_eff``) and its (bm + bn) x bk operands through the SM's L2
@@ -49,12 +50,21 @@ _BM, _BN, _BK, _STAGES, _WARPS = (_CFG[:, i][:, None, None] for i in range(5))
 _SPLITS = np.array(FIXED_SPLITS, dtype=np.int64)[None, :, None]
 
 
-def ctas_per_sm(cal: Calibration, dtype: DType) -> np.ndarray:
+def smem_per_sm(gpu: GPUSpec, cal: Calibration) -> int:
+    """Shared memory per SM usable by CTAs (bytes): the GPU's own (``smem_per_sm_kib`` in its spec), else
+    the family's (``[kernels] smem_per_sm_kib``)."""
+    if gpu.smem_per_sm_bytes is not None:
+        return int(gpu.smem_per_sm_bytes)
+    return int(cal.smem_per_sm_kib * 1024)
+
+
+def ctas_per_sm(cal: Calibration, dtype: DType, smem_bytes: int | None = None) -> np.ndarray:
     """Resident CTAs per SM of each tile configuration, shape (tiles, 1, 1): the multi-stage operand
-    buffers ((bm + bn) x bk x stages elements) in the SM's shared memory, the fp32 accumulators (one
-    register per output element) plus a base per thread in the register file, and the thread limit."""
+    buffers ((bm + bn) x bk x stages elements) in the SM's shared memory (``smem_bytes``, default the
+    family's), the fp32 accumulators (one register per output element) plus a base per thread in the
+    register file, and the thread limit."""
     smem = (_BM + _BN) * _BK * dtype.bytes * _STAGES
-    by_smem = int(cal.smem_per_sm_kib * 1024) // smem
+    by_smem = (int(cal.smem_per_sm_kib * 1024) if smem_bytes is None else smem_bytes) // smem
     threads = _WARPS * 32
     by_regs = REGS_PER_SM // (_BM * _BN + REGS_PER_THREAD_BASE * threads)
     by_threads = cal.threads_per_sm // threads
@@ -78,7 +88,7 @@ def _candidates(gpu: GPUSpec, cal: Calibration, stack: Stack, n: int, k: int, ms
     split = np.maximum(split, 1)
     ctas = tiles * split
     per_sm = -(-ctas // sms)                                   # CTAs on the busiest SM
-    cps = ctas_per_sm(cal, dtype)
+    cps = ctas_per_sm(cal, dtype, smem_per_sm(gpu, cal))
     rounds = -(-per_sm // cps)                                 # waves of co-resident CTAs
     # one K iteration: the MMAs of a bm x bn x bk step at the SM's tensor rate, or the operand tiles
     # ((bm + bn) x bk) through the SM's L2 port, whichever is longer (the stages hide the latency,

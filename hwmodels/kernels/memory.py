@@ -7,8 +7,10 @@ is served at ``l2_bw_mult`` x DRAM bandwidth; the hit fraction falls linearly fr
 to 0 at the full L2 (streaming beyond the L2 evicts before reuse).
 
 Memory-bound ops (norms, rope, activations, adds, embedding gathers) take the launch geometry of
-the software stack's kernel (:mod:`.stack`): with few tokens their time is a chain of dependent
-memory latencies (a CTA looping over its row), with many it is bandwidth.
+the software stack's kernel (:mod:`.stack`). A per-token ("row") kernel pays, per round of co-resident
+CTAs, its loop steps' dependent latencies AND the round's bytes through the SM's share of bandwidth
+(no overlap: one scalar load per thread in flight), so idle lanes of a row that is not a multiple of
+the block and latency show even at many tokens; a grid-stride kernel is one latency, then bandwidth.
 """
 
 from __future__ import annotations
@@ -45,13 +47,35 @@ def stream_time(gpu: GPUSpec, cal: Calibration, nbytes: float, ctas: float, eff:
 ROW_BYTES_PER_CTA = 16 * 1024  # a grid-stride elementwise kernel gives each CTA a few KiB
 
 
-def _row_chain(op_tokens: int, width: float, impl: KernelImpl, gpu: GPUSpec, cal: Calibration) -> float:
-    """One CTA per token looping over a row of ``width`` elements: waves x iterations x latency."""
+def _row_time(tokens: int, width: float, cta_bytes: float, impl: KernelImpl, gpu: GPUSpec, cal: Calibration,
+              working_set: float) -> tuple[float, float]:
+    """One CTA per token looping over a row of ``width`` elements: ``(chain, transfer)`` seconds.
+
+    The CTA has ``min(block_threads, width / vec)`` threads (rounded to warps); each loop step is a
+    dependent round trip to memory, so a CTA takes ``passes x ceil(width / (threads x vec))`` memory
+    latencies (the last step of a row that is not a multiple of the block runs with idle lanes but
+    costs a full latency). ``threads_per_sm // threads`` CTAs share an SM; the busiest SM runs
+    ``ceil(tokens / sms)`` CTAs in rounds of those. Each round's loads wait their latency AND the
+    round's bytes through the SM's share of bandwidth (its share of DRAM, ``mem_eff x bw_eff``, with
+    every active SM drawing; at most its L2 port, ``gemm_l2_bytes_per_clk_sm``): a loop with one
+    scalar load per thread in flight cannot hide one behind the other. Traffic whose working set fits
+    in L2 (the profiler re-runs the op on the tensors the previous kernel just wrote) is served at
+    ``l2_bw_mult`` x the DRAM rate."""
+    sms = gpu.sm_count
     threads = min(impl.block_threads, max(32, 32 * math.ceil(width / impl.vec / 32)))
     iters = math.ceil(width / (threads * impl.vec))
-    resident = max(1, cal.threads_per_sm // threads) * gpu.sm_count
-    waves = math.ceil(op_tokens / resident)
-    return waves * impl.passes * iters * cal.mem_latency_s
+    per_round = max(1, cal.threads_per_sm // threads)
+    per_sm = math.ceil(tokens / sms)                 # CTAs on the busiest SM
+    rounds = math.ceil(per_sm / per_round)
+    active = min(tokens, sms)
+    port = cal.gemm_l2_bytes_per_clk_sm * (gpu.boost_clock_hz or 1.5e9)
+    dram = gpu.memory_bandwidth * cal.mem_eff * impl.bw_eff / active
+    hit = l2_hit_fraction(gpu, working_set)
+    rate_dram = min(dram, port)
+    rate_l2 = min(dram * cal.l2_bw_mult, port)
+    transfer = per_sm * cta_bytes * (hit / rate_l2 + (1.0 - hit) / rate_dram)
+    chain = rounds * impl.passes * iters * cal.mem_latency_s
+    return chain, transfer
 
 
 def gather_cost(op: MemoryOp, gpu: GPUSpec, cal: Calibration, stack: Stack) -> tuple[float, dict[str, float]]:
@@ -72,8 +96,9 @@ def gather_cost(op: MemoryOp, gpu: GPUSpec, cal: Calibration, stack: Stack) -> t
 
 
 def memory_op_cost(op: MemoryOp, gpu: GPUSpec, cal: Calibration, stack: Stack) -> tuple[float, dict[str, float]]:
-    """``kernels`` launches (the op's own count, times the stack's), each the slower of its latency
-    chain (launch geometry) and its bytes at the bandwidth the stack's kernel reaches."""
+    """``kernels`` launches (the op's own count, times the stack's): a row kernel's latency chain plus
+    its transfer (:func:`_row_time`); a grid kernel's one latency or its bytes at the bandwidth the
+    stack's kernel reaches, whichever is longer."""
     if op.tokens <= 0:
         return 0.0, {}
     if op.kind is OpKind.EMBEDDING:
@@ -83,13 +108,13 @@ def memory_op_cost(op: MemoryOp, gpu: GPUSpec, cal: Calibration, stack: Stack) -
     per_kernel = op.bytes / kernels
     if impl.geometry is Geometry.ROW:
         width = op.bytes_written / (kernels * op.tokens * 2.0)  # 16-bit elements per row
-        chain = _row_chain(op.tokens, width, impl, gpu, cal)
-        ctas = float(op.tokens)
+        chain, mem = _row_time(op.tokens, width, per_kernel / op.tokens, impl, gpu, cal, per_kernel)
+        body = kernels * (chain + mem)
     else:
         chain = impl.passes * cal.mem_latency_s
         ctas = max(float(op.tokens), per_kernel / ROW_BYTES_PER_CTA)
-    mem = stream_time(gpu, cal, per_kernel, ctas, impl.bw_eff)
-    body = kernels * max(chain, mem)
+        mem = stream_time(gpu, cal, per_kernel, ctas, impl.bw_eff)
+        body = kernels * max(chain, mem)
     launch = kernels * cal.launch_s
     return launch + body, {"memory_s": kernels * mem, "chain_s": kernels * chain, "launch_s": launch,
                            "kernels": float(kernels)}

@@ -17,7 +17,8 @@ with the kernel's launch geometry:
 ``geometry = "row"``   one CTA per token (vLLM/Vidur norm, rope, activation kernels): the CTA has
                        ``min(width / vec, block_threads)`` threads that loop over the row, so a few
                        tokens take ``passes x ceil(width / (threads x vec))`` dependent memory
-                       latencies and many tokens run in waves of resident CTAs.
+                       latencies; many tokens run in rounds of co-resident CTAs, each round paying
+                       those latencies plus its bytes through the SM's bandwidth share.
 ``geometry = "grid"``  a grid-stride vectorised kernel (torch elementwise): one latency, then bandwidth.
 """
 
