@@ -15,10 +15,9 @@ import dataclasses
 import enum
 import functools
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
+from hwmodels.kernels.calibration import family_file
 from workloads.errors import ConfigError
 from workloads.specfile import get_number, get_str, read_toml
 
@@ -54,10 +53,6 @@ _NUM_KEYS = ("tile_eff", "cta_s", "block_s", "empty_cta_s", "launch_s", "combine
 KEYS = frozenset(_NUM_KEYS) | {"kernel", "fitted_on"}
 
 
-def _calibration_dir() -> Path:
-    return Path(str(resources.files("hwmodels") / "calibration"))
-
-
 def parse_attention(data: dict[str, Any], *, file: str, family: str) -> AttentionCalibration:
     t = data.get("attention")
     if not isinstance(t, dict):
@@ -79,11 +74,7 @@ def parse_attention(data: dict[str, Any], *, file: str, family: str) -> Attentio
 @functools.cache
 def load_attention_calibration(family: str) -> AttentionCalibration:
     """The ``[attention]`` constants of an architecture family."""
-    path = _calibration_dir() / f"{family}.toml"
-    if not path.exists():
-        known = sorted(p.stem for p in _calibration_dir().glob("*.toml"))
-        raise ConfigError(f"no kernel calibration for family {family!r}; known: {', '.join(known)}",
-                          field="architecture", value=family)
+    path = family_file(family)
     return parse_attention(read_toml(path), file=str(path), family=family)
 
 

@@ -74,12 +74,18 @@ def parse_calibration(data: dict[str, Any], *, file: str, family: str) -> Calibr
                        **values)
 
 
-@functools.cache
-def load_calibration(family: str) -> Calibration:
-    """The calibration of an architecture family (``ampere``, ``ada``, ``hopper``, ``blackwell``)."""
+def family_file(family: str) -> Path:
+    """``hwmodels/calibration/<family>.toml``; an unknown family is a ``ConfigError`` naming the known ones."""
     path = _calibration_dir() / f"{family}.toml"
     if not path.exists():
         known = sorted(p.stem for p in _calibration_dir().glob("*.toml"))
         raise ConfigError(f"no kernel calibration for family {family!r}; known: {', '.join(known)}",
                           field="architecture", value=family)
+    return path
+
+
+@functools.cache
+def load_calibration(family: str) -> Calibration:
+    """The calibration of an architecture family (``ampere``, ``ada``, ``hopper``, ``blackwell``)."""
+    path = family_file(family)
     return parse_calibration(read_toml(path), file=str(path), family=family)
