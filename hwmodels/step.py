@@ -36,6 +36,7 @@ import numpy as np
 
 from hwmodels.gpu import GPUSpec
 from hwmodels.kernels import GPUKernelModel
+from hwmodels.kernels.attention import _attn_cal, _DecodeShape, decode_shape, decode_stretch, varlen_shape
 from hwmodels.kernels.gemm import gemm_times
 from workloads.errors import ConfigError
 from workloads.llm_ops import Batch, check_tp, head_ops, layer_ops
@@ -45,7 +46,7 @@ from workloads.ops import DecodeAttention, DType, Gemm, OpKind, PrefillAttention
 log = logging.getLogger(__name__)
 
 _ATTN = (OpKind.ATTN_PREFILL, OpKind.ATTN_DECODE)
-_GEMM_TABLE_MIN = 2048
+_GEMM_TABLE_MIN = 2049   # m = 0..2048: the default token budget without a rebuild
 
 
 P2P_LATENCY_S = 10e-6  # one point-to-point activation send between PP stages (NCCL latency)
@@ -69,6 +70,10 @@ class StepTimeModel:
         self._logits: dict[int, float] = {}
         self._prefill = lru_cache(maxsize=65536)(self._prefill_attention_uncached)
         self._gemm_tables: dict[tuple[int, int, DType], np.ndarray] = {}
+        self._decode: dict[int, tuple[_DecodeShape, float, float]] = {}   # n -> (shape, layer_rest, head)
+        g = self.kernels.gpu   # varlen attention calls: the kernel model's cost, without op objects
+        self._varlen = varlen_shape(PrefillAttention("attn_prefill", self.q_heads, self.kv_heads, model.head_dim,
+                                                     ((1, 1),), dtype), g, _attn_cal(g, None))
 
     # ---- memoised pieces -------------------------------------------------------------------
     def layer_rest(self, tokens: int) -> float:
@@ -111,9 +116,8 @@ class StepTimeModel:
         return e + s
 
     def _prefill_attention_uncached(self, seqs: tuple[tuple[int, int], ...]) -> float:
-        op = PrefillAttention("attn_prefill", self.q_heads, self.kv_heads, self.model.head_dim, seqs,
-                              self.dtype)
-        return self.kernels.time(op)
+        """``kernels.time`` of the varlen call over ``seqs`` (``attention.prefill_attention_time``)."""
+        return self._varlen.time(seqs)
 
     def _decode_lens(self, lens: tuple[int, ...]) -> float:
         op = DecodeAttention("attn_decode", self.q_heads, self.kv_heads, self.model.head_dim, lens, self.dtype)
@@ -152,17 +156,23 @@ class StepTimeModel:
 
     def iteration_time(self, batch: Batch) -> float:
         """Seconds for one iteration of ``batch`` through all layers and the head."""
-        t = batch.num_tokens
+        return self.batch_time(tuple(batch.prefill), tuple(batch.decode), batch.num_tokens, batch.num_logits)
+
+    def batch_time(self, prefill: tuple[tuple[int, int], ...], decode: tuple[int, ...], tokens: int,
+                   logits: int) -> float:
+        """``iteration_time`` of the batch given by its parts (``tokens``: its token count,
+        ``logits``: the sequences that sample), without building a ``Batch``."""
+        t = tokens
         if t == 0:
             return 0.0
-        nseq = len(batch.prefill) + len(batch.decode)
+        nseq = len(prefill) + len(decode)
         m = min(self.pp, nseq)
         if m == 1:
-            per_layer = self.layer_rest(t) + self._attention(tuple(batch.prefill), tuple(batch.decode))
+            per_layer = self.layer_rest(t) + self._attention(prefill, decode)
             layers = self._pipeline(self.layers_per_stage * per_layer, t, 1)
         else:
             # m micro-batches, sequences dealt round-robin; a stage's time is the mean micro-batch
-            seqs = [(q, kv) for q, kv in batch.prefill] + [(0, kv) for kv in batch.decode]
+            seqs = [(q, kv) for q, kv in prefill] + [(0, kv) for kv in decode]
             att = 0.0
             for i in range(m):
                 part = seqs[i::m]
@@ -170,13 +180,23 @@ class StepTimeModel:
                                        tuple(kv for q, kv in part if q == 0))
             per_layer = self.layer_rest(math.ceil(t / m)) + att / m
             layers = self._pipeline(self.layers_per_stage * per_layer, t, m)
-        return layers + self._head(t, batch.num_logits)
+        return layers + self._head(t, logits)
 
     def decode_times(self, kv_lens: Sequence[int], k: int) -> np.ndarray:
         """Seconds of each of ``k`` decode-only steps of the sequences ``kv_lens`` (KV lengths, each
         sequence's new token included), every sequence one token longer per step. Step j equals
         ``iteration_time(Batch(decode=[x + j for x in kv_lens]))``, computed at once."""
         n = len(kv_lens)
+        if self.pp == 1 and n and k > 0:   # the common case: one shape per n, constants memoised
+            c = self._decode.get(n)
+            if c is None:
+                op = DecodeAttention("attn_decode", self.q_heads, self.kv_heads, self.model.head_dim,
+                                     tuple(kv_lens), self.dtype)
+                g = self.kernels.gpu
+                c = self._decode[n] = (decode_shape(op, g, _attn_cal(g, None)), self.layer_rest(n),
+                                       self._head(n, n))
+            sh, rest, head = c
+            return self.layers_per_stage * (rest + decode_stretch(sh, kv_lens, k)) + head
         m = min(self.pp, n)
         nm = n if m == 1 else math.ceil(n / m)
         stage = self.layers_per_stage * (self.layer_rest(nm) + self._micro_decode(kv_lens, m, k))

@@ -22,7 +22,6 @@ import simpy
 from hwmodels.step import StepTimeModel
 from sim.config import ServeConfig
 from sim.scheduler import SCHEDULERS, Plan, SimRequest, Status
-from workloads.llm_ops import Batch
 
 
 class DecodeClock:
@@ -106,8 +105,7 @@ class Replica:
         self.stats = ReplicaStats()
         self.outstanding = 0
         self._idle: simpy.Event | None = None
-        self._wake: simpy.Event | None = None      # a stretch that an arrival may cut is waiting on it
-        self._end_ev: simpy.Event | None = None    # that stretch's end (None once cut)
+        self._end_ev: simpy.Event | None = None    # the end of a stretch an arrival may cut (None once cut)
         self._cut_k = 0
         # a stretch in flight: (prefix sums, first index, steps, start ns, sequences); step j ends
         # at start + prefix[first + j + 1] - prefix[first]
@@ -140,16 +138,14 @@ class Replica:
             return
         i = bisect_left(pre, ta - start + base, i0 + 1, i0 + kmax + 1)
         self._cut_k = i - i0
-        self._end_ev = None
-        self.env.timeout(start + pre[i] - base - ta).callbacks.append(self._on_cut)
-
-    def _on_end(self, ev: simpy.Event) -> None:
-        if ev is self._end_ev and self._wake is not None:
-            self._wake.succeed()
-
-    def _on_cut(self, ev: simpy.Event) -> None:
-        if self._wake is not None:
-            self._wake.succeed()
+        # the process waits on the stretch's end: move its wait to the cut (what an interrupt
+        # followed by a timeout would do, without the interrupt's extra event and exception)
+        end_ev, self._end_ev = self._end_ev, None
+        cut = self.env.timeout(start + pre[i] - base - ta)
+        proc = self.process
+        end_ev.callbacks.remove(proc._resume)
+        cut.callbacks.append(proc._resume)
+        proc._target = cut
 
     def outstanding_tokens(self, now_ns: int) -> int:
         if self._stretch is not None:
@@ -175,11 +171,12 @@ class Replica:
                 raise CapacityError(
                     f"request {head.id} ({head.num_tokens} tokens) can never be scheduled on replica "
                     f"{self.index}: {sched.num_blocks} KV blocks of {self.block_size} tokens")
-            st.preemptions += plan.preempted
-            self.outstanding += sched.take_recompute_tokens()
+            if plan.preempted:   # recompute tokens arise only from this call's preemptions
+                st.preemptions += plan.preempted
+                self.outstanding += sched.take_recompute_tokens()
             st.events += 1
             st.kv_t.append(now)
-            st.kv_used.append(sched.used_blocks)
+            st.kv_used.append(sched.num_blocks - sched.free_blocks)
             for r in plan.reqs:
                 if r.admitted_ns < 0:
                     r.admitted_ns = now
@@ -204,33 +201,38 @@ class Replica:
                     self._stretch = (pre, i0, kmax, now, n)
                     yield env.timeout(end - now)
                     self._stretch = None
-                else:   # an arrival cuts it (``add`` schedules the cut): wait for the end or the cut
+                else:   # an arrival cuts it (``add`` moves the wait to the cut): the end or the cut
                     self._stretch = (pre, i0, kmax, now, n)
                     self._cut_k = kmax
-                    wake = self._wake = env.event()
                     self._end_ev = env.timeout(end - now)
-                    self._end_ev.callbacks.append(self._on_end)
-                    yield wake
+                    yield self._end_ev
                     k = self._cut_k
-                    self._wake = self._end_ev = self._stretch = None
+                    self._end_ev = self._stretch = None
                 self._finish_decode(plan, k, now, now + pre[i0 + 1] - base, now + pre[i0 + k] - base,
                                     s0, durs)
             else:
-                batch = self._batch(plan)
-                dur = self._step_ns(plan, batch)
+                bp = self._batch(plan)
+                dur = self._step_ns(plan, bp)
                 yield env.timeout(dur)
-                self._finish_step(plan, now, now + dur, batch)
+                self._finish_step(plan, now, now + dur, bp)
 
     # ---- stretch length ------------------------------------------------------------------------
     def _stretch_len(self, plan: Plan) -> int:
         reqs = plan.reqs
-        rem = min(r.output - r.generated for r in reqs)
+        rem = reqs[0].output - reqs[0].generated
+        for r in reqs:
+            if r.output - r.generated < rem:
+                rem = r.output - r.generated
         if rem <= 1:
             return 1
         b = self.block_size
         free = self.sched.free_blocks
         # step 0's blocks are already allocated; step j (>= 1) needs ceil((c + j + 1) / b) each,
         # where c = computed tokens before step 0 (= num_tokens - 1).
+        if len(reqs) == 1:   # need(j) <= free  <=>  j <= (blocks + free) * b - c - 1
+            r = reqs[0]
+            jmax = (r.blocks + free) * b - (r.num_tokens - 1) - 1
+            return rem if jmax >= rem - 1 else max(jmax, 0) + 1
         pairs = [(r.num_tokens - 1, r.blocks) for r in reqs]
 
         def need(j: int) -> int:
@@ -253,17 +255,6 @@ class Replica:
         return lo + 1
 
     # ---- completing work -------------------------------------------------------------------------
-    def _emit(self, r: SimRequest, t: int, vals: list[int]) -> None:
-        if r.first_ns < 0:
-            r.first_ns = t
-        else:
-            vals.append(t - r.last_ns)
-            r.itl_sum_ns += t - r.last_ns
-        r.last_ns = t
-        r.generated += 1
-        r.num_tokens += 1
-        self.outstanding -= 1
-
     def _retire(self) -> None:
         sched = self.sched
         keep = []
@@ -319,12 +310,16 @@ class Replica:
         if done:
             self._retire()
 
-    def _batch(self, plan: Plan) -> tuple[Batch, float]:
+    def _batch(self, plan: Plan) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...], int, float, int]:
+        """(prefill (q, kv) chunks, decode KV lengths, logits, attention pairs, KV tokens read) of
+        a step (the ``Batch`` of ``llm_ops`` as its parts)."""
         prefill, decode = [], []
         logits = 0
         pairs = 0.0
+        kv_read = 0
         for r, n in zip(plan.reqs, plan.tokens):
             kv = r.num_computed + n
+            kv_read += kv
             if kv == r.num_tokens:
                 logits += 1
             if n == 1 and r.generated > 0:
@@ -333,40 +328,49 @@ class Replica:
             else:
                 prefill.append((n, kv))
                 pairs += n * (kv - n) + n * (n + 1) / 2
-        return Batch(prefill=tuple(prefill), decode=tuple(decode), logits=logits), pairs
+        return tuple(prefill), tuple(decode), logits, pairs, kv_read
 
-    def _step_ns(self, plan: Plan, batch: tuple[Batch, float]) -> int:
+    def _step_ns(self, plan: Plan, bp: tuple) -> int:  # type: ignore[type-arg]
         if plan.decode_only:   # same arithmetic as a stretch, so stepping and fast-forward agree
             n = len(plan.reqs)
             s0 = sum(r.num_tokens for r in plan.reqs)
             if n == 1:
                 return self.clock.one_ns(s0)
             return int(self.clock.decode_ns([r.num_tokens for r in plan.reqs], 1)[0])
-        return int(round(self.step.iteration_time(batch[0]) * 1e9)) + self.overhead_ns
+        return int(round(self.step.batch_time(bp[0], bp[1], plan.num_tokens, bp[2]) * 1e9)) + self.overhead_ns
 
-    def _finish_step(self, plan: Plan, start: int, end: int, bp: tuple[Batch, float]) -> None:
+    def _finish_step(self, plan: Plan, start: int, end: int, bp: tuple) -> None:  # type: ignore[type-arg]
         st, sched = self.stats, self.sched
-        batch, pairs = bp
+        prefill, decode, _, pairs, kv_read = bp
         vals: list[int] = []
         done = False
+        outstanding = self.outstanding
         for r, n in zip(plan.reqs, plan.tokens):
             before = r.num_computed
-            r.num_computed += n
-            self.outstanding -= min(r.num_computed, r.prompt) - min(before, r.prompt)
-            if r.num_computed == r.num_tokens:
-                self._emit(r, end, vals)
+            c = r.num_computed = before + n
+            p = r.prompt
+            outstanding -= (c if c < p else p) - (before if before < p else p)
+            if c == r.num_tokens:   # the request samples a token at the step's end
+                if r.first_ns < 0:
+                    r.first_ns = end
+                else:
+                    vals.append(end - r.last_ns)
+                    r.itl_sum_ns += end - r.last_ns
+                r.last_ns = end
+                r.generated += 1
+                r.num_tokens += 1
+                outstanding -= 1
                 if r.generated >= r.output:
                     done = True
+        self.outstanding = outstanding
         if vals:
             st.itl_vals.append(vals)
             st.itl_w.append(1)
         st.iterations += 1
         st.busy_ns += end - start
         st.flops += self._flop_tok * plan.num_tokens + self._flop_pair * pairs
-        kv_read = sum(kv for _, kv in batch.prefill) + sum(batch.decode)
         st.bytes += self._w + self._kvb * kv_read
         if self.record:
-            st.log.append((start, end, 1, sum(q for q, _ in batch.prefill), len(batch.decode),
-                           len(batch.prefill), sched.used_blocks))
+            st.log.append((start, end, 1, sum(q for q, _ in prefill), len(decode), len(prefill), sched.used_blocks))
         if done:
             self._retire()

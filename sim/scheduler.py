@@ -121,12 +121,26 @@ class VLLMV1Scheduler:
         budget = self.budget
         running = self.running
         reqs, toks = plan.reqs, plan.tokens
+        bs = self.block_size
         i = 0
         while i < len(running) and budget > 0:
             req = running[i]
             n = req.num_tokens - req.num_computed
             if n > budget:
                 n = budget
+            if req.status is Status.RUNNING:   # _allocate(req, n, True) for a running request, inline
+                need = -(-(req.num_computed + n) // bs) - req.blocks
+                if need <= self.free_blocks:
+                    if need > 0:
+                        req.blocks += need
+                        self.free_blocks -= need
+                    reqs.append(req)
+                    toks.append(n)
+                    if n != 1 or req.generated == 0:
+                        plan.decode_only = False
+                    budget -= n
+                    i += 1
+                    continue
             ok = True
             while not self._allocate(req, n, True):
                 victim = running.pop()

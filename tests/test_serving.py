@@ -127,3 +127,35 @@ def test_metrics_shape() -> None:
         assert s[k]["p50"] <= s[k]["p90"] <= s[k]["p99"]
     assert 0 < s["mfu"] < 1 and 0 < s["mbu"] < 1
     assert 0 < s["kv_cache"]["mean_utilisation"] < 1
+
+
+def test_one_sequence_stretch_length_closed_form() -> None:
+    """A lone sequence's stretch length (closed form) equals the general bisection over KV blocks."""
+    from sim.replica import Replica
+    from sim.scheduler import Plan, SimRequest
+
+    class _Sched:
+        free_blocks = 0
+
+    rep = Replica.__new__(Replica)
+    rep.block_size = 16
+    rep.sched = _Sched()
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        r = SimRequest(0, 0, int(rng.integers(1, 3000)), int(rng.integers(1, 600)))
+        r.generated = int(rng.integers(0, r.output))
+        r.num_tokens = r.prompt + r.generated
+        r.num_computed = r.num_tokens - 1
+        r.blocks = -(-(r.num_computed + 1) // 16) + int(rng.integers(0, 3))
+        rep.sched.free_blocks = int(rng.integers(0, 40))
+        plan = Plan()
+        plan.reqs = [r]
+        twin = SimRequest(1, 0, r.prompt, r.output)   # a second, identical request forces the general path
+        for a in ("generated", "num_tokens", "num_computed", "blocks"):
+            setattr(twin, a, getattr(r, a))
+        both = Plan()
+        both.reqs = [r, twin]
+        got = rep._stretch_len(plan)
+        # two identical sequences need twice the blocks of one: the same length with twice the free blocks
+        rep.sched.free_blocks *= 2
+        assert got == rep._stretch_len(both)

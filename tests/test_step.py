@@ -99,3 +99,31 @@ def test_layer_rest_equals_kernel_model_sum() -> None:
         ops = layer_ops(step.model, Batch(prefill=((t, t),)))
         assert step.layer_rest(t) == sum(step.kernels.time(op) for op in ops
                                          if op.kind not in (OpKind.ATTN_PREFILL, OpKind.ATTN_DECODE))
+
+
+def test_fast_attention_paths_equal_kernel_model_exactly() -> None:
+    """The step model's varlen and decode-stretch paths (shapes and constants kept between calls, no op
+    objects) give the kernel model's per-call costs bit for bit: mixed batches against
+    ``prefill_attention_cost``, decode-only steps against ``decode_attention_cost`` over a stretch
+    that crosses KV-tile boundaries."""
+    from hwmodels.kernels.attention import decode_attention_cost, prefill_attention_cost
+    from workloads.ops import DecodeAttention, PrefillAttention
+
+    for gpu, model, tp in (("h100-sxm-80gb", "llama-3.1-8b", 1), ("rtx-4090", "llama-3.1-8b", 1),
+                           ("a100-sxm-80gb", "llama-2-70b", 4)):
+        step = StepTimeModel(load_model(model), load_gpu(gpu), tp=tp)
+        g, d = step.kernels.gpu, step.model.head_dim
+        rng = np.random.default_rng(3)
+        for _ in range(30):
+            q = int(rng.integers(1, 2049))
+            dec = tuple(int(x) for x in rng.integers(1, 9000, int(rng.integers(0, 6))))
+            seqs = ((q, q + int(rng.integers(0, 4000))),) + tuple((1, kv) for kv in dec)
+            ref = prefill_attention_cost(PrefillAttention("a", step.q_heads, step.kv_heads, d, seqs), g)[0]
+            assert step._prefill_attention_uncached(seqs) == ref
+            lens = [int(x) for x in rng.integers(1, 9000, int(rng.integers(1, 5)))]
+            k = int(rng.integers(1, 400))
+            rest, head, layers = step.layer_rest(len(lens)), step._head(len(lens), len(lens)), step.layers_per_stage
+            want = [layers * (rest + decode_attention_cost(
+                DecodeAttention("d", step.q_heads, step.kv_heads, d, tuple(x + j for x in lens)), g)[0]) + head
+                for j in range(k)]
+            assert step.decode_times(lens, k).tolist() == want

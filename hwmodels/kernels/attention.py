@@ -230,51 +230,149 @@ def _varlen_schedule(tiles: tuple[int, ...], heads: int, slots: int, cta_s: floa
     return sched, total
 
 
+class _VarlenShape:
+    """What a varlen call's cost depends on besides its sequences, with the constants of the cost
+    formula; one per (op shape, GPU, calibration), kept by :func:`varlen_shape`."""
+
+    __slots__ = ("a", "bm", "bn", "causal", "cta_s", "dram", "dram_l2", "empty_cta_s", "gpu", "group", "heads",
+                 "inv_p", "kv_heads", "kvb", "l2cap", "launch_s", "p", "qob", "slots", "t_tile")
+
+    def __init__(self, op: PrefillAttention, gpu: GPUSpec, a: AttentionCalibration) -> None:
+        d, b = op.head_dim, op.dtype.bytes
+        self.gpu, self.a = gpu, a
+        self.heads = op.num_q_heads
+        self.kv_heads = op.num_kv_heads
+        self.group = max(1, self.heads // max(1, op.num_kv_heads))
+        self.causal = op.causal
+        self.bm, self.bn = tile_shape(d, op.causal, op.paged, a.kernel, gpu)
+        self.t_tile = _tile_time(gpu, a, op.dtype, self.bm, self.bn, d)
+        self.slots, self.cta_s = gpu.sm_count, a.cta_s
+        # bytes per KV token / per query token: integers, so kvb * sum(kv) equals the sum over the
+        # sequences of 2.0 * kv * kv_heads * d * b exactly (every partial sum an integer below 2**53)
+        self.kvb = 2 * op.num_kv_heads * d * b
+        self.qob = 2 * self.heads * d * b
+        # the constants of _finish_body / _l2_hit / _reread_factor, each computed as they compute it
+        self.dram = gpu.memory_bandwidth * a.dram_eff
+        self.l2cap = a.l2_reuse * gpu.l2_cache_bytes
+        self.dram_l2 = self.dram * a.l2_bw_mult
+        self.p = a.overlap_p
+        self.inv_p = 1.0 / a.overlap_p
+        self.launch_s, self.empty_cta_s = a.launch_s, a.empty_cta_s
+
+    def parts(self, seqs: tuple[tuple[int, int], ...]) -> tuple[float, float, int, int, float, float, float]:
+        """(schedule bound, summed CTA time, live CTAs, empty CTAs, unique K/V bytes, K/V bytes read
+        from DRAM, Q/O bytes) of the call over ``seqs`` (at least one with q >= 1)."""
+        bm, bn = self.bm, self.bn
+        tiles: list[int] = []
+        skv = sq = 0
+        mq = None
+        for q, kv in seqs:
+            skv += kv
+            sq += q
+            if mq is None or q > mq:
+                mq = q
+            if q == 1:
+                tiles.append(-(-kv // bn))
+            elif q > 1:
+                tiles.extend(_tile_counts(q, kv, bm, bn, self.causal))
+        heads = self.heads
+        sched, total = _varlen_schedule(tuple(tiles), heads, self.slots, self.cta_s, self.t_tile)
+        live = len(tiles) * heads
+        grid = heads * len(seqs) * math.ceil(mq / bm)
+        kv_unique = float(self.kvb * skv)
+        # _reread_factor on floats
+        group = self.group
+        if group <= 1:
+            factor = 1.0
+        else:
+            together = min(float(group), max(1.0, self.slots / max(1.0, live / heads)))
+            hit = 1.0 - (kv_unique / max(1, self.kv_heads)) / self.l2cap
+            hit = 0.0 if hit < 0.0 else min(hit, 1.0)
+            factor = 1.0 + (group / together - 1.0) * (1.0 - hit)
+        return sched, total, live, max(0, grid - live), kv_unique, kv_unique * factor, float(self.qob * sq)
+
+    def time(self, seqs: tuple[tuple[int, int], ...]) -> float:
+        """``prefill_attention_cost(op with these seqs)[0]``: _finish_body's arithmetic on floats."""
+        for q, _ in seqs:
+            if q > 0:
+                break
+        else:
+            return 0.0
+        sched, _, _, empty, kv_unique, kv_dram, qo = self.parts(seqs)
+        hit = 1.0 - (kv_unique + qo) / self.l2cap
+        hit = 0.0 if hit < 0.0 else min(hit, 1.0)
+        memory = (kv_dram + qo) * ((1.0 - hit) / self.dram + hit / self.dram_l2)
+        p = self.p
+        body = (sched ** p + memory ** p) ** self.inv_p if sched > 0 and memory > 0 else sched + memory
+        return self.launch_s + body + empty * self.empty_cta_s / self.slots + 0.0
+
+
+_VARLEN: dict[tuple, _VarlenShape] = {}
+
+
+def varlen_shape(op: PrefillAttention, gpu: GPUSpec, a: AttentionCalibration) -> _VarlenShape:
+    """The (shared) :class:`_VarlenShape` of ``op`` on ``gpu`` with calibration ``a``."""
+    key = (id(gpu), id(a), op.num_q_heads, op.num_kv_heads, op.head_dim, op.dtype, op.causal, op.paged)
+    vs = _VARLEN.get(key)
+    if vs is None or vs.gpu is not gpu or vs.a is not a:
+        if len(_VARLEN) >= 4096:
+            _VARLEN.clear()
+        vs = _VARLEN[key] = _VarlenShape(op, gpu, a)
+    return vs
+
+
 def prefill_attention_cost(op: PrefillAttention, gpu: GPUSpec, cal: Calibration | None = None,
                            attn: AttentionCalibration | None = None) -> tuple[float, dict[str, float]]:
     """One varlen FlashAttention call over ``op.seqs`` (decodes included as one-token queries)."""
     if not op.seqs or all(q <= 0 for q, _ in op.seqs):
         return 0.0, {}
     a = _attn_cal(gpu, attn)
-    d, b = op.head_dim, op.dtype.bytes
-    heads = op.num_q_heads
-    group = max(1, heads // max(1, op.num_kv_heads))
-    bm, bn = tile_shape(d, op.causal, op.paged, a.kernel, gpu)
-    t_tile = _tile_time(gpu, a, op.dtype, bm, bn, d)
-    tiles: list[int] = []
-    for q, kv in op.seqs:
-        if q == 1:
-            tiles.append(-(-kv // bn))
-        elif q > 1:
-            tiles.extend(_tile_counts(q, kv, bm, bn, op.causal))
-    sched, total = _varlen_schedule(tuple(tiles), heads, gpu.sm_count, a.cta_s, t_tile)
-    live = len(tiles) * heads
-    grid = heads * len(op.seqs) * math.ceil(max(q for q, _ in op.seqs) / bm)
-    kv_unique = sum(2.0 * kv * op.num_kv_heads * d * b for _, kv in op.seqs)
-    factor = _reread_factor(gpu, a, group, live / heads, kv_unique / max(1, op.num_kv_heads))
-    qo = sum(2.0 * q * heads * d * b for q, _ in op.seqs)
-    return _finish(gpu, a, sched, total, live, max(0, grid - live), kv_unique, kv_unique * factor, qo, False)
+    sched, total, live, empty, kv_unique, kv_dram, qo = varlen_shape(op, gpu, a).parts(op.seqs)
+    return _finish(gpu, a, sched, total, live, empty, kv_unique, kv_dram, qo, False)
+
+
+def prefill_attention_time(op: PrefillAttention, gpu: GPUSpec, attn: AttentionCalibration | None = None) -> float:
+    """``prefill_attention_cost(op, gpu)[0]`` without the breakdown."""
+    return varlen_shape(op, gpu, _attn_cal(gpu, attn)).time(op.seqs)
 
 
 class _DecodeShape:
-    """What a decode call's cost depends on besides the KV lengths themselves."""
+    """What a decode call's cost depends on besides the KV lengths themselves, with the constants of
+    the cost formula that do not change between calls. One per (op shape, sequence count, GPU,
+    calibration), kept by :func:`decode_shape`; ``segs`` memoises the per-tile-count structure."""
 
     __slots__ = (
+        "a",
         "bn",
+        "combine_s",
+        "dram",
+        "dram_l2",
+        "empty_cta_s",
+        "fast",
+        "gpu",
         "group",
         "heads",
+        "inv_p",
         "kv_bytes_per_token",
+        "kv_heads",
+        "l2cap",
+        "launch_s",
         "m_blocks",
+        "mp",
         "n",
+        "p",
         "packed",
         "qo",
+        "segs",
         "sm_slots",
         "split_ok",
         "t_tile",
+        "units",
     )
 
     def __init__(self, op: DecodeAttention, gpu: GPUSpec, a: AttentionCalibration) -> None:
         d, b = op.head_dim, op.dtype.bytes
+        self.gpu, self.a = gpu, a
         self.group = max(1, op.num_q_heads // max(1, op.num_kv_heads))
         self.packed = op.pack_gqa and self.group > 1
         rows, self.heads = (self.group, op.num_kv_heads) if self.packed else (1, op.num_q_heads)
@@ -286,6 +384,70 @@ class _DecodeShape:
         self.sm_slots = gpu.sm_count * (2 if a.kernel is AttnKernel.FA2 else 1)  # FA2 assumes 2 CTAs per SM
         self.kv_bytes_per_token = 2.0 * op.num_kv_heads * d * b   # K and V of one token, all KV heads
         self.qo = 2.0 * self.n * op.num_q_heads * d * b
+        self.kv_heads = op.num_kv_heads
+        self.units = self.heads * self.m_blocks
+        # the constants of _finish_body / _l2_hit, each computed as they compute it
+        self.dram = gpu.memory_bandwidth * a.dram_eff
+        self.l2cap = a.l2_reuse * gpu.l2_cache_bytes
+        self.dram_l2 = self.dram * a.l2_bw_mult
+        self.p = a.overlap_p
+        self.inv_p = 1.0 / a.overlap_p
+        self.launch_s, self.empty_cta_s, self.combine_s = a.launch_s, a.empty_cta_s, a.combine_s
+        # K/V read once (packed, or one query head per KV head) and every call's memory time > 0
+        # (so _finish_body's p-norm applies wherever the CTA time is > 0): the lean stretch path
+        self.fast = ((self.packed or self.group <= 1) and self.qo > 0 and self.kv_bytes_per_token >= 0
+                     and 0 < self.dram < math.inf and 0 < self.dram_l2 < math.inf)
+        self.segs: dict[tuple[int, ...], tuple[float, float, float, float, float, int, int, int]] = {}
+        self.mp = np.zeros(0)
+
+    def memory_pow(self, stop: int) -> np.ndarray:
+        """``mp[S]``: the memory time to the power p of a call whose KV lengths sum to S, for S below
+        ``stop`` (a table grown by doubling; the arithmetic is _finish_body's, elementwise)."""
+        if stop > self.mp.size:
+            x = self.kv_bytes_per_token * np.arange(max(stop, 2 * self.mp.size, 4096))
+            x += self.qo                                      # bytes moved = L2 working set
+            hit = 1.0 - x / self.l2cap
+            np.maximum(hit, 0.0, out=hit)
+            np.minimum(hit, 1.0, out=hit)
+            memory = x * ((1.0 - hit) / self.dram + hit / self.dram_l2)
+            self.mp = memory ** self.p
+        return self.mp
+
+    def segment(self, tiles: tuple[int, ...]) -> tuple[float, float, float, float, float, int, int, int]:
+        """Structure of a call whose sequences walk ``tiles`` KV tiles (sorted): (schedule bound,
+        its p-th power (0 when the bound is not > 0), empty-CTA time, combine time, summed CTA time,
+        live CTAs, grid size, splits). Memoised on the tile counts."""
+        s = self.segs.get(tiles)
+        if s is None:
+            gpu, a = self.gpu, self.a
+            sched, total, live, grid, splits = _decode_structure_of(
+                self.units, self.n, self.split_ok, self.sm_slots, gpu.sm_count, a.cta_s, self.t_tile,
+                tuple(sorted(Counter(tiles).items())))
+            empty = max(0, grid - live)
+            # the p-th power as numpy takes it (the whole-array arithmetic of _finish_body)
+            sp = float((np.array([sched]) ** self.p)[0]) if sched > 0 else 0.0
+            s = (sched, sp, float(empty) * a.empty_cta_s / gpu.sm_count, a.combine_s if splits > 1 else 0.0,
+                 total, live, grid, splits)
+            if len(self.segs) >= 65536:
+                self.segs.clear()
+            self.segs[tiles] = s
+        return s
+
+
+_SHAPES: dict[tuple, _DecodeShape] = {}
+MAX_MEMORY_TABLE = 1 << 20   # longest table of memory terms over summed KV lengths, per shape
+
+
+def decode_shape(op: DecodeAttention, gpu: GPUSpec, a: AttentionCalibration) -> _DecodeShape:
+    """The (shared) :class:`_DecodeShape` of ``op`` on ``gpu`` with calibration ``a``."""
+    key = (id(gpu), id(a), op.num_q_heads, op.num_kv_heads, op.head_dim, op.dtype, op.pack_gqa, op.split_kv,
+           op.paged, len(op.kv_lens))
+    sh = _SHAPES.get(key)
+    if sh is None or sh.gpu is not gpu or sh.a is not a:
+        if len(_SHAPES) >= 4096:
+            _SHAPES.clear()
+        sh = _SHAPES[key] = _DecodeShape(op, gpu, a)
+    return sh
 
 
 def _decode_structure(shape: _DecodeShape, blocks_count: dict[int, int], gpu: GPUSpec,
@@ -327,7 +489,7 @@ def decode_attention_cost(op: DecodeAttention, gpu: GPUSpec, cal: Calibration | 
     if not op.kv_lens:
         return 0.0, {}
     a = _attn_cal(gpu, attn)
-    sh = _DecodeShape(op, gpu, a)
+    sh = decode_shape(op, gpu, a)
     sched, total, live, grid, splits = _decode_structure(sh, _blocks_count(op.kv_lens, sh.bn), gpu, a)
     kv_unique = sh.kv_bytes_per_token * float(sum(op.kv_lens))
     factor = 1.0 if sh.packed else float(_reread_factor(gpu, a, sh.group, live / sh.heads,
@@ -347,26 +509,89 @@ def decode_attention_times(op: DecodeAttention, steps: int, gpu: GPUSpec,
         return np.zeros(0)
     if not op.kv_lens:
         return np.zeros(steps)
-    a = _attn_cal(gpu, attn)
-    sh = _DecodeShape(op, gpu, a)
-    kv0 = np.asarray(op.kv_lens, dtype=np.int64)
-    bn = sh.bn
-    # call j has ceil((kv0 + j) / bn) tiles: it changes at j with (kv0 + j - 1) % bn == 0, j >= 1
-    first = (1 - kv0) % bn
-    first[first == 0] = bn
+    return decode_stretch(decode_shape(op, gpu, _attn_cal(gpu, attn)), op.kv_lens, steps)
+
+
+def _segment_starts(kv_lens: Iterable[int], bn: int, steps: int) -> list[int]:
+    """First calls of the runs of equal tile counts: call j has ceil((kv + j) / bn) tiles, which
+    changes at j >= 1 with (kv + j - 1) % bn == 0."""
     cuts = {0}
-    for f in np.unique(first).tolist():
-        cuts.update(range(f, steps, bn))
-    starts = sorted(c for c in cuts if c < steps)
-    j = np.arange(steps, dtype=np.float64)
-    kv_unique = sh.kv_bytes_per_token * (float(kv0.sum()) + sh.n * j)
-    seg = [_decode_structure(sh, _blocks_count((kv0 + lo).tolist(), bn), gpu, a) for lo in starts]
+    for x in kv_lens:
+        f = (1 - x) % bn or bn
+        if f < steps:
+            if f + bn < steps:
+                cuts.update(range(f, steps, bn))
+            else:
+                cuts.add(f)
+    return sorted(cuts)
+
+
+def decode_stretch(sh: _DecodeShape, kv_lens, steps: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """:func:`decode_attention_times` for a shape from :func:`decode_shape` (``sh.n`` sequences of KV
+    lengths ``kv_lens``, ``steps`` >= 1 calls). The arithmetic of each call is _finish_body's, in its
+    order, so every value equals the per-call cost."""
+    bn = sh.bn
+    starts = _segment_starts(kv_lens, bn, steps)
+    segs = [sh.segment(tuple(sorted([-(-(x + lo) // bn) for x in kv_lens]))) for lo in starts]
+    if not sh.fast or not all(s[0] > 0 for s in segs):
+        return _decode_stretch_general(sh, kv_lens, steps, starts, segs)
+    n = sh.n
+    s0 = sum(kv_lens)
+    stop = s0 + n * steps
+    if stop <= MAX_MEMORY_TABLE:
+        mp = sh.memory_pow(stop)[s0:stop:n]
+    else:
+        x = sh.kv_bytes_per_token * np.arange(s0, stop, n)   # K/V bytes (exact integers scaled)
+        x += sh.qo                                          # bytes moved = L2 working set
+        hit = 1.0 - x / sh.l2cap
+        np.maximum(hit, 0.0, out=hit)
+        np.minimum(hit, 1.0, out=hit)
+        memory = x * ((1.0 - hit) / sh.dram + hit / sh.dram_l2)
+        mp = memory ** sh.p
+    if len(segs) == 1:
+        s = segs[0]
+        t = mp + s[1]
+        t = t ** sh.inv_p
+        t += sh.launch_s
+        if s[2] != 0.0:
+            t += s[2]
+        if s[3] != 0.0:
+            t += s[3]
+        return t
+    if len(segs) <= 8:   # a few runs: each run's constants added to its slice
+        bounds = [*starts, steps]
+        t = np.empty(steps)
+        for i, s in enumerate(segs):
+            np.add(mp[bounds[i]:bounds[i + 1]], s[1], out=t[bounds[i]:bounds[i + 1]])
+        t = t ** sh.inv_p
+        t += sh.launch_s
+        for col in (2, 3):
+            for i, s in enumerate(segs):
+                if s[col] != 0.0:
+                    t[bounds[i]:bounds[i + 1]] += s[col]
+        return t
     lengths = np.diff(np.asarray(starts + [steps]))
-    sched = np.repeat(np.array([x[0] for x in seg]), lengths)
-    live = np.repeat(np.array([float(x[2]) for x in seg]), lengths)
-    empty = np.repeat(np.array([float(max(0, x[3] - x[2])) for x in seg]), lengths)
-    split = np.repeat(np.array([x[4] > 1 for x in seg]), lengths)
+    t = mp + np.repeat(np.array([s[1] for s in segs]), lengths)
+    t = t ** sh.inv_p
+    t += sh.launch_s
+    if any(s[2] != 0.0 for s in segs):
+        t += np.repeat(np.array([s[2] for s in segs]), lengths)
+    if any(s[3] != 0.0 for s in segs):
+        t += np.repeat(np.array([s[3] for s in segs]), lengths)
+    return t
+
+
+def _decode_stretch_general(sh: _DecodeShape, kv_lens, steps: int, starts: list[int],  # type: ignore[no-untyped-def]
+                            segs: list) -> np.ndarray:
+    gpu, a = sh.gpu, sh.a
+    j = np.arange(steps, dtype=np.float64)
+    kv_unique = sh.kv_bytes_per_token * (float(sum(kv_lens)) + sh.n * j)
+    lengths = np.diff(np.asarray(starts + [steps]))
+    sched = np.repeat(np.array([x[0] for x in segs]), lengths)
+    live = np.repeat(np.array([float(x[5]) for x in segs]), lengths)
+    empty = np.repeat(np.array([float(max(0, x[6] - x[5])) for x in segs]), lengths)
+    split = np.repeat(np.array([x[7] > 1 for x in segs]), lengths)
     dram = kv_unique if sh.packed else kv_unique * _reread_factor(gpu, a, sh.group, live / sh.heads,
-                                                                  kv_unique / max(1, op.num_kv_heads))
+                                                                  kv_unique / max(1, sh.kv_heads))
     out, _ = _finish_body(gpu, a, sched, empty, kv_unique, dram, sh.qo, split)
     return out
