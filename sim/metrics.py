@@ -39,8 +39,7 @@ def weighted_stats(x: np.ndarray, w: np.ndarray) -> dict[str, float]:
     """Mean and percentiles of samples ``x`` each counted ``w`` times (the 'lower' percentile)."""
     if x.size == 0:
         return stats(x)
-    order = np.argsort(x)   # any order of equal samples gives the same mean and percentiles
-    xs, ws = x[order], w[order]
+    xs, ws = _sorted_pairs(x, w)   # any order of equal samples gives the same mean and percentiles
     cum = np.cumsum(ws)
     total = cum[-1]
     out = {"mean": float(np.sum(xs * ws) / total)}
@@ -48,6 +47,20 @@ def weighted_stats(x: np.ndarray, w: np.ndarray) -> dict[str, float]:
         idx = int(np.searchsorted(cum, p / 100.0 * total, "left"))
         out[f"p{p}"] = float(xs[min(idx, xs.size - 1)])
     return out
+
+
+def _sorted_pairs(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` sorted and ``w`` along with it (equal samples in any order). Non-negative integers are
+    packed into one int64 key (sample high, weight low) and sorted in place: much faster than an
+    argsort and two gathers over the ~1e6 ITL samples of a long trace."""
+    if x.dtype.kind in "iu" and w.dtype.kind in "iu" and x.dtype.itemsize <= 8 and w.dtype.itemsize <= 8:
+        bits = max(1, int(w.max()).bit_length())
+        if int(x.min()) >= 0 and int(w.min()) >= 0 and int(x.max()) < (1 << (62 - bits)):
+            key = (x.astype(np.int64) << bits) | w.astype(np.int64)
+            key.sort()
+            return key >> bits, key & ((1 << bits) - 1)
+    order = np.argsort(x)
+    return x[order], w[order]
 
 
 def per_request(res: ServeResult) -> dict[str, np.ndarray]:

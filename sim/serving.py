@@ -118,7 +118,7 @@ def simulate_serving(model: ModelSpec, gpu: GPUSpec, requests: Sequence[Request]
     # ITL samples: python lists (weight 1 each) and numpy arrays (each with its weight), then the
     # decode clock's counted one-sequence gaps
     lists: list[int] = []
-    vals, weights = [], []
+    vals, ws, sizes = [], [], []
     for rep in replicas:
         for v, w in zip(rep.stats.itl_vals, rep.stats.itl_w):
             if isinstance(v, list) and w == 1:
@@ -126,7 +126,9 @@ def simulate_serving(model: ModelSpec, gpu: GPUSpec, requests: Sequence[Request]
             else:
                 a = np.asarray(v, dtype=np.int64)
                 vals.append(a)
-                weights.append(np.full(a.shape, w, dtype=np.int64))
+                ws.append(w)
+                sizes.append(a.size)
+    weights = [np.repeat(np.array(ws, dtype=np.int64), sizes)]
     vals.append(np.array(lists, dtype=np.int64))
     weights.append(np.ones(len(lists), dtype=np.int64))
     v1, w1 = clock.itl_samples()

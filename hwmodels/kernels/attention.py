@@ -141,10 +141,14 @@ def _list_schedule(per_head: list[float], heads: int, slots: int) -> float:
     n = len(per_head) * heads
     if n <= slots:
         return max(per_head)
-    free = [0.0] * slots
-    for _ in range(heads):
-        for t in per_head:
-            heapq.heapreplace(free, free[0] + t)
+    # the first ``slots`` CTAs start at 0 (0.0 + t is t); then each goes to the SM that frees first.
+    # Only the multiset of free times matters, so equal times may sit on any SM.
+    order = per_head * heads
+    free = order[:slots]
+    heapq.heapify(free)
+    replace = heapq.heapreplace
+    for t in order[slots:]:
+        replace(free, free[0] + t)
     return max(free)
 
 
@@ -208,6 +212,7 @@ def _attn_cal(gpu: GPUSpec, attn: AttentionCalibration | None) -> AttentionCalib
     return attn if attn is not None else load_attention_calibration(gpu.architecture.value)
 
 
+@functools.lru_cache(maxsize=65536)
 def _tile_counts(q: int, kv: int, bm: int, bn: int, causal: bool) -> tuple[int, ...]:
     """KV tiles each query tile of one sequence walks (causal: up to its diagonal)."""
     prior = max(0, kv - q)
@@ -414,7 +419,7 @@ class _DecodeShape:
         return self.mp
 
     def segment(self, tiles: tuple[int, ...]) -> tuple[float, float, float, float, float, int, int, int]:
-        """Structure of a call whose sequences walk ``tiles`` KV tiles (sorted): (schedule bound,
+        """Structure of a call whose sequences walk ``tiles`` KV tiles (any order): (schedule bound,
         its p-th power (0 when the bound is not > 0), empty-CTA time, combine time, summed CTA time,
         live CTAs, grid size, splits). Memoised on the tile counts."""
         s = self.segs.get(tiles)
@@ -532,7 +537,7 @@ def decode_stretch(sh: _DecodeShape, kv_lens, steps: int) -> np.ndarray:  # type
     order, so every value equals the per-call cost."""
     bn = sh.bn
     starts = _segment_starts(kv_lens, bn, steps)
-    segs = [sh.segment(tuple(sorted([-(-(x + lo) // bn) for x in kv_lens]))) for lo in starts]
+    segs = [sh.segment(tuple([-(-(x + lo) // bn) for x in kv_lens])) for lo in starts]
     if not sh.fast or not all(s[0] > 0 for s in segs):
         return _decode_stretch_general(sh, kv_lens, steps, starts, segs)
     n = sh.n
@@ -565,7 +570,12 @@ def decode_stretch(sh: _DecodeShape, kv_lens, steps: int) -> np.ndarray:  # type
             np.add(mp[bounds[i]:bounds[i + 1]], s[1], out=t[bounds[i]:bounds[i + 1]])
         t = t ** sh.inv_p
         t += sh.launch_s
-        for col in (2, 3):
+        for col in (2, 3):   # empty CTAs, then the combine: one add when every run has the same
+            c = segs[0][col]
+            if all(s[col] == c for s in segs):
+                if c != 0.0:
+                    t += c
+                continue
             for i, s in enumerate(segs):
                 if s[col] != 0.0:
                     t[bounds[i]:bounds[i + 1]] += s[col]
