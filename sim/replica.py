@@ -158,7 +158,7 @@ class Replica:
     def run(self):  # type: ignore[no-untyped-def]
         env, sched, st, clock = self.env, self.sched, self.stats, self.clock
         while True:
-            if not sched.has_work():
+            if not sched.running and not sched.waiting:
                 self._idle = env.event()
                 yield self._idle
                 self._idle = None
@@ -233,6 +233,13 @@ class Replica:
             r = reqs[0]
             jmax = (r.blocks + free) * b - (r.num_tokens - 1) - 1
             return rem if jmax >= rem - 1 else max(jmax, 0) + 1
+        tot = 0   # need(rem - 1), inline: usually every step fits
+        for r in reqs:
+            x = (r.num_tokens - 2 + rem + b) // b - r.blocks
+            if x > 0:
+                tot += x
+        if tot <= free:
+            return rem
         pairs = [(r.num_tokens - 1, r.blocks) for r in reqs]
 
         def need(j: int) -> int:
@@ -243,8 +250,6 @@ class Replica:
                     tot += x
             return tot
 
-        if need(rem - 1) <= free:
-            return rem
         lo, hi = 0, rem - 1          # need(lo) <= free (lo=0 needs nothing), need(hi) > free
         while hi - lo > 1:
             mid = (lo + hi) // 2

@@ -240,7 +240,7 @@ class _VarlenShape:
     formula; one per (op shape, GPU, calibration), kept by :func:`varlen_shape`."""
 
     __slots__ = ("a", "bm", "bn", "causal", "cta_s", "dram", "dram_l2", "empty_cta_s", "gpu", "group", "heads",
-                 "inv_p", "kv_heads", "kvb", "l2cap", "launch_s", "p", "qob", "slots", "t_tile")
+                 "inv_p", "kv_heads", "kvb", "l2cap", "launch_s", "p", "qob", "scheds", "slots", "t_tile")
 
     def __init__(self, op: PrefillAttention, gpu: GPUSpec, a: AttentionCalibration) -> None:
         d, b = op.head_dim, op.dtype.bytes
@@ -263,6 +263,7 @@ class _VarlenShape:
         self.p = a.overlap_p
         self.inv_p = 1.0 / a.overlap_p
         self.launch_s, self.empty_cta_s = a.launch_s, a.empty_cta_s
+        self.scheds: dict[tuple[int, ...], tuple[float, float]] = {}   # _varlen_schedule by tile counts
 
     def parts(self, seqs: tuple[tuple[int, int], ...]) -> tuple[float, float, int, int, float, float, float]:
         """(schedule bound, summed CTA time, live CTAs, empty CTAs, unique K/V bytes, K/V bytes read
@@ -281,7 +282,14 @@ class _VarlenShape:
             elif q > 1:
                 tiles.extend(_tile_counts(q, kv, bm, bn, self.causal))
         heads = self.heads
-        sched, total = _varlen_schedule(tuple(tiles), heads, self.slots, self.cta_s, self.t_tile)
+        key = tuple(tiles)
+        st = self.scheds.get(key)
+        if st is None:
+            st = _varlen_schedule(key, heads, self.slots, self.cta_s, self.t_tile)
+            if len(self.scheds) >= 65536:
+                self.scheds.clear()
+            self.scheds[key] = st
+        sched, total = st
         live = len(tiles) * heads
         grid = heads * len(seqs) * math.ceil(mq / bm)
         kv_unique = float(self.kvb * skv)
@@ -290,7 +298,12 @@ class _VarlenShape:
         if group <= 1:
             factor = 1.0
         else:
-            together = min(float(group), max(1.0, self.slots / max(1.0, live / heads)))
+            per_head = live / heads
+            together = self.slots / (per_head if per_head > 1.0 else 1.0)
+            if together < 1.0:
+                together = 1.0
+            if together > group:
+                together = float(group)
             hit = 1.0 - (kv_unique / max(1, self.kv_heads)) / self.l2cap
             hit = 0.0 if hit < 0.0 else min(hit, 1.0)
             factor = 1.0 + (group / together - 1.0) * (1.0 - hit)
