@@ -11,8 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-DEMO = {"model": "llama-3.1-8b", "trace": "azure-conv", "rate": 8.0, "duration_s": 300.0, "replicas": 2,
-        "tp": 1, "seed": 0}
+MODEL, TRACE, RATE, DURATION_S, REPLICAS, TP, SEED = "llama-3.1-8b", "azure-conv", 8.0, 300.0, 2, 1, 0
 WHAT_IF = ("a100-sxm-80gb", "h100-sxm-80gb", "h200-sxm-141gb", "l40s")
 SLO_TTFT_S, SLO_TPOT_S = 2.0, 0.1
 
@@ -31,17 +30,18 @@ def demo(out: str) -> None:
     from xpusim.report import write_outputs
 
     console = Console()
-    model = load_model(DEMO["model"])
-    reqs = load_workload(DEMO["trace"], rate=DEMO["rate"], duration_s=DEMO["duration_s"], seed=DEMO["seed"])
-    cfg = ServeConfig(tp=DEMO["tp"], replicas=DEMO["replicas"])
+    model = load_model(MODEL)
+    reqs = load_workload(TRACE, rate=RATE, duration_s=DURATION_S, seed=SEED)
+    cfg = ServeConfig(tp=TP, replicas=REPLICAS)
     console.print(f"[bold]xpusim demo[/bold]: {model.name}, {cfg.replicas} replicas x TP{cfg.tp}, "
-                  f"{len(reqs)} requests of the synthetic {DEMO['trace']} workload at {DEMO['rate']} req/s "
-                  f"for {DEMO['duration_s']:.0f} s; SLO TTFT <= {SLO_TTFT_S} s, TPOT <= {SLO_TPOT_S * 1e3:.0f} ms")
+                  f"{len(reqs)} requests of the synthetic {TRACE} workload at {RATE} req/s "
+                  f"for {DURATION_S:.0f} s; SLO TTFT <= {SLO_TTFT_S} s, TPOT <= {SLO_TPOT_S * 1e3:.0f} ms")
     table = Table(title="What if the replicas ran on ...")
     for col in ("GPU", "TTFT p50 s", "TTFT p99 s", "TPOT p50 ms", "TPOT p99 ms", "out tok/s", "in SLO",
                 "KV blocks", "MBU"):
         table.add_column(col, justify="left" if col == "GPU" else "right")
     slo = SLO(ttft_s=SLO_TTFT_S, tpot_s=SLO_TPOT_S)
+    written = []
     for hw in WHAT_IF:
         gpu = load_gpu(hw)
         res = simulate_serving(model, gpu, reqs, cfg)
@@ -53,7 +53,7 @@ def demo(out: str) -> None:
                       f"{s['throughput']['output_tokens_per_s']:.0f}", f"{s['goodput']['fraction']:.1%}",
                       f"{s['kv_cache']['blocks_per_replica']:,}", f"{s['mbu']:.1%}")
     console.print(table)
-    for p in written:
+    for p in written:  # the H100 run's files
         console.print(f"wrote {p}")
     console.print("Next: xpusim simulate serve --help, xpusim catalog hardware, xpusim validate ops --help")
 

@@ -1,0 +1,21 @@
+"""`make demo` runs `xpusim demo`: it must work on built-in defaults alone (no shared data) and write
+its files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from xpusim.cli import cli
+
+
+def test_demo_runs_on_built_in_defaults(tmp_path: Path) -> None:
+    r = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo")])
+    assert r.exit_code == 0, r.output
+    for gpu in ("a100-sxm-80gb", "h100-sxm-80gb", "h200-sxm-141gb", "l40s"):
+        assert gpu[:9] in r.output
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["hardware"] == "h100-sxm-80gb" and summary["requests"] > 1000
+    assert (tmp_path / "demo" / "requests.csv").read_text().count("\n") == summary["requests"] + 1
