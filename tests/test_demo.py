@@ -14,8 +14,8 @@ from xpusim.cli import cli
 def test_demo_runs_on_built_in_defaults(tmp_path: Path) -> None:
     r = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo")])
     assert r.exit_code == 0, r.output
-    for gpu in ("a100-sxm-80gb", "h100-sxm-80gb", "h200-sxm-141gb", "l40s"):
-        assert gpu[:9] in r.output
+    for gpu in ("a100", "h100", "h200", "l40s"):   # the what-if table (names may be cut to fit the terminal)
+        assert gpu in r.output
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["hardware"] == "h100-sxm-80gb" and summary["requests"] > 1000
     assert (tmp_path / "demo" / "requests.csv").read_text().count("\n") == summary["requests"] + 1
