@@ -29,14 +29,21 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import numpy as np
 
 from hwmodels.gpu import GPUSpec
 from hwmodels.kernels import GPUKernelModel
-from hwmodels.kernels.attention import _attn_cal, _DecodeShape, decode_shape, decode_stretch, varlen_shape
+from hwmodels.kernels.attention import (
+    _attn_cal,
+    _DecodeShape,
+    decode_shape,
+    decode_stretch,
+    decode_stretch_mapped,
+    varlen_shape,
+)
 from hwmodels.kernels.gemm import gemm_times
 from workloads.errors import ConfigError
 from workloads.llm_ops import Batch, check_tp, head_ops, layer_ops
@@ -188,19 +195,42 @@ class StepTimeModel:
         ``iteration_time(Batch(decode=[x + j for x in kv_lens]))``, computed at once."""
         n = len(kv_lens)
         if self.pp == 1 and n and k > 0:   # the common case: one shape per n, constants memoised
-            c = self._decode.get(n)
-            if c is None:
-                op = DecodeAttention("attn_decode", self.q_heads, self.kv_heads, self.model.head_dim,
-                                     tuple(kv_lens), self.dtype)
-                g = self.kernels.gpu
-                c = self._decode[n] = (decode_shape(op, g, _attn_cal(g, None)), self.layer_rest(n),
-                                       self._head(n, n))
-            sh, rest, head = c
+            sh, rest, head = self._decode_consts(kv_lens)
             return self.layers_per_stage * (rest + decode_stretch(sh, kv_lens, k)) + head
         m = min(self.pp, n)
         nm = n if m == 1 else math.ceil(n / m)
         stage = self.layers_per_stage * (self.layer_rest(nm) + self._micro_decode(kv_lens, m, k))
         return self._pipeline_vec(stage, n, m) + self._head(n, n)
+
+    def _decode_consts(self, kv_lens: Sequence[int]) -> tuple[_DecodeShape, float, float]:
+        n = len(kv_lens)
+        c = self._decode.get(n)
+        if c is None:
+            op = DecodeAttention("attn_decode", self.q_heads, self.kv_heads, self.model.head_dim,
+                                 tuple(kv_lens), self.dtype)
+            g = self.kernels.gpu
+            c = self._decode[n] = (decode_shape(op, g, _attn_cal(g, None)), self.layer_rest(n), self._head(n, n))
+        return c
+
+    def decode_times_mapped(self, kv_lens: Sequence[int], k: int, post: Callable[[np.ndarray], np.ndarray],
+                            tables: dict[int, dict]) -> np.ndarray:
+        """``post(decode_times(kv_lens, k))`` for an elementwise ``post`` (the serving clock's
+        conversion to integer ns), memoised: ``tables`` (the caller's, one per ``post``) keeps per
+        sequence count the mapped step times of each run of equal KV-tile counts over the summed KV
+        length (``attention.decode_stretch_mapped``), so a stretch is a few slices. Same values."""
+        n = len(kv_lens)
+        if self.pp != 1 or not n or k <= 0:
+            return post(self.decode_times(kv_lens, k))
+        sh, rest, head = self._decode_consts(kv_lens)
+        cache = tables.get(n)
+        if cache is None:
+            cache = tables[n] = {}
+        layers = self.layers_per_stage
+
+        def step_post(t: np.ndarray) -> np.ndarray:
+            return post(layers * (rest + t) + head)
+
+        return decode_stretch_mapped(sh, kv_lens, k, step_post, cache)
 
     def _pipeline_vec(self, stage: np.ndarray, tokens: int, micro: int) -> np.ndarray:
         if self.pp == 1:

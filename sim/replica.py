@@ -34,7 +34,8 @@ class DecodeClock:
     stretch, and an arrival cut is one bisection. Its inter-token gaps are counted, not listed: a
     difference array over L (``itl_diff``). The table is ``StepTimeModel.decode_times([L], 1)``
     for every L (computed elementwise in one call, bit-identical), grown by doubling on demand.
-    Several sequences: ``decode_ns`` calls ``decode_times`` for the stretch.
+    Several sequences: ``decode_ns`` takes the stretch from the step model's memoised per-run tables
+    (``StepTimeModel.decode_times_mapped``, equal to ``decode_times`` converted to ns).
     """
 
     def __init__(self, step: StepTimeModel, overhead_ns: int) -> None:
@@ -43,9 +44,13 @@ class DecodeClock:
         self.dur = np.zeros(1, np.int64)       # dur[0] unused (no sequence has KV length 0)
         self.prefix: list[int] = [0, 0]
         self.itl_diff: list[int] = [0, 0]
+        self._tables: dict[int, dict] = {}    # the step model's memoised stretch tables, in ns
 
     def decode_ns(self, kv_lens: list[int], k: int) -> np.ndarray:
-        return np.rint(self.step.decode_times(kv_lens, k) * 1e9).astype(np.int64) + self.overhead_ns
+        return self.step.decode_times_mapped(kv_lens, k, self._to_ns, self._tables)
+
+    def _to_ns(self, seconds: np.ndarray) -> np.ndarray:
+        return np.rint(seconds * 1e9).astype(np.int64) + self.overhead_ns
 
     def cover(self, length: int) -> list[int]:
         """Grow the one-sequence table to KV lengths below ``length``; returns the prefix sums."""

@@ -127,3 +127,24 @@ def test_fast_attention_paths_equal_kernel_model_exactly() -> None:
                 DecodeAttention("d", step.q_heads, step.kv_heads, d, tuple(x + j for x in lens)), g)[0]) + head
                 for j in range(k)]
             assert step.decode_times(lens, k).tolist() == want
+
+
+def test_decode_times_mapped_equal_decode_times() -> None:
+    """The serving clock's memoised stretch tables give ``post(decode_times)`` exactly: stretches that
+    share runs of tile counts, many runs, more sequences than the tables take, and pipeline stages."""
+    m, g = load_model("llama-3.1-8b"), load_gpu("h100-sxm-80gb")
+
+    def post(s: np.ndarray) -> np.ndarray:
+        return np.rint(s * 1e9).astype(np.int64) + 300_000
+
+    rng = np.random.default_rng(5)
+    for pp in (1, 2):
+        step = StepTimeModel(m, g, pp=pp)
+        tables: dict[int, dict] = {}
+        for _ in range(150):
+            n = int(rng.choice([1, 2, 3, 5, 8, 9, 40]))
+            lens = [int(x) for x in rng.integers(1, 12000, n)]
+            k = int(rng.choice([1, 2, 50, 175, 176, 177, 600]))
+            got = step.decode_times_mapped(lens, k, post, tables)
+            assert np.array_equal(got, post(step.decode_times(lens, k)))
+            assert np.array_equal(step.decode_times_mapped(lens, k, post, tables), got)   # from the tables

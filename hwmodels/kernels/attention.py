@@ -479,7 +479,8 @@ def _decode_structure(shape: _DecodeShape, blocks_count: dict[int, int], gpu: GP
 
 @functools.lru_cache(maxsize=65536)
 def _decode_structure_of(units: int, n: int, split_ok: bool, sm_slots: int, sm_count: int, cta_s: float,
-                         t_tile: float, blocks_count: tuple[tuple[int, int], ...]) -> tuple[float, float, int, int, int]:
+                         t_tile: float,
+                         blocks_count: tuple[tuple[int, int], ...]) -> tuple[float, float, int, int, int]:
     max_blocks = blocks_count[-1][0]
     splits = fa2_num_splits(n * units, sm_slots, max_blocks) if split_ok else 1
     per_split = math.ceil(max_blocks / splits)
@@ -542,6 +543,47 @@ def _segment_starts(kv_lens: Iterable[int], bn: int, steps: int) -> list[int]:
             else:
                 cuts.add(f)
     return sorted(cuts)
+
+
+MAX_RUN_TABLE_SEQS = 8       # decode_stretch_mapped keeps per-run tables up to this many sequences
+MAX_RUN_TABLES = 8192        # tables kept per cache before it is cleared
+
+
+def decode_stretch_mapped(sh: _DecodeShape, kv_lens, steps: int, post, cache: dict) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """``post(decode_stretch(sh, kv_lens, steps))`` for an elementwise ``post``, from tables memoised
+    in ``cache`` (the caller's, one per ``post``): a run of calls with equal tile counts has every
+    value of its summed KV length S within ``n * bn`` consecutive integers, so its mapped times are
+    one table over S (built by the same arithmetic, elementwise) and a stretch is slices of them."""
+    bn, n = sh.bn, sh.n
+    if not sh.fast or n > MAX_RUN_TABLE_SEQS:
+        return post(decode_stretch(sh, kv_lens, steps))
+    starts = _segment_starts(kv_lens, bn, steps)
+    s0 = sum(kv_lens)
+    pieces = []
+    last = len(starts) - 1
+    for i, lo in enumerate(starts):
+        key = tuple([-(-(x + lo) // bn) for x in kv_lens])
+        tab = cache.get(key)
+        if tab is None:
+            seg = sh.segment(key)
+            top = sum(key) * bn                 # S of the run: sum over sequences of (t - 1) * bn + 1 .. t * bn
+            low = top - n * (bn - 1)
+            if seg[0] <= 0 or top >= MAX_MEMORY_TABLE:
+                return post(decode_stretch(sh, kv_lens, steps))
+            t = sh.memory_pow(top + 1)[low:top + 1] + seg[1]
+            t = t ** sh.inv_p
+            t += sh.launch_s
+            if seg[2] != 0.0:
+                t += seg[2]
+            if seg[3] != 0.0:
+                t += seg[3]
+            if len(cache) >= MAX_RUN_TABLES:
+                cache.clear()
+            tab = cache[key] = (low, post(t))
+        a = s0 + n * lo - tab[0]
+        hi = starts[i + 1] if i < last else steps
+        pieces.append(tab[1][a:a + n * (hi - lo):n])
+    return pieces[0].copy() if len(pieces) == 1 else np.concatenate(pieces)
 
 
 def decode_stretch(sh: _DecodeShape, kv_lens, steps: int) -> np.ndarray:  # type: ignore[no-untyped-def]
