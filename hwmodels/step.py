@@ -6,6 +6,10 @@
 * ``decode_times(kv_lens, k)``: the k step times of a decode-only stretch where every sequence adds
   one token per step (KV lengths ``kv_lens + j`` at step j), as a numpy array.
 
+The serving simulation calls the same answers through ``batch_time`` (a batch given by its parts, no
+``Batch`` object) and ``decode_times_mapped`` (a stretch's times mapped to the clock's integer ns,
+memoised per run of equal KV-tile counts); both give exactly the values above.
+
 Both come from ``GPUKernelModel`` (the per-kernel model) without re-walking the op list per call:
 
 * everything but attention depends only on the token count T (and the logits count S): one layer's
