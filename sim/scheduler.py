@@ -93,10 +93,12 @@ class VLLMV1Scheduler:
         return -(-tokens // self.block_size)
 
     def _allocate(self, req: SimRequest, n: int, has_scheduled: bool) -> bool:
-        need = self._blocks_for(req.num_computed + n) - req.blocks
-        wm = self.watermark_blocks if (has_scheduled and req.status is not Status.RUNNING) else 0
-        if self.cfg.reserve_full_isl and req.status is not Status.RUNNING:
-            if self._blocks_for(req.num_tokens) - req.blocks + wm > self.free_blocks:
+        bs = self.block_size
+        need = -(-(req.num_computed + n) // bs) - req.blocks
+        new = req.status is not Status.RUNNING
+        wm = self.watermark_blocks if (has_scheduled and new) else 0
+        if new and self.cfg.reserve_full_isl:
+            if -(-req.num_tokens // bs) - req.blocks + wm > self.free_blocks:
                 return False
         if need + wm > self.free_blocks:
             return False
