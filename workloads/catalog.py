@@ -21,6 +21,7 @@ change shapes are read and checked, and a value the model cannot represent is an
 
 from __future__ import annotations
 
+import builtins
 import functools
 import logging
 from collections.abc import Callable, Mapping
@@ -104,7 +105,7 @@ class _Config:
                               file=self.file, field=self.where(key), value=name)
         return _ACTIVATIONS[name]
 
-    def require(self, ok: bool, key: str, message: str) -> None:
+    def require(self, ok: builtins.bool, key: str, message: str) -> None:
         if not ok:
             raise ConfigError(message, file=self.file, field=self.where(key), value=self.cfg.get(key))
 

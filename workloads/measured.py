@@ -123,11 +123,10 @@ class _Rows:
         finally:
             self._fh.close()
 
-    def num(self, row: dict[str, str], col: str, *, integer: bool = False, optional: bool = False,
-            minimum: float = 0.0) -> float | None:
-        raw = (row.get(col) or "").strip()
-        if raw == "" and optional:
-            return None
+    def _cell(self, row: dict[str, str], col: str) -> str:
+        return (row.get(col) or "").strip()
+
+    def _check(self, raw: str, col: str, *, integer: bool, minimum: float) -> float:
         try:
             v = float(raw)
         except ValueError:
@@ -137,7 +136,22 @@ class _Rows:
             kind = "an integer" if integer else "a number"
             raise WorkloadError(f"must be {kind} >= {minimum:g}, got {raw!r}", file=str(self.path),
                                 line=self.line, column=col)
-        return int(v) if integer else v
+        return v
+
+    def number(self, row: dict[str, str], col: str, *, minimum: float = 0.0) -> float:
+        """The cell as a finite number >= ``minimum``."""
+        return self._check(self._cell(row, col), col, integer=False, minimum=minimum)
+
+    def opt_number(self, row: dict[str, str], col: str, *, minimum: float = 0.0) -> float | None:
+        """As :meth:`number`, or None for a blank cell."""
+        raw = self._cell(row, col)
+        if raw == "":
+            return None
+        return self._check(raw, col, integer=False, minimum=minimum)
+
+    def integer(self, row: dict[str, str], col: str, *, minimum: float = 0.0) -> int:
+        """The cell as an integer >= ``minimum`` (``2.0`` is 2)."""
+        return int(self._check(self._cell(row, col), col, integer=True, minimum=minimum))
 
     def flag(self, row: dict[str, str], col: str) -> bool:
         raw = (row.get(col) or "").strip().lower()
@@ -171,16 +185,16 @@ def read_vidur_mlp(path: Path, model: ModelSpec | None = None, tp: int = 1) -> M
     rows = _Rows(path, set(_VIDUR_SHAPES))
     records: list[MeasuredOp] = []
     for row in rows:
-        heads = rows.num(row, "n_head", integer=True, minimum=1)
-        hidden = rows.num(row, "n_embd", integer=True, minimum=1)
+        heads = rows.integer(row, "n_head", minimum=1)
+        hidden = rows.integer(row, "n_embd", minimum=1)
         spec = ModelSpec(name="vidur-row", num_layers=1, hidden_size=hidden, num_heads=heads,
-                         num_kv_heads=rows.num(row, "n_kv_head", integer=True, minimum=1),
+                         num_kv_heads=rows.integer(row, "n_kv_head", minimum=1),
                          head_dim=hidden // heads,
-                         intermediate_size=rows.num(row, "n_expanded_embd", integer=True, minimum=1),
-                         vocab_size=rows.num(row, "vocab_size", integer=True, minimum=1),
+                         intermediate_size=rows.integer(row, "n_expanded_embd", minimum=1),
+                         vocab_size=rows.integer(row, "vocab_size", minimum=1),
                          gated_mlp=rows.flag(row, "use_gated_mlp"))
-        t = rows.num(row, "num_tokens", integer=True, minimum=1)
-        row_tp = rows.num(row, "num_tensor_parallel_workers", integer=True, minimum=1)
+        t = rows.integer(row, "num_tokens", minimum=1)
+        row_tp = rows.integer(row, "num_tensor_parallel_workers", minimum=1)
         if heads % row_tp:
             raise WorkloadError(f"{heads} heads not divisible by tp {row_tp}", file=str(path), line=rows.line,
                                 column="num_tensor_parallel_workers")
@@ -191,7 +205,7 @@ def read_vidur_mlp(path: Path, model: ModelSpec | None = None, tp: int = 1) -> M
             col = f"time_stats.{name}.median"
             if col not in row:
                 continue
-            v = rows.num(row, col, optional=True)
+            v = rows.opt_number(row, col)
             if v is None:
                 continue
             records.append(MeasuredOp(name, (by_name[name],), _positive_time(v, rows, col) * 1e-3, rows.line))
@@ -212,28 +226,28 @@ def read_vidur_attention(path: Path, model: ModelSpec | None = None, tp: int = 1
     rows = _Rows(path, cols)
     records: list[MeasuredOp] = []
     for row in rows:
-        hidden = rows.num(row, "n_embd", integer=True, minimum=1)
-        q_heads_all = rows.num(row, "n_q_head", integer=True, minimum=1)
-        row_tp = rows.num(row, "num_tensor_parallel_workers", integer=True, minimum=1)
+        hidden = rows.integer(row, "n_embd", minimum=1)
+        q_heads_all = rows.integer(row, "n_q_head", minimum=1)
+        row_tp = rows.integer(row, "num_tensor_parallel_workers", minimum=1)
         hd = hidden // q_heads_all
         qh = q_heads_all // row_tp
-        kvh = max(1, rows.num(row, "n_kv_head", integer=True, minimum=1) // row_tp)
-        b = rows.num(row, "batch_size", integer=True, minimum=1)
-        kv = rows.num(row, "kv_cache_size", integer=True)
+        kvh = max(1, rows.integer(row, "n_kv_head", minimum=1) // row_tp)
+        b = rows.integer(row, "batch_size", minimum=1)
+        kv = rows.integer(row, "kv_cache_size")
         dtype = DType.FP16
         if rows.flag(row, "is_prefill"):
             col = "time_stats.attn_prefill.median"
-            v = rows.num(row, col, optional=True)
+            v = rows.opt_number(row, col)
             if v is None:
                 continue
-            chunk = rows.num(row, "prefill_chunk_size", integer=True, minimum=1)
+            chunk = rows.integer(row, "prefill_chunk_size", minimum=1)
             total = max(kv, chunk)
             op: Op = PrefillAttention("attn_prefill", qh, kvh, hd, ((chunk, total),) * b, dtype,
                                       causal=False, paged=False)
             records.append(MeasuredOp("attn_prefill", (op,), _positive_time(v, rows, col) * 1e-3, rows.line))
         else:
             col = "time_stats.attn_decode.median"
-            v = rows.num(row, col, optional=True)
+            v = rows.opt_number(row, col)
             if v is None or kv < b:
                 continue
             per = kv // b
@@ -287,13 +301,13 @@ def read_lss_layers(path: Path, model: ModelSpec | None = None, tp: int = 1) -> 
     cache: dict[int, dict[str, tuple[Op, ...]]] = {}
     for row in rows:
         name = row["layer_name"].strip()
-        t = rows.num(row, "input", integer=True, minimum=1)
+        t = rows.integer(row, "input", minimum=1)
         if t not in cache:
             cache[t] = _hf_layer_ops(model, t, tp, DType.BF16)
         if name not in cache[t]:
             raise WorkloadError(f"unknown layer {name!r}; known: {', '.join(cache[t])}", file=str(path),
                                 line=rows.line, column="layer_name")
-        v = _positive_time(rows.num(row, "latency(ns)"), rows, "latency(ns)")
+        v = _positive_time(rows.number(row, "latency(ns)"), rows, "latency(ns)")
         ops = tuple(dataclasses.replace(op, name=name) for op in cache[t][name])
         records.append(MeasuredOp(name, ops, v * 1e-9, rows.line))
     return MeasuredFile("lss-layers", str(path), tuple(records), needs_model=True)
@@ -328,13 +342,13 @@ def read_lss_dense(path: Path, model: ModelSpec | None = None, tp: int = 1) -> M
     cache: dict[int, dict[str, Op]] = {}
     for row in rows:
         name = row["layer"].strip()
-        t = rows.num(row, "tokens", integer=True, minimum=1)
+        t = rows.integer(row, "tokens", minimum=1)
         if t not in cache:
             cache[t] = _vllm_dense_ops(model, t, tp, DType.BF16)
         if name not in cache[t]:
             raise WorkloadError(f"unknown layer {name!r}; known: {', '.join(cache[t])}", file=str(path),
                                 line=rows.line, column="layer")
-        v = _positive_time(rows.num(row, "time_us"), rows, "time_us")
+        v = _positive_time(rows.number(row, "time_us"), rows, "time_us")
         records.append(MeasuredOp(name, (cache[t][name],), v * 1e-6, rows.line))
     return MeasuredFile("lss-dense", str(path), tuple(records), needs_model=True)
 
@@ -354,11 +368,11 @@ def read_lss_attention(path: Path, model: ModelSpec | None = None, tp: int = 1) 
     hd = model.head_dim
     records: list[MeasuredOp] = []
     for row in rows:
-        chunk = rows.num(row, "prefill_chunk", integer=True)
-        prior = rows.num(row, "kv_prefill", integer=True)
-        nd = rows.num(row, "n_decode", integer=True)
-        kvd = rows.num(row, "kv_decode", integer=True)
-        v = _positive_time(rows.num(row, "time_us"), rows, "time_us") * 1e-6
+        chunk = rows.integer(row, "prefill_chunk")
+        prior = rows.integer(row, "kv_prefill")
+        nd = rows.integer(row, "n_decode")
+        kvd = rows.integer(row, "kv_decode")
+        v = _positive_time(rows.number(row, "time_us"), rows, "time_us") * 1e-6
         if chunk == 0 and (nd == 0 or kvd == 0):
             continue
         if chunk > 0:

@@ -15,7 +15,7 @@ import dataclasses
 import enum
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from hwmodels.kernels.calibration import family_file
 from workloads.errors import ConfigError
@@ -53,6 +53,21 @@ _NUM_KEYS = ("tile_eff", "cta_s", "block_s", "empty_cta_s", "launch_s", "combine
 KEYS = frozenset(_NUM_KEYS) | {"kernel", "fitted_on"}
 
 
+class CalibrationValues(TypedDict, total=False):
+    """Some of the numeric constants of :class:`AttentionCalibration` (keyword arguments of :func:`with_values`)."""
+
+    tile_eff: float
+    cta_s: float
+    block_s: float
+    empty_cta_s: float
+    launch_s: float
+    combine_s: float
+    dram_eff: float
+    l2_reuse: float
+    l2_bw_mult: float
+    overlap_p: float
+
+
 def parse_attention(data: dict[str, Any], *, file: str, family: str) -> AttentionCalibration:
     t = data.get("attention")
     if not isinstance(t, dict):
@@ -78,6 +93,6 @@ def load_attention_calibration(family: str) -> AttentionCalibration:
     return parse_attention(read_toml(path), file=str(path), family=family)
 
 
-def with_values(cal: AttentionCalibration, **values: float) -> AttentionCalibration:
+def with_values(cal: AttentionCalibration, **values: Unpack[CalibrationValues]) -> AttentionCalibration:
     """A copy with some constants replaced (the fit script's trial points)."""
     return dataclasses.replace(cal, **values)
