@@ -9,6 +9,7 @@ Simulated time is integer nanoseconds.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -105,7 +106,16 @@ def simulate_serving(model: ModelSpec, gpu: GPUSpec, requests: Sequence[Request]
                 progress(i + 1, total)
 
     env.process(arrivals())
-    env.run()
+    # The run allocates millions of short-lived objects (events, plans, tuples) and almost no reference
+    # cycles; the cyclic collector would repeatedly scan the long-lived ones (requests, per-step
+    # records) for nothing (~10% of the run). It is paused for the run and restored after.
+    gc_on = gc.isenabled()
+    gc.disable()
+    try:
+        env.run()
+    finally:
+        if gc_on:
+            gc.enable()
     if progress is not None:
         progress(total, total)
     unfinished = [s.id for s in sims if s.generated < s.output]
