@@ -15,6 +15,8 @@ demo: $(BIN)/xpusim
 	$(BIN)/xpusim demo
 
 test: $(BIN)/xpusim
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -n auto tests
 
 bench: $(BIN)/xpusim

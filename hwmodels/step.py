@@ -144,7 +144,10 @@ class StepTimeModel:
         micro-batches (sequences dealt round-robin) of each one's exact time."""
         if m == 1:
             return self._decode_stretch(lens, k)
-        return sum(self._decode_stretch(lens[i::m], k) for i in range(m)) / m
+        total = self._decode_stretch(lens[0::m], k)
+        for i in range(1, m):
+            total = total + self._decode_stretch(lens[i::m], k)
+        return total / m
 
     # ---- iteration times ---------------------------------------------------------------------
     def _pipeline(self, stage_layer_s: float, tokens: int, micro: int) -> float:

@@ -146,6 +146,7 @@ class Replica:
         # the process waits on the stretch's end: move its wait to the cut (what an interrupt
         # followed by a timeout would do, without the interrupt's extra event and exception)
         end_ev, self._end_ev = self._end_ev, None
+        assert end_ev is not None, "a stretch is cut only while the replica waits on its end"
         cut = self.env.timeout(start + pre[i] - base - ta)
         proc = self.process
         end_ev.callbacks.remove(proc._resume)

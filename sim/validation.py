@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def config_from_meta(meta: dict[str, Any], **overrides: Any) -> ServeConfig:
     return ServeConfig(**kw)
 
 
-def measured_metrics(reqs: list[Any]) -> dict[str, np.ndarray]:
+def measured_metrics(reqs: Sequence[Any]) -> dict[str, np.ndarray]:
     """TTFT = first_token_ts - queued_ts; TPOT = (last - first) / (output - 1); latency = last - queued."""
     ok = [r for r in reqs if r.first_token_ts is not None and r.last_token_ts is not None]
     ttft = np.array([r.first_token_ts - r.queued_ts for r in ok])
@@ -85,7 +86,7 @@ def compare(measured: dict[str, np.ndarray], res: ServeResult) -> dict[str, dict
     return out
 
 
-def validate_run(requests: list[Request], meta: dict[str, Any], model: Any, gpu: GPUSpec,
+def validate_run(requests: Sequence[Request], meta: dict[str, Any], model: Any, gpu: GPUSpec,
                  **overrides: Any) -> tuple[dict[str, dict[str, float]], ServeResult]:
     cfg = config_from_meta(meta, **overrides)
     res = simulate_serving(model, gpu, requests, cfg)

@@ -37,6 +37,7 @@ import heapq
 import math
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -117,7 +118,7 @@ def _schedule(groups: Iterable[tuple[float, int]], slots: int) -> tuple[float, f
     """(makespan bound, summed CTA time, CTAs) of CTA groups ``(time, count)`` on ``slots`` SMs:
     the largest of the work spread evenly, and, for each time t, the waves the CTAs that take at
     least t need (``ceil(n / slots)`` rounds of at least t each)."""
-    acc = Counter()
+    acc: Counter[float] = Counter()
     for t, n in groups:
         if n > 0:
             acc[t] += n
@@ -189,6 +190,8 @@ def _finish_body(gpu: GPUSpec, a: AttentionCalibration, sched, empty, kv_unique,
     nbytes = kv_dram + qo
     memory = nbytes * ((1.0 - hit) / dram + hit / (dram * a.l2_bw_mult))
     p = a.overlap_p
+    body: Any
+    combine: Any
     if isinstance(memory, float):
         body = (sched ** p + memory ** p) ** (1.0 / p) if sched > 0 and memory > 0 else sched + memory
         combine = a.combine_s if split else 0.0
@@ -270,12 +273,11 @@ class _VarlenShape:
         from DRAM, Q/O bytes) of the call over ``seqs`` (at least one with q >= 1)."""
         bm, bn = self.bm, self.bn
         tiles: list[int] = []
-        skv = sq = 0
-        mq = None
+        skv = sq = mq = 0
         for q, kv in seqs:
             skv += kv
             sq += q
-            if mq is None or q > mq:
+            if q > mq:
                 mq = q
             if q == 1:
                 tiles.append(-(-kv // bn))
@@ -416,7 +418,7 @@ class _DecodeShape:
         self.fast = ((self.packed or self.group <= 1) and self.qo > 0 and self.kv_bytes_per_token >= 0
                      and 0 < self.dram < math.inf and 0 < self.dram_l2 < math.inf)
         self.segs: dict[tuple[int, ...], tuple[float, float, float, float, float, int, int, int]] = {}
-        self.mp = np.zeros(0)
+        self.mp: np.ndarray = np.zeros(0)
 
     def memory_pow(self, stop: int) -> np.ndarray:
         """``mp[S]``: the memory time to the power p of a call whose KV lengths sum to S, for S below
