@@ -38,8 +38,11 @@ def demo(out: str) -> None:
                   f"for {DURATION_S:.0f} s; SLO TTFT <= {SLO_TTFT_S} s, TPOT <= {SLO_TPOT_S * 1e3:.0f} ms")
     table = Table(title="What if the replicas ran on ...")
     for col in ("GPU", "TTFT p50 s", "TTFT p99 s", "TPOT p50 ms", "TPOT p99 ms", "out tok/s", "in SLO",
-                "KV blocks", "MBU"):
-        table.add_column(col, justify="left" if col == "GPU" else "right")
+                "KV blocks"):
+        if col == "GPU":
+            table.add_column(col, no_wrap=True)
+        else:
+            table.add_column(col, justify="right")
     slo = SLO(ttft_s=SLO_TTFT_S, tpot_s=SLO_TPOT_S)
     written = []
     for hw in WHAT_IF:
@@ -51,7 +54,7 @@ def demo(out: str) -> None:
         table.add_row(hw, f"{s['ttft_s']['p50']:.3f}", f"{s['ttft_s']['p99']:.3f}",
                       f"{s['tpot_s']['p50'] * 1e3:.1f}", f"{s['tpot_s']['p99'] * 1e3:.1f}",
                       f"{s['throughput']['output_tokens_per_s']:.0f}", f"{s['goodput']['fraction']:.1%}",
-                      f"{s['kv_cache']['blocks_per_replica']:,}", f"{s['mbu']:.1%}")
+                      f"{s['kv_cache']['blocks_per_replica']}")
     console.print(table)
     for p in written:  # the H100 run's files
         console.print(f"wrote {p}")
