@@ -141,17 +141,16 @@ def test_mixed_batch_long_decode_waits_for_its_turn(r4090: GPUKernelModel) -> No
 
 # ---- accuracy on the shared files ---------------------------------------------------------------
 
-# (file, regime): (n, wape bound, mape bound). The issue's target (0.05 / 0.12) where reached; the
-# 4090's mixed rows reach wape 0.075 (mape 0.049): their time is dominated by the memory-bound
-# corner (64-128 unpacked decodes of 4k-16k keys) where the GQA re-read share depends on which query
-# heads of a KV head share the SMs and the L2 at once, which the model estimates from the grid order
-# and one L2 rule rather than simulates.
+# (file, regime): (n, wape bound, mape bound): the issue's target (0.05 / 0.12) where reached. The
+# 4090's mixed rows (0.062; 0.049 with refitted constants, which move the lss-dense file)
+# hinge on the GQA re-read share, taken from the launch-order start times of the heads
+# of a KV group and an LRU L2.
 REACHED = {
     ("lss_a6000", "attn_prefill"): (232, 0.05, 0.12),
     ("lss_a6000", "attn_decode"): (14040, 0.05, 0.12),
     ("lss_rtx4090", "attn_prefill"): (96, 0.05, 0.12),
     ("lss_rtx4090", "attn_decode"): (99, 0.05, 0.12),
-    ("lss_rtx4090", "attn_mixed"): (8448, 0.075, 0.12),
+    ("lss_rtx4090", "attn_mixed"): (8448, 0.062, 0.12),
 }
 
 

@@ -21,8 +21,10 @@ folds the ``group`` query heads of a KV head into the tile's rows (``seqlenq_ngr
 read once per KV head) and splits the KV of each sequence over ``num_splits`` CTAs chosen by its
 wave-efficiency heuristic (:func:`fa2_num_splits`), followed by a combine kernel. Inside a varlen
 call with a longer query (a mixed batch) a decode is a one-row query tile per query head, neither
-packed nor split; the ``group`` heads sharing a KV head re-read it, from L2 when they run at the
-same time (they are consecutive in launch order) or when one head's pass fits in L2.
+packed nor split; the ``group`` heads sharing a KV head re-read it, from L2 when one head's pass
+fits in it or when a head starts its CTA over a sequence soon enough after the previous head of its
+group (start times from the launch-order list schedule) that the DRAM traffic in between has not
+filled the reusable L2 (least recently used goes first).
 
 Memory: K/V and Q/O bytes at ``dram_eff`` of the spec bandwidth; a working set well inside the L2
 stays resident across a benchmark loop's calls and streams ``l2_bw_mult`` faster (hit share
@@ -135,22 +137,37 @@ def _schedule(groups: Iterable[tuple[float, int]], slots: int) -> tuple[float, f
 MAX_LISTED_CTAS = 20000  # beyond this many live CTAs the launch-order schedule is bounded, not listed
 
 
-def _list_schedule(per_head: list[float], heads: int, slots: int) -> float:
-    """Makespan of the live CTAs dispatched in launch order (query tile fastest, then sequence, then
-    head) each to the SM that frees first: a long decode CTA launched after a head's prefill tiles
-    starts late, which no even spread of the work captures."""
-    n = len(per_head) * heads
-    if n <= slots:
-        return max(per_head)
+def _list_schedule(per_head: list[float], heads: int, slots: int) -> tuple[float, np.ndarray]:
+    """(makespan, start times) of the live CTAs dispatched in launch order (query tile fastest, then
+    sequence, then head) each to the SM that frees first: a long decode CTA launched after a head's
+    prefill tiles starts late, which no even spread of the work captures. ``starts[h * P + k]`` is
+    when head h's k-th live CTA starts."""
+    order = per_head * heads
+    starts = [0.0] * len(order)
+    if len(order) <= slots:
+        return max(per_head), np.zeros(len(order))
     # the first ``slots`` CTAs start at 0 (0.0 + t is t); then each goes to the SM that frees first.
     # Only the multiset of free times matters, so equal times may sit on any SM.
-    order = per_head * heads
     free = order[:slots]
     heapq.heapify(free)
     replace = heapq.heapreplace
-    for t in order[slots:]:
-        replace(free, free[0] + t)
-    return max(free)
+    for j in range(slots, len(order)):
+        starts[j] = free[0]
+        replace(free, free[0] + order[j])
+    return max(free), np.asarray(starts)
+
+
+def _stagger_reads(starts: np.ndarray, tiles: tuple[int, ...], heads: int, group: int, span: float) -> float:
+    """K/V reads per KV head (1 .. ``group``) of the ``group`` query heads that share it, from when
+    each starts its CTA over a sequence: a head that starts ``dt`` after the previous one of its group
+    finds the data that head read still in L2 (least recently used goes first) unless the traffic
+    since, ``dt / span`` of the reusable L2, has pushed it out. Weighted over the CTAs by the KV
+    tiles they walk."""
+    p = len(tiles)
+    s = np.sort(starts.reshape(heads // group, group, p), axis=1)
+    reads = 1.0 + (np.diff(s, axis=1) > span).sum(axis=1).mean(axis=0)
+    w = np.asarray(tiles, dtype=float)
+    return float((reads * w).sum() / w.sum())
 
 
 def _l2_hit(gpu: GPUSpec, working_set, a: AttentionCalibration):  # type: ignore[no-untyped-def]
@@ -225,17 +242,28 @@ def _tile_counts(q: int, kv: int, bm: int, bn: int, causal: bool) -> tuple[int, 
 
 
 @functools.lru_cache(maxsize=65536)
-def _varlen_schedule(tiles: tuple[int, ...], heads: int, slots: int, cta_s: float,
-                     t_tile: float) -> tuple[float, float]:
-    """(schedule bound, summed CTA time) of a varlen grid whose live CTAs of one head walk ``tiles``
-    KV tiles each, in launch order. Depends on the lengths only through tile counts, so a mixed batch
-    whose decodes grow by a token usually hits the cache."""
+def _varlen_schedule(tiles: tuple[int, ...], heads: int, slots: int, cta_s: float, t_tile: float, group: int,
+                     span: float) -> tuple[float, float, float]:
+    """(schedule bound, summed CTA time, K/V reads per KV head when one head's pass does not fit in
+    L2) of a varlen grid whose live CTAs of one head walk ``tiles`` KV tiles each, in launch order.
+    ``span``: the time the DRAM stream takes to fill the reusable L2. Depends on the lengths only
+    through tile counts, so a mixed batch whose decodes grow by a token usually hits the cache."""
     per_head = [cta_s + n * t_tile for n in tiles]
     sched, total, _ = _schedule(((t, n * heads) for t, n in Counter(per_head).items()), slots)
     live = len(per_head) * heads
-    if slots < live <= MAX_LISTED_CTAS and len(set(per_head)) > 1:
-        sched = max(sched, _list_schedule(per_head, heads, slots))
-    return sched, total
+    if group <= 1 or heads % group:
+        reads = 1.0
+    elif live <= slots:
+        reads = 1.0   # every head of a group starts at once
+    elif live <= MAX_LISTED_CTAS:
+        listed, starts = _list_schedule(per_head, heads, slots)
+        sched = max(sched, listed)
+        reads = _stagger_reads(starts, tiles, heads, group, span)
+    else:   # too many to list: heads whose CTAs are resident together share one read
+        reads = float(group) / min(float(group), max(1.0, slots / max(1.0, live / heads)))
+    if reads == 1.0 and slots < live <= MAX_LISTED_CTAS and len(set(per_head)) > 1:
+        sched = max(sched, _list_schedule(per_head, heads, slots)[0])
+    return sched, total, reads
 
 
 class _VarlenShape:
@@ -243,7 +271,7 @@ class _VarlenShape:
     formula; one per (op shape, GPU, calibration), kept by :func:`varlen_shape`."""
 
     __slots__ = ("a", "bm", "bn", "causal", "cta_s", "dram", "dram_l2", "empty_cta_s", "gpu", "group", "heads",
-                 "inv_p", "kv_heads", "kvb", "l2cap", "launch_s", "p", "qob", "scheds", "slots", "t_tile")
+                 "inv_p", "kv_heads", "kvb", "l2cap", "launch_s", "p", "qob", "scheds", "slots", "span", "t_tile")
 
     def __init__(self, op: PrefillAttention, gpu: GPUSpec, a: AttentionCalibration) -> None:
         d, b = op.head_dim, op.dtype.bytes
@@ -266,7 +294,8 @@ class _VarlenShape:
         self.p = a.overlap_p
         self.inv_p = 1.0 / a.overlap_p
         self.launch_s, self.empty_cta_s = a.launch_s, a.empty_cta_s
-        self.scheds: dict[tuple[int, ...], tuple[float, float]] = {}   # _varlen_schedule by tile counts
+        self.span = self.l2cap / self.dram if self.dram > 0 else math.inf   # DRAM time to refill the L2
+        self.scheds: dict[tuple[int, ...], tuple[float, float, float]] = {}   # _varlen_schedule by tile counts
 
     def parts(self, seqs: tuple[tuple[int, int], ...]) -> tuple[float, float, int, int, float, float, float]:
         """(schedule bound, summed CTA time, live CTAs, empty CTAs, unique K/V bytes, K/V bytes read
@@ -287,28 +316,22 @@ class _VarlenShape:
         key = tuple(tiles)
         st = self.scheds.get(key)
         if st is None:
-            st = _varlen_schedule(key, heads, self.slots, self.cta_s, self.t_tile)
+            st = _varlen_schedule(key, heads, self.slots, self.cta_s, self.t_tile, self.group, self.span)
             if len(self.scheds) >= 65536:
                 self.scheds.clear()
             self.scheds[key] = st
-        sched, total = st
+        sched, total, reads = st
         live = len(tiles) * heads
         grid = heads * len(seqs) * math.ceil(mq / bm)
         kv_unique = float(self.kvb * skv)
-        # _reread_factor on floats
-        group = self.group
-        if group <= 1:
+        # K/V re-reads of the group's heads: those that start together share one read (``reads``,
+        # from the launch-order schedule); the rest hit L2 when one head's pass fits in it
+        if reads == 1.0:
             factor = 1.0
         else:
-            per_head = live / heads
-            together = self.slots / (per_head if per_head > 1.0 else 1.0)
-            if together < 1.0:
-                together = 1.0
-            if together > group:
-                together = float(group)
             hit = 1.0 - (kv_unique / max(1, self.kv_heads)) / self.l2cap
             hit = 0.0 if hit < 0.0 else min(hit, 1.0)
-            factor = 1.0 + (group / together - 1.0) * (1.0 - hit)
+            factor = 1.0 + (reads - 1.0) * (1.0 - hit)
         return sched, total, live, max(0, grid - live), kv_unique, kv_unique * factor, float(self.qob * sq)
 
     def time(self, seqs: tuple[tuple[int, int], ...]) -> float:
