@@ -1,11 +1,16 @@
 """Speed of the serving simulation: the whole Azure 2023 conversation trace (19,366 requests, 1 h) on
 8 replicas of Llama-3.1-8B on H100, then the trace repeated 2x and 4x (same hour, 2x / 4x the
-requests on 2x / 4x the replicas, so cost should grow linearly). One JSON line per run; wall_s runs
-from reading the trace to the finished summary, in this process."""
+requests on 2x / 4x the replicas, so cost should grow linearly). One JSON line per run, each run in a
+fresh process; wall_s runs from reading the trace to the finished summary (imports of numpy/simpy
+excluded, building the step-time tables included).
+
+    python benchmarks/serve_speed.py          # 1x, 2x, 4x
+    python benchmarks/serve_speed.py 1        # one scale, in this process"""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,6 +43,10 @@ if __name__ == "__main__":
     if not TRACE.exists():
         print(json.dumps({"benchmark": "serve_speed", "skipped": f"trace not found: {TRACE}"}), flush=True)
         sys.exit(0)
-    scales = [int(a) for a in sys.argv[1:]] or [1, 2, 4]
-    for s in scales:
-        print(json.dumps(run(s)), flush=True)
+    scales = [int(a) for a in sys.argv[1:]]
+    if len(scales) == 1:
+        print(json.dumps(run(scales[0])), flush=True)
+    else:
+        # each scale in a fresh process: whole-process cost, no tables or caches carried over
+        for s in scales or [1, 2, 4]:
+            subprocess.run([sys.executable, __file__, str(s)], check=True)
