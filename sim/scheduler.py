@@ -130,29 +130,25 @@ class VLLMV1Scheduler:
             n = req.num_tokens - req.num_computed
             if n > budget:
                 n = budget
+            fits = False
             if req.status is Status.RUNNING:   # _allocate(req, n, True) for a running request, inline
                 need = -(-(req.num_computed + n) // bs) - req.blocks
                 if need <= self.free_blocks:
                     if need > 0:
                         req.blocks += need
                         self.free_blocks -= need
-                    reqs.append(req)
-                    toks.append(n)
-                    if n != 1 or req.generated == 0:
-                        plan.decode_only = False
-                    budget -= n
-                    i += 1
-                    continue
-            ok = True
-            while not self._allocate(req, n, True):
-                victim = running.pop()
-                self._preempt(victim)
-                plan.preempted += 1
-                if victim is req:
-                    ok = False
+                    fits = True
+            if not fits:
+                while not self._allocate(req, n, True):
+                    victim = running.pop()
+                    self._preempt(victim)
+                    plan.preempted += 1
+                    if victim is req:
+                        break
+                else:
+                    fits = True
+                if not fits:
                     break
-            if not ok:
-                break
             reqs.append(req)
             toks.append(n)
             if n != 1 or req.generated == 0:
