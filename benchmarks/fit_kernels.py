@@ -54,6 +54,15 @@ TARGET_PER_FILE = 1500
 ATTENTION = {OpKind.ATTN_PREFILL, OpKind.ATTN_DECODE}
 
 
+def _solve(residuals, x0, lo, hi, keys, stacks, max_nfev):  # type: ignore[no-untyped-def]
+    """Robust least squares in the unit box of the bounds; returns (family values, {stack: values})."""
+    sol = least_squares(residuals, (x0 - lo) / (hi - lo), bounds=(0.0, 1.0), diff_step=1e-3, max_nfev=max_nfev,
+                        loss="soft_l1", f_scale=0.02)
+    x = lo + sol.x * (hi - lo)
+    fam = {n: float(v) for (s, n), v in zip(keys, x) if not s}
+    return fam, {s: {n: float(v) for (ss, n), v in zip(keys, x) if ss == s} for s in stacks}
+
+
 def _subsample(m: MeasuredFile) -> MeasuredFile:
     recs = [r for r in m.records if not any(op.kind in ATTENTION for op in r.ops)]
     stride = max(1, math.ceil(len(recs) / TARGET_PER_FILE))
@@ -212,11 +221,7 @@ def fit_gemm(family: str, data: Path, max_nfev: int = 60) -> tuple[dict[str, flo
             out.append(np.log(sim / meas) * w)
         return np.concatenate(out)
 
-    sol = least_squares(residuals, (x0 - lo) / (hi - lo), bounds=(0.0, 1.0), diff_step=1e-3, max_nfev=max_nfev,
-                        loss="soft_l1", f_scale=0.02)
-    x = lo + sol.x * (hi - lo)
-    fam = {n: float(v) for (s, n), v in zip(keys, x) if not s}
-    return fam, {s: {n: float(v) for (ss, n), v in zip(keys, x) if ss == s} for s in stacks}
+    return _solve(residuals, x0, lo, hi, keys, stacks, max_nfev)
 
 
 MEMORY_FAMILY_PARAMS = ("mem_latency_s",)
@@ -276,11 +281,7 @@ def fit_memory(family: str, data: Path, max_nfev: int = 60, family_keys: tuple[s
             out.append(np.log(sim / meas) * w)
         return np.concatenate(out)
 
-    sol = least_squares(residuals, (x0 - lo) / (hi - lo), bounds=(0.0, 1.0), diff_step=1e-3, max_nfev=max_nfev,
-                        loss="soft_l1", f_scale=0.02)
-    x = lo + sol.x * (hi - lo)
-    fam = {n: float(v) for (s, n), v in zip(keys, x) if not s}
-    return fam, {s: {n: float(v) for (ss, n), v in zip(keys, x) if ss == s} for s in stacks}
+    return _solve(residuals, x0, lo, hi, keys, stacks, max_nfev)
 
 
 def main() -> None:
