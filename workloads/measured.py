@@ -293,24 +293,35 @@ def _hf_layer_ops(model: ModelSpec, t: int, tp: int, dtype: DType) -> dict[str, 
     }
 
 
-@_format("lss-layers")
-def read_lss_layers(path: Path, model: ModelSpec | None = None, tp: int = 1) -> MeasuredFile:
-    assert model is not None  # read_measured checks
-    rows = _Rows(path, {"layer_name", "input", "latency(ns)"})
+def _read_layer_table(path: Path, fmt: str, columns: tuple[str, str, str], seconds_per_unit: float,
+                      build: Callable[[int], dict[str, tuple[Op, ...]]]) -> MeasuredFile:
+    """Rows of (layer name, token count, time): each row's ops are ``build(tokens)[name]``."""
+    name_col, tok_col, time_col = columns
+    rows = _Rows(path, set(columns))
     records: list[MeasuredOp] = []
     cache: dict[int, dict[str, tuple[Op, ...]]] = {}
     for row in rows:
-        name = row["layer_name"].strip()
-        t = rows.integer(row, "input", minimum=1)
+        name = row[name_col].strip()
+        t = rows.integer(row, tok_col, minimum=1)
         if t not in cache:
-            cache[t] = _hf_layer_ops(model, t, tp, DType.BF16)
+            cache[t] = build(t)
         if name not in cache[t]:
             raise WorkloadError(f"unknown layer {name!r}; known: {', '.join(cache[t])}", file=str(path),
-                                line=rows.line, column="layer_name")
-        v = _positive_time(rows.number(row, "latency(ns)"), rows, "latency(ns)")
-        ops = tuple(dataclasses.replace(op, name=name) for op in cache[t][name])
-        records.append(MeasuredOp(name, ops, v * 1e-9, rows.line))
-    return MeasuredFile("lss-layers", str(path), tuple(records), needs_model=True)
+                                line=rows.line, column=name_col)
+        v = _positive_time(rows.number(row, time_col), rows, time_col)
+        records.append(MeasuredOp(name, cache[t][name], v * seconds_per_unit, rows.line))
+    return MeasuredFile(fmt, str(path), tuple(records), needs_model=True)
+
+
+@_format("lss-layers")
+def read_lss_layers(path: Path, model: ModelSpec | None = None, tp: int = 1) -> MeasuredFile:
+    assert model is not None  # read_measured checks
+
+    def build(t: int) -> dict[str, tuple[Op, ...]]:
+        return {name: tuple(dataclasses.replace(op, name=name) for op in ops)
+                for name, ops in _hf_layer_ops(model, t, tp, DType.BF16).items()}
+
+    return _read_layer_table(path, "lss-layers", ("layer_name", "input", "latency(ns)"), 1e-9, build)
 
 
 # ---- lss-dense (vLLM 0.19) ------------------------------------------------------------------------
@@ -337,20 +348,11 @@ def _vllm_dense_ops(model: ModelSpec, t: int, tp: int, dtype: DType) -> dict[str
 @_format("lss-dense")
 def read_lss_dense(path: Path, model: ModelSpec | None = None, tp: int = 1) -> MeasuredFile:
     assert model is not None
-    rows = _Rows(path, {"layer", "tokens", "time_us"})
-    records: list[MeasuredOp] = []
-    cache: dict[int, dict[str, Op]] = {}
-    for row in rows:
-        name = row["layer"].strip()
-        t = rows.integer(row, "tokens", minimum=1)
-        if t not in cache:
-            cache[t] = _vllm_dense_ops(model, t, tp, DType.BF16)
-        if name not in cache[t]:
-            raise WorkloadError(f"unknown layer {name!r}; known: {', '.join(cache[t])}", file=str(path),
-                                line=rows.line, column="layer")
-        v = _positive_time(rows.number(row, "time_us"), rows, "time_us")
-        records.append(MeasuredOp(name, (cache[t][name],), v * 1e-6, rows.line))
-    return MeasuredFile("lss-dense", str(path), tuple(records), needs_model=True)
+
+    def build(t: int) -> dict[str, tuple[Op, ...]]:
+        return {name: (op,) for name, op in _vllm_dense_ops(model, t, tp, DType.BF16).items()}
+
+    return _read_layer_table(path, "lss-dense", ("layer", "tokens", "time_us"), 1e-6, build)
 
 
 # ---- lss-attention (vLLM 0.19 FlashAttention varlen) ----------------------------------------------
