@@ -43,11 +43,14 @@ class OpsValidation:
     overall: ErrorStats
     per_op: dict[str, ErrorStats]
     points: tuple[OpsPoint, ...] = field(repr=False, default=())
+    skipped: dict[str, int] = field(default_factory=dict)   # rows of layers the model does not have
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"format": self.format, "hardware": self.hardware, "stack": self.stack}
         d.update(self.overall.to_dict())
         d["ops"] = {k: v.to_dict() for k, v in self.per_op.items()}
+        if self.skipped:
+            d["skipped"] = dict(self.skipped)
         return d
 
 
@@ -72,4 +75,4 @@ def validate_ops(measured: MeasuredFile, gpu: GPUSpec, calibration: Calibration 
     name = stack if isinstance(stack, str) else stack.name if stack is not None else stack_for(measured.format)
     points = simulate_measured(measured, gpu, calibration, stack if stack is not None else name)
     overall, per = grouped((p.op, p.simulated_s, p.measured_s) for p in points)
-    return OpsValidation(measured.format, gpu.id, name, overall, per, tuple(points))
+    return OpsValidation(measured.format, gpu.id, name, overall, per, tuple(points), dict(measured.skipped))

@@ -163,3 +163,24 @@ def test_cli_stack_override(tmp_path: Path) -> None:
     assert json.loads(other.output)["stack"] == "vidur" and own["stack"] == "cublas"
     bad = CliRunner().invoke(cli, [*args, "--stack", "nope"])
     assert bad.exit_code == 2 and "nope" in bad.output
+
+
+def test_layers_the_model_lacks_are_skipped_and_reported(tmp_path: Path) -> None:
+    """A profile of another model family may time layers this model has no op for (e.g. Qwen3's
+    q_norm): those rows are counted in "skipped", the others are scored."""
+    f = tmp_path / "dense.csv"
+    f.write_text("layer,tokens,time_us\nlayernorm,16,5.0\nq_norm,16,3.0\nq_norm,32,3.1\ndown_proj,16,40.0\n")
+    r = CliRunner().invoke(cli, ["validate", "ops", "--format", "lss-dense", "--hardware", "rtx-4090",
+                                 "--model", "llama-3.1-8b", str(f), "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["n"] == 2 and d["skipped"] == {"q_norm": 2}
+
+
+def test_a_file_with_no_known_layer_is_an_error(tmp_path: Path) -> None:
+    f = tmp_path / "dense.csv"
+    f.write_text("layer,tokens,time_us\nq_norm,16,3.0\n")
+    r = CliRunner().invoke(cli, ["validate", "ops", "--format", "lss-dense", "--hardware", "rtx-4090",
+                                 "--model", "llama-3.1-8b", str(f)])
+    assert r.exit_code == 2
+    assert "line 2" in r.output and "q_norm" in r.output

@@ -67,6 +67,7 @@ class MeasuredFile:
     records: tuple[MeasuredOp, ...]
     timing: Timing = Timing.DEVICE
     needs_model: bool = False
+    skipped: tuple[tuple[str, int], ...] = ()   # (row name, rows) the model has no op for, e.g. a new layer
 
 
 FORMATS: dict[str, Callable[..., MeasuredFile]] = {}
@@ -295,22 +296,31 @@ def _hf_layer_ops(model: ModelSpec, t: int, tp: int, dtype: DType) -> dict[str, 
 
 def _read_layer_table(path: Path, fmt: str, columns: tuple[str, str, str], seconds_per_unit: float,
                       build: Callable[[int], dict[str, tuple[Op, ...]]]) -> MeasuredFile:
-    """Rows of (layer name, token count, time): each row's ops are ``build(tokens)[name]``."""
+    """Rows of (layer name, token count, time): each row's ops are ``build(tokens)[name]``. Rows of a
+    layer the model does not have (a profiler of another model family may time layers this one lacks)
+    are skipped and counted in ``skipped``; a file with no known layer at all is an error."""
     name_col, tok_col, time_col = columns
     rows = _Rows(path, set(columns))
     records: list[MeasuredOp] = []
     cache: dict[int, dict[str, tuple[Op, ...]]] = {}
+    skipped: dict[str, int] = {}
+    first_unknown = (0, "")
     for row in rows:
         name = row[name_col].strip()
         t = rows.integer(row, tok_col, minimum=1)
         if t not in cache:
             cache[t] = build(t)
         if name not in cache[t]:
-            raise WorkloadError(f"unknown layer {name!r}; known: {', '.join(cache[t])}", file=str(path),
-                                line=rows.line, column=name_col)
+            skipped[name] = skipped.get(name, 0) + 1
+            first_unknown = first_unknown if first_unknown[0] else (rows.line, name)
+            continue
         v = _positive_time(rows.number(row, time_col), rows, time_col)
         records.append(MeasuredOp(name, cache[t][name], v * seconds_per_unit, rows.line))
-    return MeasuredFile(fmt, str(path), tuple(records), needs_model=True)
+    if not records and skipped:
+        known = ", ".join(next(iter(cache.values())))
+        raise WorkloadError(f"no known layer in the file, e.g. {first_unknown[1]!r}; known: {known}",
+                            file=str(path), line=first_unknown[0], column=name_col)
+    return MeasuredFile(fmt, str(path), tuple(records), needs_model=True, skipped=tuple(sorted(skipped.items())))
 
 
 @_format("lss-layers")

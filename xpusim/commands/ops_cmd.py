@@ -64,4 +64,8 @@ def ops(fmt: str, hardware: str, model: str | None, tp: int, stack: str | None, 
         table.add_row(name, str(s.n), f"{s.wape:.3f}", f"{s.mape:.3f}")
     o = result.overall
     table.add_row("[bold]all[/bold]", str(o.n), f"[bold]{o.wape:.3f}[/bold]", f"[bold]{o.mape:.3f}[/bold]")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if result.skipped:
+        console.print("skipped rows of layers this model does not have: "
+                      + ", ".join(f"{k} ({v})" for k, v in result.skipped.items()))
