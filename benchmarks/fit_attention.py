@@ -4,7 +4,9 @@
 the log ratio sim/meas of every attention row of the family's shared files (``accuracy_ops``), each
 regime (file x pure prefill / pure decode / mixed) weighted equally, and prints the ``[attention]``
 values to paste into ``hwmodels/calibration/<family>.toml``, with n / WAPE / MAPE per regime.
-``--fit-on attn_prefill,attn_decode`` fits on those regimes only and reports the rest as held out.
+``--fit-on attn_prefill,attn_decode`` fits on those regimes only and reports the rest as held out;
+``--fit-kv-max 4096`` fits on the rows whose decodes hold at most that many cached tokens and reports
+the rows beyond it (held out) apart.
 The kernel shapes (tiles, split heuristic, grid) are FlashAttention's, not fitted.
 """
 
@@ -65,6 +67,17 @@ def family_rows(family: str, data: Path) -> list[tuple[str, GPUSpec, MeasuredOp]
     return out
 
 
+def decode_kv(r: MeasuredOp) -> int:
+    """Cached tokens of the longest decode of a record (the new token not counted); 0 without decodes."""
+    kv = 0
+    for op in r.ops:
+        if isinstance(op, DecodeAttention):
+            kv = max(kv, *(n - 1 for n in op.kv_lens))
+        elif isinstance(op, PrefillAttention):
+            kv = max(kv, 0, *(k - 1 for q, k in op.seqs if q == 1))
+    return kv
+
+
 def evaluate(rows: list[tuple[str, GPUSpec, MeasuredOp]], a: AttentionCalibration) -> dict[str, ErrorStats]:
     sims: dict[str, list[float]] = {}
     meas: dict[str, list[float]] = {}
@@ -75,11 +88,12 @@ def evaluate(rows: list[tuple[str, GPUSpec, MeasuredOp]], a: AttentionCalibratio
 
 
 def fit(family: str, data: Path, fit_on: set[str] | None = None, max_nfev: int = 40,
-        params: tuple[str, ...] = tuple(PARAMS)) -> AttentionCalibration:
+        params: tuple[str, ...] = tuple(PARAMS), kv_max: int | None = None) -> AttentionCalibration:
     rows = family_rows(family, data)
     if not rows:
         raise SystemExit(f"no shared attention files for family {family}")
-    train = [x for x in rows if fit_on is None or x[0].split(":")[1] in fit_on]
+    train = [x for x in rows if (fit_on is None or x[0].split(":")[1] in fit_on)
+             and (kv_max is None or decode_kv(x[2]) <= kv_max)]
     by_label: dict[str, list[tuple[str, GPUSpec, MeasuredOp]]] = {}
     for x in train:
         by_label.setdefault(x[0], []).append(x)
@@ -120,18 +134,25 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--max-nfev", type=int, default=40)
     ap.add_argument("--fit-on", default="", help="comma-separated regimes (attn_prefill, attn_decode, attn_mixed)")
+    ap.add_argument("--fit-kv-max", type=int, default=None,
+                    help="fit on rows whose decodes hold at most this many cached tokens; report the rest apart")
     ap.add_argument("--params", default="", help="comma-separated constants to fit (default: all)")
     ap.add_argument("--report-only", action="store_true", help="score the stored constants, fit nothing")
     args = ap.parse_args()
     fit_on = set(args.fit_on.split(",")) if args.fit_on else None
     a = (load_attention_calibration(args.family) if args.report_only
          else fit(args.family, args.data, fit_on, args.max_nfev,
-                  tuple(args.params.split(",")) if args.params else tuple(PARAMS)))
+                  tuple(args.params.split(",")) if args.params else tuple(PARAMS), args.fit_kv_max))
     if not args.report_only:
         for n in PARAMS:
             sys.stdout.write(f"{n} = {getattr(a, n):.4g}\n")
-    for label, s in evaluate(family_rows(args.family, args.data), a).items():
-        held = "" if fit_on is None or label.split(":")[1] in fit_on else "  (held out)"
+    rows = family_rows(args.family, args.data)
+    if args.fit_kv_max is not None:
+        rows = [(f"{label}{'' if decode_kv(r) <= args.fit_kv_max else ':held_out'}", gpu, r)
+                for label, gpu, r in rows]
+    for label, s in evaluate(rows, a).items():
+        held = "" if (fit_on is None or label.split(":")[1] in fit_on) and not label.endswith(":held_out") \
+            else "  (held out)"
         sys.stdout.write(f"# {label:32s} n={s.n:6d} wape={s.wape:.4f} mape={s.mape:.4f}{held}\n")
 
 

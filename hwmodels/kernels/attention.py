@@ -24,7 +24,8 @@ call with a longer query (a mixed batch) a decode is a one-row query tile per qu
 packed nor split; the ``group`` heads sharing a KV head re-read it, from L2 when one head's pass
 fits in it or when a head starts its CTA over a sequence soon enough after the previous head of its
 group (start times from the launch-order list schedule) that the DRAM traffic in between has not
-filled the reusable L2 (least recently used goes first).
+filled the reusable L2 (least recently used goes first; a linear ramp of ``STAGGER_RAMP`` refill
+times around that point, not a step).
 
 Memory: K/V and Q/O bytes at ``dram_eff`` of the spec bandwidth; a working set well inside the L2
 stays resident across a benchmark loop's calls and streams ``l2_bw_mult`` faster (hit share
@@ -134,6 +135,7 @@ def _schedule(groups: Iterable[tuple[float, int]], slots: int) -> tuple[float, f
     return max(bound, total / slots), total, count
 
 
+STAGGER_RAMP = 0.5  # width of the L2 re-read ramp, in units of the time DRAM takes to fill the reusable L2
 MAX_LISTED_CTAS = 20000  # beyond this many live CTAs the launch-order schedule is bounded, not listed
 
 
@@ -161,11 +163,13 @@ def _stagger_reads(starts: np.ndarray, tiles: tuple[int, ...], heads: int, group
     """K/V reads per KV head (1 .. ``group``) of the ``group`` query heads that share it, from when
     each starts its CTA over a sequence: a head that starts ``dt`` after the previous one of its group
     finds the data that head read still in L2 (least recently used goes first) unless the traffic
-    since, ``dt / span`` of the reusable L2, has pushed it out. Weighted over the CTAs by the KV
-    tiles they walk."""
+    since, ``dt / span`` of the reusable L2, has pushed it out: a ramp of width ``STAGGER_RAMP``
+    around ``dt = span`` rather than a step (the L2 is not a perfect LRU, and the fit needs a slope).
+    Weighted over the CTAs by the KV tiles they walk."""
     p = len(tiles)
     s = np.sort(starts.reshape(heads // group, group, p), axis=1)
-    reads = 1.0 + (np.diff(s, axis=1) > span).sum(axis=1).mean(axis=0)
+    miss = np.clip((np.diff(s, axis=1) / span - 1.0) / STAGGER_RAMP + 0.5, 0.0, 1.0)
+    reads = 1.0 + miss.sum(axis=1).mean(axis=0)
     w = np.asarray(tiles, dtype=float)
     return float((reads * w).sum() / w.sum())
 
