@@ -66,6 +66,11 @@ def simulate_serve(model: str, hardware: str, tp: int, pp: int, replicas: int, r
     cfg = ServeConfig(tp=tp, pp=pp, replicas=replicas, router=RouterKind(router), max_num_seqs=max_num_seqs,
                       max_num_batched_tokens=max_num_batched_tokens,
                       gpu_memory_utilization=gpu_memory_utilization)
+    from workloads.traces import trace_choices
+
+    if duration is None and trace in trace_choices():
+        raise ConfigError(f"the synthetic workload {trace!r} needs --duration (seconds of arrivals)",
+                          field="duration")
     reqs = load_workload(trace, rate=rate, duration_s=duration, seed=seed)
     if not reqs:
         raise ConfigError("the workload has no requests", field="trace", value=trace)
