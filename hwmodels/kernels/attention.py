@@ -39,8 +39,8 @@ import functools
 import heapq
 import math
 from collections import Counter
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -354,18 +354,29 @@ class _VarlenShape:
         return self.launch_s + body + empty * self.empty_cta_s / self.slots + 0.0
 
 
+_S = TypeVar("_S", "_VarlenShape", "_DecodeShape")
+MAX_SHARED_SHAPES = 4096
+
+
+def _shared(cache: dict[tuple, _S], key: tuple, gpu: GPUSpec, a: AttentionCalibration,
+            make: Callable[[], _S]) -> _S:
+    """The cached shape object under ``key`` (ids of ``gpu`` and ``a`` in the key, checked by identity
+    so a reused id cannot return a stale entry); the cache is emptied when it reaches its bound."""
+    obj = cache.get(key)
+    if obj is None or obj.gpu is not gpu or obj.a is not a:
+        if len(cache) >= MAX_SHARED_SHAPES:
+            cache.clear()
+        obj = cache[key] = make()
+    return obj
+
+
 _VARLEN: dict[tuple, _VarlenShape] = {}
 
 
 def varlen_shape(op: PrefillAttention, gpu: GPUSpec, a: AttentionCalibration) -> _VarlenShape:
     """The (shared) :class:`_VarlenShape` of ``op`` on ``gpu`` with calibration ``a``."""
     key = (id(gpu), id(a), op.num_q_heads, op.num_kv_heads, op.head_dim, op.dtype, op.causal, op.paged)
-    vs = _VARLEN.get(key)
-    if vs is None or vs.gpu is not gpu or vs.a is not a:
-        if len(_VARLEN) >= 4096:
-            _VARLEN.clear()
-        vs = _VARLEN[key] = _VarlenShape(op, gpu, a)
-    return vs
+    return _shared(_VARLEN, key, gpu, a, lambda: _VarlenShape(op, gpu, a))
 
 
 def prefill_attention_cost(op: PrefillAttention, gpu: GPUSpec, cal: Calibration | None = None,
@@ -489,12 +500,7 @@ def decode_shape(op: DecodeAttention, gpu: GPUSpec, a: AttentionCalibration) -> 
     """The (shared) :class:`_DecodeShape` of ``op`` on ``gpu`` with calibration ``a``."""
     key = (id(gpu), id(a), op.num_q_heads, op.num_kv_heads, op.head_dim, op.dtype, op.pack_gqa, op.split_kv,
            op.paged, len(op.kv_lens))
-    sh = _SHAPES.get(key)
-    if sh is None or sh.gpu is not gpu or sh.a is not a:
-        if len(_SHAPES) >= 4096:
-            _SHAPES.clear()
-        sh = _SHAPES[key] = _DecodeShape(op, gpu, a)
-    return sh
+    return _shared(_SHAPES, key, gpu, a, lambda: _DecodeShape(op, gpu, a))
 
 
 def _decode_structure(shape: _DecodeShape, blocks_count: dict[int, int], gpu: GPUSpec,
