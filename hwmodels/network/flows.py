@@ -15,6 +15,7 @@ Units are SI throughout.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 Edge = tuple[str, str]
@@ -36,7 +37,7 @@ class Flow:
 class FlowSchedule:
     """Steps of flows run one after another; ``name`` labels the schedule in results."""
 
-    steps: tuple[tuple[Flow, ...], ...]
+    steps: tuple[Sequence[Flow], ...]   # a step: a tuple of flows, or any sequence (decompose.FlowBatch)
     name: str = ""
     start_s: float = 0.0
     meta: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
