@@ -1,0 +1,203 @@
+"""Flow-level collectives (hwmodels/network/decompose.py + sim/fabric.py) against the closed form
+(hwmodels/network/collectives.py): equal when nothing contends, different where contention decides.
+
+Both fidelities read the same constants (``specs/collectives.toml``: launch, per-step latencies,
+protocol bandwidth fractions, NVLink/PCIe/p2p efficiencies) and the same cluster (link rates, NIC
+effective rates); the decomposition sizes each flow and each step's latency from them, so with no
+contention the only differences are those derived in the tests' docstrings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwmodels.network.collectives import all_to_allv, collective_time, default_params
+from hwmodels.network.decompose import RouteTable, decompose, decompose_all_to_allv, fabric_graph, matrix_batch
+from hwmodels.network.topology import load_cluster
+from sim.fabric import simulate_collective_flows, simulate_flows
+
+GIB = float(1 << 30)
+
+
+def _agree(cluster_name: str, gpus: int, op: str, algo: str, size: float, rel: float = 1e-9) -> None:
+    cl = load_cluster(cluster_name, gpus=gpus)
+    closed = collective_time(cl, op, size, algo=algo)
+    flow = simulate_collective_flows(cl, op, size, algo)
+    assert (flow.algo, flow.protocol) == (closed.algo, closed.protocol)
+    assert flow.time_s == pytest.approx(closed.time_s, rel=rel)
+
+
+# -- routes ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,gpus", [("dgx-h100-superpod", 64), ("hetero-nic", 192), ("pcie-4xrtx4090", None),
+                                       ("frontier", 32)])
+def test_composed_routes_equal_the_clusters_routes(name: str, gpus: int | None) -> None:
+    """The all-to-all's vectorised routes (per-GPU pieces + the cluster's ECMP spine) are exactly
+    ``Cluster.route`` for every ordered pair of the group."""
+    cl = load_cluster(name, gpus=gpus)
+    group = list(cl.gpus)
+    b = matrix_batch(cl, group, np.ones((len(group), len(group))))
+    assert len(b) == len(group) * (len(group) - 1)
+    for k in range(0, len(b), max(1, len(b) // 3000)):
+        f = b[k]
+        assert f.route == cl.route(f.src, f.dst), (f.src, f.dst)
+
+
+def test_route_table_across_sites_and_units() -> None:
+    """Pairs across scalable units (through a spine) and across the two sites of multi-cluster-h100
+    (through the cores) are the cluster's own routes."""
+    cl = load_cluster("multi-cluster-h100")
+    rt = RouteTable(cl)
+    pairs = [("n0.gpu3", "n40.gpu3"), ("n0.gpu3", "n40.gpu5"), ("n5.gpu0", "n200.gpu7"), ("n130.gpu1", "n2.gpu1"),
+             ("n0.gpu0", "n0.gpu7"), ("n31.gpu2", "n0.gpu2")]
+    for s, d in pairs:
+        assert rt.route(s, d) == cl.route(s, d)
+
+
+# -- no contention: both fidelities agree ------------------------------------------------------------
+
+@pytest.mark.parametrize("cluster_name", ["dgx-a100-superpod", "dgx-h100-superpod"])
+@pytest.mark.parametrize("size", [8e3, 1e6, GIB])
+def test_ring_all_reduce_inside_one_dgx_node(cluster_name: str, size: float) -> None:
+    """8 GPUs on one NVSwitch: one ring; each hop's flow crosses the sender's NVLink into the switch
+    and the switch's NVLink to the receiver, alone on both, at link x nvlink_efficiency; it carries
+    2 (n-1)/n S / bw_fraction bytes, and its latency is the closed form's latency budget. Equal to
+    the closed form up to float rounding."""
+    _agree(cluster_name, 8, "all_reduce", "ring", size)
+
+
+@pytest.mark.parametrize("op,algo", [("all_reduce", "ring"), ("all_reduce", "tree"), ("all_reduce", "hierarchical"),
+                                     ("all_gather", "ring"), ("reduce_scatter", "ring"), ("broadcast", "ring"),
+                                     ("all_to_all", "auto"), ("send_recv", "auto")])
+@pytest.mark.parametrize("size", [8e3, GIB])
+def test_two_dgx_a100_nodes(op: str, algo: str, size: float) -> None:
+    """2 DGX A100 nodes (16 GPUs, 8 HDR NICs each, one leaf unit): the NICs (8 x 25 GB/s x 0.90 =
+    180 GB/s a node) are slower than NVLink (300 x 0.77 = 231 GB/s a GPU), so every algorithm is
+    bound where the closed form says: 8 rings, one per NIC, each inter-node hop on its own rail;
+    all-to-all: each GPU's inter-node flows on its own NIC. Equal to the closed form."""
+    if op == "send_recv":
+        cl = load_cluster("dgx-a100-superpod", gpus=16)
+        grp = ["n0.gpu3", "n1.gpu3"]
+        closed = collective_time(cl, op, size, gpus=grp)
+        assert simulate_collective_flows(cl, op, size, group=grp).time_s == pytest.approx(closed.time_s, rel=1e-9)
+        return
+    _agree("dgx-a100-superpod", 16, op, algo, size)
+
+
+def test_nvls_inside_one_dgx_h100() -> None:
+    """NVLS: every GPU sends S into the switch and receives S, each alone on its NVLink direction
+    at 450 GB/s x 0.77: the closed form's S / (p2p link x nvlink_efficiency x bw_fraction)."""
+    _agree("dgx-h100-superpod", 8, "all_reduce", "nvls", GIB)
+
+
+def test_ring_across_two_dgx_h100_nodes_residual() -> None:
+    """2 DGX H100 nodes: the closed form rates the ring at min(NVLink 450 x 0.77 = 346.5, NICs
+    8 x 50 x 0.90 = 360) = 346.5 GB/s. In the flows, one hop of each of the 8 rings leaves the node
+    over PCIe to a NIC, so a GPU's NVLink carries 7 of the 8 rings' hops: 7/8 x bus / 346.5 is
+    below bus / 360, and the NICs bind. So the flows' transfer time is the closed form's x
+    346.5 / 360 = 0.9625 (latency is the same in both)."""
+    cl = load_cluster("dgx-h100-superpod", gpus=16)
+    closed = collective_time(cl, "all_reduce", GIB, algo="ring")
+    flow = simulate_collective_flows(cl, "all_reduce", GIB, "ring")
+    lat = closed.breakdown["latency_s"]
+    assert (flow.time_s - lat) == pytest.approx((closed.time_s - lat) * 346.5 / 360.0, rel=1e-9)
+
+
+def test_all_to_all_among_256_h100_gpus() -> None:
+    """32 nodes, one leaf unit (no spine): each GPU's 248 inter-node flows share its rail's NIC and
+    its 7 intra-node flows its NVLink; the NIC binds, as in the closed form. Equal."""
+    _agree("dgx-h100-superpod", 256, "all_to_all", "auto", GIB)
+
+
+# -- contention: where the two must differ -----------------------------------------------------------
+
+def _oversubscribed(tmp_path: Path) -> Path:
+    """4 DGX A100 nodes, 2 per leaf unit, one spine, leaf uplinks 2:1 oversubscribed: a rail leaf has
+    2 node ports of 200 Gb/s = 50 GB/s down, so 25 GB/s up, to the one spine."""
+    p = tmp_path / "oversub.toml"
+    p.write_text('[cluster]\nname = "test: 4 DGX A100, 2:1 oversubscribed spine"\n\n'
+                 '[[groups]]\nnode = "dgx-a100"\nnodes = 4\n\n'
+                 '[fabric]\nnodes_per_leaf = 2\nrail_optimised = true\nspines = 1\noversubscription = 2.0\n'
+                 'switch_latency_ns = 130\n')
+    return p
+
+
+def test_two_rings_sharing_an_oversubscribed_spine(tmp_path: Path) -> None:
+    """Job A all-reduces over nodes 0 and 2, job B over nodes 1 and 3: both cross from unit 0 to
+    unit 1. Each runs 8 rings, one per rail; a ring's inter-node hop stays on its rail, so it crosses
+    leaf(unit 0, rail r) -> spine -> leaf(unit 1, rail r), 25 GB/s each way.
+    Alone: a ring hop gets its NIC's 25 x 0.90 = 22.5 GB/s (< 25): transfer = bus / 8 / 22.5 GB/s.
+    Together: A's and B's hops on rail r share that uplink: 12.5 GB/s each: transfer x 22.5 / 12.5
+    = 1.8. The closed form cannot tell the two apart: it divides the NICs by the oversubscription
+    whenever a group spans units (11.25 GB/s a NIC), alone or not."""
+    cl = load_cluster(_oversubscribed(tmp_path))
+    a = [f"n{k}.gpu{i}" for k in (0, 2) for i in range(8)]
+    b = [f"n{k}.gpu{i}" for k in (1, 3) for i in range(8)]
+    g = fabric_graph(cl)
+    sa = decompose(cl, "all_reduce", GIB, "ring", group=a, graph=g, name="A")
+    sb = decompose(cl, "all_reduce", GIB, "ring", group=b, graph=g, name="B")
+    closed = collective_time(cl, "all_reduce", GIB, algo="ring", gpus=a)
+    lat = closed.breakdown["latency_s"]
+    bus = 2 * 15 / 16 * GIB
+    alone = simulate_flows(g, [sa]).time_s
+    both = simulate_flows(g, [sa, sb])
+    assert alone - lat == pytest.approx(bus / 8 / 22.5e9, rel=1e-9)
+    assert both.by_name()["A"] - lat == pytest.approx(bus / 8 / 12.5e9, rel=1e-9)
+    assert both.by_name()["B"] == pytest.approx(both.by_name()["A"], rel=1e-12)
+    assert closed.time_s - lat == pytest.approx(bus / (8 * 22.5e9 / 2.0), rel=1e-9)
+
+
+def test_second_job_arrives_midway(tmp_path: Path) -> None:
+    """Two jobs on one fabric, the second starting later: job B starts when job A (alone: transfer
+    T = bus / 8 / 22.5 GB/s) is half done. From then both hops share the rail uplinks at 12.5 GB/s:
+    A's remaining half takes (T / 2) x 22.5 / 12.5 = 0.9 T, so A's transfer ends at 1.4 T.
+    B moved 0.9 T x 12.5 / 22.5 = 0.5 T worth of its bytes by then and does the other half alone at
+    22.5 GB/s: 0.5 T more. Latency L is paid after the last byte, so A takes 1.4 T + L, and B, from
+    its start, 0.9 T + 0.5 T + L = 1.4 T + L as well."""
+    cl = load_cluster(_oversubscribed(tmp_path))
+    a = [f"n{k}.gpu{i}" for k in (0, 2) for i in range(8)]
+    b = [f"n{k}.gpu{i}" for k in (1, 3) for i in range(8)]
+    g = fabric_graph(cl)
+    lat = collective_time(cl, "all_reduce", GIB, algo="ring", gpus=a).breakdown["latency_s"]
+    t = 2 * 15 / 16 * GIB / 8 / 22.5e9
+    sa = decompose(cl, "all_reduce", GIB, "ring", group=a, graph=g, name="A")
+    sb = decompose(cl, "all_reduce", GIB, "ring", group=b, graph=g, name="B")
+    sb = type(sb)(sb.steps, name="B", start_s=t / 2, meta=sb.meta)
+    res = simulate_flows(g, [sa, sb])
+    assert res.by_name()["A"] == pytest.approx(1.4 * t + lat, rel=1e-9)
+    assert res.by_name()["B"] == pytest.approx(1.4 * t + lat, rel=1e-9)
+
+
+def test_skewed_all_to_allv_one_hot_sender() -> None:
+    """All-to-allv on two RoCE nodes of hetero-nic (8 GPUs and 4 NICs of 200 GbE each; GPUs 2i and
+    2i+1 share NIC i): only n8.gpu0 sends, X bytes to each GPU of node 9 (a hot MoE rank).
+    Flows: its 8 flows share its NIC, 25 x 0.88 = 22 GB/s, 2.75 GB/s each (a destination NIC takes 2
+    of them; a spine uplink, 12.5 GB/s, would need 5 to bind): 8 X / 22 GB/s.
+    The closed form splits a node's NICs evenly over its GPUs (4 x 22 / 8 = 11 GB/s a GPU), so it
+    takes twice as long: the idle neighbour's share of the NIC is not used."""
+    cl = load_cluster("hetero-nic")
+    group = [f"n{k}.gpu{i}" for k in (8, 9) for i in range(8)]
+    x = 64e6
+    sizes = np.zeros((16, 16))
+    sizes[0, 8:] = x
+    closed = all_to_allv(cl, sizes.tolist(), gpus=group)
+    lat = closed.breakdown["latency_s"]
+    sched = decompose_all_to_allv(cl, sizes, group=group)
+    flow = simulate_flows(fabric_graph(cl), [sched]).time_s
+    assert flow - lat == pytest.approx(8 * x / 22e9, rel=1e-9)
+    assert closed.time_s - lat == pytest.approx(8 * x / 11e9, rel=1e-9)
+
+
+def test_flow_level_uses_the_closed_forms_constants() -> None:
+    """The decomposition reads the same parameter object: a changed constant moves both."""
+    from dataclasses import replace
+
+    cl = load_cluster("dgx-a100-superpod", gpus=8)
+    p = replace(default_params(), nvlink_efficiency=0.5)
+    closed = collective_time(cl, "all_reduce", GIB, algo="ring", params=p)
+    from sim.fabric import simulate_collective_flows as scf
+
+    assert scf(cl, "all_reduce", GIB, "ring", params=p).time_s == pytest.approx(closed.time_s, rel=1e-9)
