@@ -44,11 +44,12 @@ def catalog() -> None:
 
 
 def _register() -> None:
-    from xpusim.commands import catalog_cmd, demo_cmd, ops_cmd, serve_cmd
+    from xpusim.commands import catalog_cmd, collective_cmd, demo_cmd, ops_cmd, serve_cmd
 
     catalog_cmd.register(catalog)
     ops_cmd.register(validate)
     serve_cmd.register(simulate, validate)
+    collective_cmd.register(simulate, validate)
     demo_cmd.register(cli)
 
 
