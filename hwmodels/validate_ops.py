@@ -19,6 +19,10 @@ FORMAT_STACK = {
     "lss-layers": "hf-eager",
     "lss-dense": "vllm", "lss-attention": "vllm",
     "llmcompass-matmul": "cublas",
+    # xpusim's own kit (benchmarks/collect_cuda.py): PyTorch eager; its attention file forces SDPA's
+    # flash backend (FlashAttention-2 kernels), the module's steps take PyTorch's default backend
+    "xpusim-gemm": "torch", "xpusim-memory-ops": "torch", "xpusim-steps": "torch",
+    "xpusim-attention": "torch-flash",
 }
 
 

@@ -429,3 +429,7 @@ def read_llmcompass_matmul(path: Path, model: ModelSpec | None = None, tp: int =
     if not records:
         raise WorkloadError("no rows", file=str(path))
     return MeasuredFile("llmcompass-matmul", str(path), tuple(records), timing=Timing.WALL_CLOCK)
+
+
+# The formats of xpusim's own measurement kit (benchmarks/collect_cuda.py) register themselves here.
+from workloads import measured_xpusim as _measured_xpusim  # noqa: E402,F401

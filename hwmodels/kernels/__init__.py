@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from hwmodels.gpu import GPUSpec
 from hwmodels.kernels.attention import decode_attention_cost, decode_attention_times, prefill_attention_cost
+from hwmodels.kernels.attention_calibration import load_attention_calibration
 from hwmodels.kernels.calibration import Calibration, load_calibration
 from hwmodels.kernels.comm import all_reduce_cost
 from hwmodels.kernels.gemm import gemm_cost
@@ -32,15 +33,17 @@ class GPUKernelModel:
         self.gpu = gpu
         self.cal = calibration if calibration is not None else load_calibration(gpu.architecture.value)
         self.stack = stack if isinstance(stack, Stack) else load_stack(stack)
+        # the family's attention constants, or another kernel generation's when the stack runs one
+        self.attn = load_attention_calibration(gpu.architecture.value, self.stack.attention_kernel)
 
     def cost(self, op: Op) -> tuple[float, dict[str, float]]:
         g, c = self.gpu, self.cal
         if isinstance(op, Gemm):
             return gemm_cost(op, g, c, self.stack)
         if isinstance(op, PrefillAttention):
-            return prefill_attention_cost(op, g, c)
+            return prefill_attention_cost(op, g, c, self.attn)
         if isinstance(op, DecodeAttention):
-            return decode_attention_cost(op, g, c)
+            return decode_attention_cost(op, g, c, self.attn)
         if isinstance(op, MemoryOp):
             return memory_op_cost(op, g, c, self.stack)
         if isinstance(op, AllReduce):
@@ -53,4 +56,4 @@ class GPUKernelModel:
     def decode_stretch_times(self, op: DecodeAttention, steps: int):  # type: ignore[no-untyped-def]
         """Times of ``steps`` decode calls, call j over ``op.kv_lens + j`` (numpy array); each equals
         ``time()`` of that call."""
-        return decode_attention_times(op, steps, self.gpu)
+        return decode_attention_times(op, steps, self.gpu, self.attn)

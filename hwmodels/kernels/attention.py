@@ -19,7 +19,9 @@ not causal and 64 x 64 when causal on GA10x/AD10x. FlashAttention-3 (Hopper): 12
 Decode (one query token per sequence): when every query is one token and heads are grouped, FA2
 folds the ``group`` query heads of a KV head into the tile's rows (``seqlenq_ngroups_swapped``: K/V
 read once per KV head) and splits the KV of each sequence over ``num_splits`` CTAs chosen by its
-wave-efficiency heuristic (:func:`fa2_num_splits`), followed by a combine kernel. Inside a varlen
+wave-efficiency heuristic (:func:`fa2_num_splits`), followed by a combine kernel; FA2's ``mha_fwd``
+(PyTorch's SDPA flash backend) does the same over contiguous K/V (``split_kv`` without ``paged``:
+the split-KV kernel and tiles too). Inside a varlen
 call with a longer query (a mixed batch) a decode is a one-row query tile per query head, neither
 packed nor split; the ``group`` heads sharing a KV head re-read it, from L2 when one head's pass
 fits in it or when a head starts its CTA over a sequence soon enough after the previous head of its
@@ -434,11 +436,12 @@ class _DecodeShape:
         self.group = max(1, op.num_q_heads // max(1, op.num_kv_heads))
         self.packed = op.pack_gqa and self.group > 1
         rows, self.heads = (self.group, op.num_kv_heads) if self.packed else (1, op.num_q_heads)
-        bm, self.bn = tile_shape(d, False, op.paged, a.kernel, gpu)
+        # FA2 runs a split decode through its split-KV kernel (and tiles), paged or not
+        bm, self.bn = tile_shape(d, False, op.paged or op.split_kv, a.kernel, gpu)
         self.t_tile = _tile_time(gpu, a, op.dtype, bm, self.bn, d)
         self.m_blocks = math.ceil(rows / bm)
         self.n = len(op.kv_lens)
-        self.split_ok = op.split_kv and (op.paged or a.kernel is AttnKernel.FA3)
+        self.split_ok = op.split_kv
         self.sm_slots = gpu.sm_count * (2 if a.kernel is AttnKernel.FA2 else 1)  # FA2 assumes 2 CTAs per SM
         self.kv_bytes_per_token = 2.0 * op.num_kv_heads * d * b   # K and V of one token, all KV heads
         self.qo = 2.0 * self.n * op.num_q_heads * d * b

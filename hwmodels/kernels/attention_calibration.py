@@ -68,29 +68,50 @@ class CalibrationValues(TypedDict, total=False):
     overlap_p: float
 
 
-def parse_attention(data: dict[str, Any], *, file: str, family: str) -> AttentionCalibration:
-    t = data.get("attention")
+def parse_attention(data: dict[str, Any], *, file: str, family: str, table: str = "attention") -> AttentionCalibration:
+    t = data.get(table)
     if not isinstance(t, dict):
-        raise ConfigError("missing required table", file=file, field="[attention]")
+        raise ConfigError("missing required table", file=file, field=f"[{table}]")
     from workloads.specfile import reject_unknown
-    reject_unknown(t, KEYS, file=file, section="attention")
-    kern = get_str(t, "kernel", file=file, section="attention", choices=[k.value for k in AttnKernel])
-    vals = {k: float(get_number(t, k, file=file, section="attention", allow_zero=True)) for k in _NUM_KEYS}
+    reject_unknown(t, KEYS, file=file, section=table)
+    kern = get_str(t, "kernel", file=file, section=table, choices=[k.value for k in AttnKernel])
+    vals = {k: float(get_number(t, k, file=file, section=table, allow_zero=True)) for k in _NUM_KEYS}
     if vals["overlap_p"] < 1.0:
-        raise ConfigError("must be >= 1 (1: memory and tile work add)", file=file, field="attention.overlap_p",
+        raise ConfigError("must be >= 1 (1: memory and tile work add)", file=file, field=f"{table}.overlap_p",
                           value=vals["overlap_p"])
     for k in ("tile_eff", "dram_eff"):
         if vals[k] > 1.0:
-            raise ConfigError("must be a fraction <= 1", file=file, field=f"attention.{k}", value=vals[k])
+            raise ConfigError("must be a fraction <= 1", file=file, field=f"{table}.{k}", value=vals[k])
     return AttentionCalibration(family=family, kernel=AttnKernel(kern),
                                 source=str(t.get("fitted_on", "")), **vals)
 
 
+KERNEL_TABLES = tuple(f"attention_{k.value}" for k in AttnKernel)  # another generation's constants
+
+
 @functools.cache
-def load_attention_calibration(family: str) -> AttentionCalibration:
-    """The ``[attention]`` constants of an architecture family."""
+def load_attention_calibration(family: str, kernel: str | None = None) -> AttentionCalibration:
+    """The ``[attention]`` constants of an architecture family: those of the kernel generation its
+    default software runs (``[attention] kernel``), or, when a software stack selects another
+    generation (``kernel``, e.g. PyTorch's SDPA flash backend runs FlashAttention-2 on Hopper), the
+    family's ``[attention_<kernel>]`` table."""
     path = family_file(family)
-    return parse_attention(read_toml(path), file=str(path), family=family)
+    data = read_toml(path)
+    default = parse_attention(data, file=str(path), family=family)
+    if kernel is None or kernel == default.kernel.value:
+        return default
+    table = f"attention_{kernel}"
+    if table not in KERNEL_TABLES:
+        raise ConfigError(f"unknown attention kernel {kernel!r}; known: {', '.join(k.value for k in AttnKernel)}",
+                          field="attention_kernel", value=kernel)
+    if table not in data:
+        raise ConfigError(f"family {family!r} has no constants for {kernel} attention kernels",
+                          file=str(path), field=f"[{table}]")
+    a = parse_attention(data, file=str(path), family=family, table=table)
+    if a.kernel.value != kernel:
+        raise ConfigError(f"must be {kernel!r} in [{table}]", file=str(path), field=f"{table}.kernel",
+                          value=a.kernel.value)
+    return a
 
 
 def with_values(cal: AttentionCalibration, **values: Unpack[CalibrationValues]) -> AttentionCalibration:

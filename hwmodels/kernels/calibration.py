@@ -60,7 +60,8 @@ def _calibration_dir() -> Path:
 
 
 def parse_calibration(data: dict[str, Any], *, file: str, family: str) -> Calibration:
-    reject_unknown(data, {"source", "kernels", "attention"}, file=file)  # [attention]: attention_calibration.py
+    # [attention] and [attention_<kernel>]: attention_calibration.py
+    reject_unknown(data, {"source", "kernels", "attention", "attention_fa2", "attention_fa3"}, file=file)
     k = data.get("kernels")
     if not isinstance(k, dict):
         raise ConfigError("missing required table", file=file, field="[kernels]")

@@ -10,7 +10,9 @@ fitted on one GPU carries to another through that GPU's spec and family constant
 
 A stack file holds ``[source]`` (what it was fitted on), ``[stack]`` (GEMM efficiency relative to
 the family's tuned-library figure, bandwidth of GEMM operand streaming relative to the family's
-streaming figure, host overhead of a wall-clock-timed call, the embedding gather) and one table
+streaming figure, host overhead of a wall-clock-timed call, the embedding gather, and optionally
+``attention_kernel``: the FlashAttention generation the stack runs where it is not the one the
+family's ``[attention]`` table describes) and one table
 per memory-bound op kind (``[norm]``, ``[rope]``, ``[activation]``, ``[add]``, ``[elementwise]``)
 with the kernel's launch geometry:
 
@@ -24,6 +26,7 @@ with the kernel's launch geometry:
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 from dataclasses import dataclass, field
@@ -64,6 +67,7 @@ class Stack:
     gather_small_max: int = 16   # index_select: at most this many indices take the serial small-index kernel
     gather_index_latencies: float = 2.0  # small-index kernel: memory latencies per index (serial loop)
     gather_elems_per_sm_cycle: float = 1.0  # large-index kernel: elements per SM per clock cycle
+    attention_kernel: str | None = None  # FlashAttention generation the stack runs (None: the family's own)
     ops: dict[OpKind, KernelImpl] = field(default_factory=dict)
     source: str = ""
 
@@ -75,6 +79,7 @@ STACK_KEYS = ("gemm_eff", "gemm_bw_eff", "host_overhead_s", "gather_small_max", 
               "gather_elems_per_sm_cycle")
 OP_TABLES = {"norm": OpKind.NORM, "rope": OpKind.ROPE, "activation": OpKind.ACTIVATION, "add": OpKind.ADD,
              "elementwise": OpKind.ELEMENTWISE}
+ATTENTION_KERNELS = ("fa2", "fa3")  # attention_calibration.AttnKernel's values
 IMPL_KEYS = ("geometry", "kernels", "block_threads", "vec", "passes", "bw_eff")
 _INT_KEYS = {"gather_small_max", "kernels", "block_threads", "vec"}
 
@@ -87,14 +92,7 @@ def list_stacks() -> list[str]:
     return sorted(p.stem for p in _stacks_dir().glob("*.toml"))
 
 
-def parse_stack(data: dict[str, Any], *, file: str, name: str) -> Stack:
-    reject_unknown(data, {"source", "stack", *OP_TABLES}, file=file)
-    s = data.get("stack")
-    if not isinstance(s, dict):
-        raise ConfigError("missing required table", file=file, field="[stack]")
-    reject_unknown(s, STACK_KEYS, file=file, section="stack")
-    vals: dict[str, Any] = {k: get_number(s, k, file=file, section="stack", allow_zero=True,
-                                          integer=k in _INT_KEYS) for k in STACK_KEYS}
+def _parse_impls(data: dict[str, Any], file: str) -> dict[OpKind, KernelImpl]:
     ops: dict[OpKind, KernelImpl] = {}
     for table, kind in OP_TABLES.items():
         t = data.get(table)
@@ -111,9 +109,33 @@ def parse_stack(data: dict[str, Any], *, file: str, name: str) -> Stack:
                               field=f"{table}.geometry", value=geo) from None
         ops[kind] = KernelImpl(geometry, **{k: get_number(t, k, file=file, section=table, integer=k in _INT_KEYS)
                                             for k in IMPL_KEYS if k != "geometry"})
+    return ops
+
+
+def parse_stack(data: dict[str, Any], *, file: str, name: str) -> Stack:
+    """A stack from its TOML. ``extends = "<stack>"`` starts from that stack: the file then gives only
+    what differs (any ``[stack]`` key, any op table)."""
+    reject_unknown(data, {"source", "stack", "extends", *OP_TABLES}, file=file)
+    parent = get_str(data, "extends", file=file, default=None)
+    s = data.get("stack", {} if parent is not None else None)
+    if not isinstance(s, dict):
+        raise ConfigError("missing required table", file=file, field="[stack]")
+    reject_unknown(s, (*STACK_KEYS, "attention_kernel"), file=file, section="stack")
+    vals: dict[str, Any] = {k: get_number(s, k, file=file, section="stack", allow_zero=True,
+                                          integer=k in _INT_KEYS) for k in STACK_KEYS
+                            if parent is None or k in s}
+    if parent is None or "attention_kernel" in s:
+        vals["attention_kernel"] = get_str(s, "attention_kernel", file=file, section="stack", default=None,
+                                           choices=ATTENTION_KERNELS)
+    ops = _parse_impls(data, file)
     src = data.get("source", {})
-    return Stack(name=name, ops=ops, source=str(src.get("fitted_on", "")) if isinstance(src, dict) else "",
-                 **vals)
+    source = str(src.get("fitted_on", "")) if isinstance(src, dict) else ""
+    if parent is not None:
+        if parent == name:
+            raise ConfigError("a stack cannot extend itself", file=file, field="extends", value=parent)
+        base = load_stack(parent)
+        return dataclasses.replace(base, name=name, ops={**base.ops, **ops}, source=source, **vals)
+    return Stack(name=name, ops=ops, source=source, **vals)
 
 
 @functools.cache
