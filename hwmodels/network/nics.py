@@ -15,9 +15,10 @@ transport = "infiniband"            # infiniband | roce | tcp | slingshot
 line_rate_gbit_per_s = 200          # Gb/s = 1e9 bit/s, per direction
 efficiency = 0.86                   # fraction of the line rate NCCL's transfers reach (0 < e <= 1)
 latency_us = 0.6                    # one-way NIC + cable latency, per NIC crossed
-stream_gb_per_s = 0                 # optional: most one connection (one NCCL channel) moves, GB/s; 0 = no cap
-duplex_efficiency = 1.0             # optional: fraction of the rate left per direction when a port
-                                    # sends and receives at once (1 = full duplex, RDMA)
+stream_gb_per_s = 0                 # optional: most one GPU's connections through this NIC move, GB/s
+                                    # (a CPU-bound transport such as TCP sockets); 0 = no cap
+duplex_efficiency = 1.0             # optional: fraction of the rate (of the stream, when capped) left per
+                                    # direction when it sends and receives at once (1 = full duplex)
 source = "..."
 ```
 
@@ -86,7 +87,7 @@ class NICSpec:
     line_rate: float            # bytes/s per direction
     efficiency: float           # fraction of line_rate NCCL's transfers reach
     latency_s: float            # one-way, per NIC crossed
-    stream_rate: float | None   # bytes/s one connection moves at most; None = no cap
+    stream_rate: float | None   # bytes/s one GPU's connections through the NIC move at most; None = no cap
     duplex_efficiency: float    # per-direction share when sending and receiving at once
     source: str = ""
 
