@@ -74,10 +74,11 @@ def test_ring_all_reduce_inside_one_dgx_node(cluster_name: str, size: float) -> 
                                      ("all_to_all", "auto"), ("send_recv", "auto")])
 @pytest.mark.parametrize("size", [8e3, GIB])
 def test_two_dgx_a100_nodes(op: str, algo: str, size: float) -> None:
-    """2 DGX A100 nodes (16 GPUs, 8 HDR NICs each, one leaf unit): the NICs (8 x 25 GB/s x 0.90 =
-    180 GB/s a node) are slower than NVLink (300 x 0.77 = 231 GB/s a GPU), so every algorithm is
-    bound where the closed form says: 8 rings, one per NIC, each inter-node hop on its own rail;
-    all-to-all: each GPU's inter-node flows on its own NIC. Equal to the closed form."""
+    """2 DGX A100 nodes (16 GPUs, 8 HDR NICs each, one leaf unit): the NICs (8 x 25 GB/s x HDR
+    efficiency, ~175 GB/s a node) are slower than NVLink (300 GB/s x nvlink_efficiency, ~233 GB/s a
+    GPU), so every algorithm is bound where the closed form says: 8 rings, one per NIC, each
+    inter-node hop on its own rail; all-to-all: each GPU's inter-node flows on its own NIC. Equal to
+    the closed form."""
     if op == "send_recv":
         cl = load_cluster("dgx-a100-superpod", gpus=16)
         grp = ["n0.gpu3", "n1.gpu3"]
@@ -89,21 +90,27 @@ def test_two_dgx_a100_nodes(op: str, algo: str, size: float) -> None:
 
 def test_nvls_inside_one_dgx_h100() -> None:
     """NVLS: every GPU sends S into the switch and receives S, each alone on its NVLink direction
-    at 450 GB/s x 0.77: the closed form's S / (p2p link x nvlink_efficiency x bw_fraction)."""
+    at 450 GB/s x nvlink_efficiency: the closed form's S / (p2p link x nvlink_efficiency x bw_fraction)."""
     _agree("dgx-h100-superpod", 8, "all_reduce", "nvls", GIB)
 
 
-def test_ring_across_two_dgx_h100_nodes_residual() -> None:
-    """2 DGX H100 nodes: the closed form rates the ring at min(NVLink 450 x 0.77 = 346.5, NICs
-    8 x 50 x 0.90 = 360) = 346.5 GB/s. In the flows, one hop of each of the 8 rings leaves the node
-    over PCIe to a NIC, so a GPU's NVLink carries 7 of the 8 rings' hops: 7/8 x bus / 346.5 is
-    below bus / 360, and the NICs bind. So the flows' transfer time is the closed form's x
-    346.5 / 360 = 0.9625 (latency is the same in both)."""
+def test_ring_across_two_dgx_h100_nodes() -> None:
+    """2 DGX H100 nodes, 1 GiB (Simple protocol): the closed form rates the ring at
+    min(NVLink = 450 GB/s x nvlink_efficiency, NICs = 8 x 50 GB/s x NDR efficiency). In the flows,
+    one hop of each of the 8 rings leaves the node over PCIe to a NIC, so a GPU's NVLink carries
+    only 7 of the 8 rings' hops: the transfer takes bus x max(7/8 / NVLink, 1 / NICs). The two
+    agree when the NICs bind (the shipped constants: 8 x 50 x 0.869 = 347.6 < 450 x 0.778 = 350.1
+    GB/s); were NVLink the thinner, the flows would be faster by NVLink / NICs (< 1)."""
     cl = load_cluster("dgx-h100-superpod", gpus=16)
+    nvlink = cl.node_spec(0).gpu_link * default_params().nvlink_efficiency
+    nics = 8 * cl.nic_spec(0).rate
     closed = collective_time(cl, "all_reduce", GIB, algo="ring")
+    assert closed.protocol.value == "simple"
     flow = simulate_collective_flows(cl, "all_reduce", GIB, "ring")
     lat = closed.breakdown["latency_s"]
-    assert (flow.time_s - lat) == pytest.approx((closed.time_s - lat) * 346.5 / 360.0, rel=1e-9)
+    bus = 2 * 15 / 16 * GIB
+    assert closed.time_s - lat == pytest.approx(bus / min(nvlink, nics), rel=1e-9)
+    assert flow.time_s - lat == pytest.approx(bus * max(7 / 8 / nvlink, 1 / nics), rel=1e-9)
 
 
 def test_all_to_all_among_256_h100_gpus() -> None:
@@ -116,7 +123,8 @@ def test_all_to_all_among_256_h100_gpus() -> None:
 
 def _oversubscribed(tmp_path: Path) -> Path:
     """4 DGX A100 nodes, 2 per leaf unit, one spine, leaf uplinks 2:1 oversubscribed: a rail leaf has
-    2 node ports of 200 Gb/s = 50 GB/s down, so 25 GB/s up, to the one spine."""
+    2 node ports of 200 Gb/s = 50 GB/s down, so 25 GB/s up, to the one spine (HDR's effective rate,
+    25 GB/s x its fitted efficiency, is below 25 and above 12.5)."""
     p = tmp_path / "oversub.toml"
     p.write_text('[cluster]\nname = "test: 4 DGX A100, 2:1 oversubscribed spine"\n\n'
                  '[[groups]]\nnode = "dgx-a100"\nnodes = 4\n\n'
@@ -129,11 +137,13 @@ def test_two_rings_sharing_an_oversubscribed_spine(tmp_path: Path) -> None:
     """Job A all-reduces over nodes 0 and 2, job B over nodes 1 and 3: both cross from unit 0 to
     unit 1. Each runs 8 rings, one per rail; a ring's inter-node hop stays on its rail, so it crosses
     leaf(unit 0, rail r) -> spine -> leaf(unit 1, rail r), 25 GB/s each way.
-    Alone: a ring hop gets its NIC's 25 x 0.90 = 22.5 GB/s (< 25): transfer = bus / 8 / 22.5 GB/s.
-    Together: A's and B's hops on rail r share that uplink: 12.5 GB/s each: transfer x 22.5 / 12.5
-    = 1.8. The closed form cannot tell the two apart: it divides the NICs by the oversubscription
-    whenever a group spans units (11.25 GB/s a NIC), alone or not."""
+    Alone: a ring hop gets its NIC's effective rate R = 25 GB/s x efficiency (< 25): transfer =
+    bus / 8 / R. Together: A's and B's hops on rail r share that uplink: 12.5 GB/s each (< R):
+    transfer = bus / 8 / 12.5 GB/s. The closed form cannot tell the two apart: it divides the NICs by
+    the oversubscription whenever a group spans units (R / 2 a NIC), alone or not."""
     cl = load_cluster(_oversubscribed(tmp_path))
+    r = cl.nic_spec(0).rate
+    assert 12.5e9 < r < 25e9
     a = [f"n{k}.gpu{i}" for k in (0, 2) for i in range(8)]
     b = [f"n{k}.gpu{i}" for k in (1, 3) for i in range(8)]
     g = fabric_graph(cl)
@@ -144,42 +154,47 @@ def test_two_rings_sharing_an_oversubscribed_spine(tmp_path: Path) -> None:
     bus = 2 * 15 / 16 * GIB
     alone = simulate_flows(g, [sa]).time_s
     both = simulate_flows(g, [sa, sb])
-    assert alone - lat == pytest.approx(bus / 8 / 22.5e9, rel=1e-9)
+    assert alone - lat == pytest.approx(bus / 8 / r, rel=1e-9)
     assert both.by_name()["A"] - lat == pytest.approx(bus / 8 / 12.5e9, rel=1e-9)
     assert both.by_name()["B"] == pytest.approx(both.by_name()["A"], rel=1e-12)
-    assert closed.time_s - lat == pytest.approx(bus / (8 * 22.5e9 / 2.0), rel=1e-9)
+    assert closed.time_s - lat == pytest.approx(bus / (8 * r / 2.0), rel=1e-9)
 
 
 def test_second_job_arrives_midway(tmp_path: Path) -> None:
-    """Two jobs on one fabric, the second starting later: job B starts when job A (alone: transfer
-    T = bus / 8 / 22.5 GB/s) is half done. From then both hops share the rail uplinks at 12.5 GB/s:
-    A's remaining half takes (T / 2) x 22.5 / 12.5 = 0.9 T, so A's transfer ends at 1.4 T.
-    B moved 0.9 T x 12.5 / 22.5 = 0.5 T worth of its bytes by then and does the other half alone at
-    22.5 GB/s: 0.5 T more. Latency L is paid after the last byte, so A takes 1.4 T + L, and B, from
-    its start, 0.9 T + 0.5 T + L = 1.4 T + L as well."""
+    """Two jobs on one fabric, the second starting later (set-up of the test above; R the NIC's
+    effective rate, c = 12.5 GB/s a hop when both share an uplink). Job B starts when job A
+    (alone: transfer T = bus / 8 / R) is half done. From then both hops move at c: A's remaining
+    half takes (T / 2) R / c, so A's transfer ends at T / 2 + (T / 2) R / c. By then B has moved
+    (T / 2) R / c x c / R = T / 2 worth of its bytes, and does the other half alone at R: T / 2
+    more. Latency L is paid after the last byte: A takes T / 2 (1 + R / c) + L, and B, from its
+    start, the same (T / 2) R / c + T / 2 + L."""
     cl = load_cluster(_oversubscribed(tmp_path))
+    r, c = cl.nic_spec(0).rate, 12.5e9
     a = [f"n{k}.gpu{i}" for k in (0, 2) for i in range(8)]
     b = [f"n{k}.gpu{i}" for k in (1, 3) for i in range(8)]
     g = fabric_graph(cl)
     lat = collective_time(cl, "all_reduce", GIB, algo="ring", gpus=a).breakdown["latency_s"]
-    t = 2 * 15 / 16 * GIB / 8 / 22.5e9
+    t = 2 * 15 / 16 * GIB / 8 / r
     sa = decompose(cl, "all_reduce", GIB, "ring", group=a, graph=g, name="A")
     sb = decompose(cl, "all_reduce", GIB, "ring", group=b, graph=g, name="B")
     sb = type(sb)(sb.steps, name="B", start_s=t / 2, meta=sb.meta)
     res = simulate_flows(g, [sa, sb])
-    assert res.by_name()["A"] == pytest.approx(1.4 * t + lat, rel=1e-9)
-    assert res.by_name()["B"] == pytest.approx(1.4 * t + lat, rel=1e-9)
+    expect = t / 2 * (1 + r / c) + lat
+    assert res.by_name()["A"] == pytest.approx(expect, rel=1e-9)
+    assert res.by_name()["B"] == pytest.approx(expect, rel=1e-9)
 
 
 def test_skewed_all_to_allv_one_hot_sender() -> None:
-    """All-to-allv on two RoCE nodes of hetero-nic (8 GPUs and 4 NICs of 200 GbE each; GPUs 2i and
-    2i+1 share NIC i): only n8.gpu0 sends, X bytes to each GPU of node 9 (a hot MoE rank).
-    Flows: its 8 flows share its NIC, 25 x 0.88 = 22 GB/s, 2.75 GB/s each (a destination NIC takes 2
-    of them; a spine uplink, 12.5 GB/s, would need 5 to bind): 8 X / 22 GB/s.
-    The closed form splits a node's NICs evenly over its GPUs (4 x 22 / 8 = 11 GB/s a GPU), so it
-    takes twice as long: the idle neighbour's share of the NIC is not used."""
+    """All-to-allv on two RoCE nodes of hetero-nic (8 GPUs and 4 NICs of 200 GbE each, effective
+    rate R = 25 GB/s x efficiency; GPUs 2i and 2i+1 share NIC i): only n8.gpu0 sends, X bytes to each
+    GPU of node 9 (a hot MoE rank). Flows: its 8 flows share its NIC, R / 8 each (a destination NIC
+    takes 2 of them; a spine uplink, 12.5 GB/s, would need 5 to bind): 8 X / R.
+    The closed form splits a node's NICs evenly over its GPUs (4 R / 8 a GPU), so it takes twice as
+    long: the idle neighbour's share of the NIC is not used."""
     cl = load_cluster("hetero-nic")
     group = [f"n{k}.gpu{i}" for k in (8, 9) for i in range(8)]
+    r = cl.nic_spec(8).rate
+    assert cl.nic_spec(8).transport.value == "roce" and cl.node_spec(8).nics == 4
     x = 64e6
     sizes = np.zeros((16, 16))
     sizes[0, 8:] = x
@@ -187,8 +202,8 @@ def test_skewed_all_to_allv_one_hot_sender() -> None:
     lat = closed.breakdown["latency_s"]
     sched = decompose_all_to_allv(cl, sizes, group=group)
     flow = simulate_flows(fabric_graph(cl), [sched]).time_s
-    assert flow - lat == pytest.approx(8 * x / 22e9, rel=1e-9)
-    assert closed.time_s - lat == pytest.approx(8 * x / 11e9, rel=1e-9)
+    assert flow - lat == pytest.approx(8 * x / r, rel=1e-9)
+    assert closed.time_s - lat == pytest.approx(8 * x / (r / 2), rel=1e-9)
 
 
 def test_flow_level_uses_the_closed_forms_constants() -> None:

@@ -511,6 +511,11 @@ def decompose(cluster: Cluster, op: CollectiveOp | str, nbytes: float, algo: Alg
             b = _ring_batch(cluster, rings, S / k / f, chain=True, routes=rt)
         else:
             b = _ring_batch(cluster, rings, bus_factor(op_e, n) * S / k / f, routes=rt)
+        max_bw = getattr(pp, "max_bw", None)
+        if max_bw:
+            # a protocol's own ceiling on the ring's bus bandwidth (LL128: per channel x channels),
+            # shared by the k rings; in wire bytes it is max_bw / f
+            b = replace(b, rate_cap=np.full(len(b), max_bw / k / f))
         b = with_latency(b, g, lat(pp, steps - inter, inter))
         return FlowSchedule((b,), name=label, meta=meta)
 
