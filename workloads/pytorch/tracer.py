@@ -422,12 +422,12 @@ def _assign_kinds(ops: list[TracedOp], types: dict[tuple[str, int], str]) -> lis
 
 
 def trace(fn: Callable[..., Any], *args: Any, backward: bool = False, label: str = "",
-          loss: Callable[[Any], Any] | None = None, **kwargs: Any) -> tuple[OpGraph, Any]:
+          loss: Callable[[Any], Any] | None = None, module: Any = None, **kwargs: Any) -> tuple[OpGraph, Any]:
     """Run ``fn(*args, **kwargs)`` (a module or any callable) and return ``(graph, result)``.
 
     ``backward``: also run the backward pass of ``loss(result)`` (default: the sum of the result) and
-    record its ops (``TracedOp.backward``). Module scopes come from the modules ``fn`` holds when it is
-    an ``nn.Module``.
+    record its ops (``TracedOp.backward``). Module scopes come from the submodules of ``module`` (default:
+    ``fn`` itself when it is an ``nn.Module``).
     """
     try:
         import torch
@@ -435,8 +435,9 @@ def trace(fn: Callable[..., Any], *args: Any, backward: bool = False, label: str
         raise ConfigError("tracing needs PyTorch: pip install 'xpusim[torch]'", field="torch") from exc
 
     names: dict[int, str] = {}
-    if isinstance(fn, torch.nn.Module):
-        names = {id(m): n for n, m in fn.named_modules()}
+    root = module if module is not None else fn
+    if isinstance(root, torch.nn.Module):
+        names = {id(m): n for n, m in root.named_modules()}
     rec = _Recorder(names)
     types: dict[tuple[str, int], str] = {}
 

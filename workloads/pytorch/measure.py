@@ -1,0 +1,128 @@
+"""Measure what a traced run costs for real: per-op times from ``torch.profiler``, step times by the clock.
+
+``profile_ops(fn, graph)`` runs ``fn`` under the profiler and gives each op of ``graph`` (a trace of the
+same call) the time the profiler recorded for it: its event's total CPU time (the op with everything it
+called inside, e.g. the allocation of its output) on the CPU, its kernels' device time on CUDA.
+Events are matched to traced ops in execution order by name and input shapes; an event inside an
+already matched one (an op an aten kernel calls itself) is never matched, and composite ops the
+dispatcher decomposed (``aten::linear``) are skipped because the trace holds their parts.
+
+``median_time(fn, warmup, repeats)`` is the wall time of whole calls: the median of ``repeats`` after
+``warmup`` calls, synchronising CUDA around each.
+
+torch is imported inside the functions (an optional dependency).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from workloads.pytorch.tracer import TracedOp
+
+SEARCH_WINDOW = 400  # profiler events looked ahead for a traced op before it is declared unmatched
+
+
+def _flat_shapes(shapes: Any) -> list[tuple[int, ...]]:
+    out: list[tuple[int, ...]] = []
+    for s in shapes or ():
+        if isinstance(s, (list, tuple)) and s and isinstance(s[0], (list, tuple)):
+            out.extend(tuple(int(v) for v in x) for x in s)
+        elif isinstance(s, (list, tuple)):
+            out.append(tuple(int(v) for v in s))
+    return out
+
+
+def match_events(ops: Sequence[TracedOp], events: Sequence[Any], device: str = "cpu") -> list[float | None]:
+    """Seconds of each traced op from profiler ``events`` (FunctionEvent-like: name, input_shapes,
+    time_range.start, cpu_time_total / device_time_total in microseconds, cpu_parent); None where no
+    event matched."""
+    evs = sorted((e for e in events if e.name.startswith(("aten::", "c10d::", "_c10d_functional::"))),
+                 key=lambda e: (e.time_range.start, -e.time_range.end))
+    matched: set[int] = set()
+    out: list[float | None] = []
+    pos = 0
+    for op in ops:
+        want = [s for s in op.input_shapes if s]
+        found = None
+        for j in range(pos, min(len(evs), pos + SEARCH_WINDOW)):
+            e = evs[j]
+            if e.name != op.aten or j in matched:
+                continue
+            shapes = [s for s in _flat_shapes(e.input_shapes) if s]
+            if shapes and any(s not in shapes for s in want):
+                continue
+            parent, inside = e.cpu_parent, False
+            while parent is not None:
+                if id(parent) in matched:
+                    inside = True
+                    break
+                parent = parent.cpu_parent
+            if inside:
+                continue
+            found = j
+            break
+        if found is None:
+            out.append(None)
+            continue
+        e = evs[found]
+        matched.add(found)
+        matched.add(id(e))
+        pos = found + 1
+        us = getattr(e, "device_time_total", 0.0) if device == "cuda" else e.cpu_time_total
+        out.append(float(us) * 1e-6)
+    return out
+
+
+def profile_ops(fn: Callable[[], Any], ops: Sequence[TracedOp], device: str = "cpu") -> list[float | None]:
+    """Run ``fn()`` once under ``torch.profiler`` and return the seconds of each of ``ops`` (its trace)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=acts, record_shapes=True) as prof:
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    return match_events(ops, list(prof.events()), device)
+
+
+def median_time(fn: Callable[[], Any], *, warmup: int = 1, repeats: int = 5, device: str = "cpu",
+                setup: Callable[[], Any] | None = None) -> tuple[float, list[float]]:
+    """(median, all) wall seconds of ``fn()``; ``setup()`` runs untimed before each call."""
+    import torch
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        if setup is not None:
+            setup()
+        fn()
+    times = []
+    for _ in range(repeats):
+        if setup is not None:
+            setup()
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def cpu_name() -> str:
+    """The host's CPU model name (``/proc/cpuinfo`` on Linux), for provenance."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

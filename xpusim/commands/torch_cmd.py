@@ -1,0 +1,131 @@
+"""``xpusim validate torch``: run the built-in Llama-style module for real, simulate its traced graph, score.
+
+Needs PyTorch (``pip install 'xpusim[torch]'``). ``--device cpu`` costs the trace with the host CPU
+model (``hwmodels/specs/cpu/``; ``--cpu`` picks the spec); ``--device cuda`` with the catalog GPU
+whose name matches the device's (``NVIDIA H200`` -> ``h200-sxm-141gb``) or ``--hardware``. The CUDA
+path has not been run on a GPU by the tests (the CI has none).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from workloads.errors import ConfigError
+
+# substrings of torch.cuda.get_device_name() -> catalog id (the most specific first)
+GPU_NAMES = (("H200", "h200-sxm-141gb"), ("H100", "h100-sxm-80gb"), ("B200", "b200-sxm-180gb"),
+             ("A100", "a100-sxm-80gb"), ("L40S", "l40s"), ("RTX 4090", "rtx-4090"), ("RTX A6000", "rtx-a6000"))
+
+
+def register(validate_group: click.Group, *_: click.Group) -> None:
+    validate_group.add_command(torch_cmd)
+
+
+def gpu_id_for(device_name: str) -> str:
+    for key, gpu in GPU_NAMES:
+        if key.lower() in device_name.lower():
+            return gpu
+    raise ConfigError(f"no catalog GPU matches {device_name!r}; give --hardware", field="hardware",
+                      value=device_name)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], prov: dict[str, Any]) -> None:
+    """Rows under '# key: value' provenance lines, through a temp file (nothing half-written)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w", newline="") as fh:
+        for k, v in prov.items():
+            fh.write(f"# {k}: {v}\n")
+        if rows:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    os.replace(tmp, path)
+
+
+@click.command("torch")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--model", default="llama-3.2-1b", show_default=True, help="catalog model or HF config.json")
+@click.option("--batch", default=4, show_default=True, type=int)
+@click.option("--prompt", default=512, show_default=True, type=int, help="prompt tokens per sequence")
+@click.option("--decode", default=32, show_default=True, type=int, help="decode steps after the prefill")
+@click.option("--layers", default=None, type=int, help="build only this many layers (quick runs)")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
+              help="default: fp32 on the CPU, bf16 on CUDA")
+@click.option("--repeats", default=3, show_default=True, type=int, help="timed runs of each step (median)")
+@click.option("--threads", default=1, show_default=True, type=int,
+              help="CPU intra-op threads (1: robust on a shared machine, see docs/torch.md)")
+@click.option("--cpu", "cpu_spec", default="epyc-zen3-2c-kvm", show_default=True,
+              help="CPU spec id or TOML path (the host model)")
+@click.option("--hardware", default=None, help="catalog GPU for --device cuda (default: detected)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of tables")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="folder for ops.csv and steps.csv (measured vs simulated, with provenance)")
+def torch_cmd(device: str, model: str, batch: int, prompt: int, decode: int, layers: int | None,
+              dtype: str | None, repeats: int, threads: int, cpu_spec: str, hardware: str | None, as_json: bool,
+              out: Path | None) -> None:
+    """Run a built-in Llama-style model for real and compare per-op and step times with the simulation."""
+    for name, v, low in (("batch", batch, 1), ("prompt", prompt, 1), ("decode", decode, 0),
+                         ("repeats", repeats, 1), ("threads", threads, 1)):
+        if v < low:
+            raise ConfigError(f"must be >= {low}, got {v}", field=name, value=v)
+    if layers is not None and layers < 1:
+        raise ConfigError(f"must be >= 1, got {layers}", field="layers", value=layers)
+    from workloads.catalog import load_model
+
+    spec = load_model(model)
+    try:
+        import torch
+    except ImportError as exc:
+        raise ConfigError("needs PyTorch: pip install 'xpusim[torch]'", field="device", value=device) from exc
+    from hwmodels.validate_torch import cpu_cost_fn, gpu_cost_fn, validate_steps
+
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("no CUDA device is available", field="device", value=device)
+        from hwmodels.gpu import load_gpu
+
+        gpu = load_gpu(hardware or gpu_id_for(torch.cuda.get_device_name()))
+        cost = gpu_cost_fn(gpu)
+        target = gpu.id
+    else:
+        from hwmodels.cpu import load_cpu
+
+        cpu = load_cpu(cpu_spec)
+        cost = cpu_cost_fn(cpu, threads)
+        target = cpu.id
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    from workloads.pytorch.runner import run_llama
+
+    run = run_llama(spec, device=device, dtype=dtype or ("fp32" if device == "cpu" else "bf16"), batch=batch,
+                    prompt=prompt, decode=decode, repeats=repeats, threads=threads if device == "cpu" else None,
+                    num_layers=layers)
+    result = validate_steps(run.steps, cost)
+    prov = dict(run.provenance, simulated_on=target, unmatched_ops=result.unmatched)
+    if out is not None:
+        _write_csv(out / "ops.csv", result.op_rows, prov)
+        _write_csv(out / "steps.csv", result.step_rows, prov)
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{spec.name} on {device} ({prov.get('cpu') if device == 'cpu' else prov.get('gpu')}) "
+                        f"vs {target}")
+    for col in ("what", "n", "WAPE", "MAPE"):
+        table.add_column(col, justify="left" if col == "what" else "right")
+    for name, s in result.per_kind.items():
+        table.add_row(f"op {name}", str(s.n), f"{s.wape:.3f}", f"{s.mape:.3f}")
+    o = result.overall
+    table.add_row("[bold]all ops[/bold]", str(o.n), f"{o.wape:.3f}", f"{o.mape:.3f}")
+    for name, s in result.steps.items():
+        table.add_row(f"[bold]step {name}[/bold]", str(s.n), f"{s.wape:.3f}", f"{s.mape:.3f}")
+    Console().print(table)
