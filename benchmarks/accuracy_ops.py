@@ -31,6 +31,7 @@ class SharedFile:
     model: str | None = None
     tp: int = 1
     fitted: bool = False  # used by the family's calibration fit
+    kit: bool = False     # measured by xpusim's own kit: ``path`` is relative to ``validation/measured/``
 
 
 SHARED_FILES: tuple[SharedFile, ...] = (
@@ -49,11 +50,27 @@ SHARED_FILES: tuple[SharedFile, ...] = (
 )
 
 
+# Measured with benchmarks/collect_cuda.py and committed with their provenance (validation/measured/<gpu>/).
+KIT_DIR = ROOT / "validation" / "measured"
+KIT_FILES: tuple[SharedFile, ...] = (
+    # gemm.csv fits nothing: the Hopper GEMM constants are the published-figure ones (hopper.toml says why)
+    SharedFile("xpusim-gemm", "h200/gemm.csv", "h200-sxm-141gb", kit=True),
+    SharedFile("xpusim-attention", "h200/attention.csv", "h200-sxm-141gb", fitted=True, kit=True),
+    SharedFile("xpusim-memory-ops", "h200/memory_ops.csv", "h200-sxm-141gb", fitted=True, kit=True),
+    SharedFile("xpusim-steps", "h200/steps.csv", "h200-sxm-141gb", kit=True),
+)
+FIT_FILES = SHARED_FILES + KIT_FILES   # what the fit scripts may use (those marked fitted)
+
+
+def file_path(f: SharedFile, data: Path = DEFAULT_DATA) -> Path:
+    return (KIT_DIR if f.kit else data) / f.path
+
+
 def load_shared(f: SharedFile, data: Path = DEFAULT_DATA):  # type: ignore[no-untyped-def]
     from workloads.catalog import load_model
 
     model = load_model(f.model) if f.model else None
-    return read_measured(f.format, data / f.path, model, f.tp)
+    return read_measured(f.format, file_path(f, data), model, f.tp)
 
 
 def run(data: Path = DEFAULT_DATA) -> list[dict]:

@@ -4,6 +4,8 @@
 the log ratio sim/meas of every attention row of the family's shared files (``accuracy_ops``), each
 regime (file x pure prefill / pure decode / mixed) weighted equally, and prints the ``[attention]``
 values to paste into ``hwmodels/calibration/<family>.toml``, with n / WAPE / MAPE per regime.
+``--kernel fa2`` fits the family's ``[attention_fa2]`` table instead, on the files whose software stack
+runs that generation (PyTorch's SDPA flash backend on Hopper: ``validation/measured/h200/attention.csv``).
 ``--fit-on attn_prefill,attn_decode`` fits on those regimes only and reports the rest as held out;
 ``--fit-kv-max 4096`` fits on the rows whose decodes hold at most that many cached tokens and reports
 the rows beyond it (held out) apart.
@@ -25,11 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from accuracy_ops import DEFAULT_DATA, SHARED_FILES, load_shared
+from accuracy_ops import DEFAULT_DATA, FIT_FILES, load_shared
 
 from hwmodels.gpu import GPUSpec, load_gpu
+from hwmodels.kernels import load_stack
 from hwmodels.kernels.attention import decode_attention_cost, prefill_attention_cost
 from hwmodels.kernels.attention_calibration import AttentionCalibration, load_attention_calibration
+from hwmodels.validate_ops import stack_for
 from workloads.accuracy import ErrorStats
 from workloads.measured import MeasuredOp
 from workloads.ops import DecodeAttention, Op, OpKind, PrefillAttention
@@ -42,7 +46,7 @@ PARAMS = {
 }
 _ATTN = {OpKind.ATTN_PREFILL, OpKind.ATTN_DECODE}
 TARGET_PER_REGIME = 1500  # stride-subsample larger regimes (speed; the report scores every row)
-ATTENTION_FORMATS = ("vidur-attention", "lss-attention")  # per-kernel attention files
+ATTENTION_FORMATS = ("vidur-attention", "lss-attention", "xpusim-attention")  # per-kernel attention files
 
 
 def op_time(op: Op, gpu: GPUSpec, a: AttentionCalibration) -> float:
@@ -53,12 +57,22 @@ def op_time(op: Op, gpu: GPUSpec, a: AttentionCalibration) -> float:
     raise TypeError(type(op).__name__)
 
 
-def family_rows(family: str, data: Path) -> list[tuple[str, GPUSpec, MeasuredOp]]:
-    """(regime label, gpu, record) of every attention record of the family's shared files."""
+def file_kernel(fmt: str, family: str) -> str:
+    """The attention kernel generation a file's stack runs on the family (its own, or the stack's pick)."""
+    chosen = load_stack(stack_for(fmt)).attention_kernel
+    return chosen if chosen is not None else load_attention_calibration(family).kernel.value
+
+
+def family_rows(family: str, data: Path, kernel: str | None = None) -> list[tuple[str, GPUSpec, MeasuredOp]]:
+    """(regime label, gpu, record) of every attention record of the family's measured files (shared
+    and xpusim's own) whose stack runs the ``kernel`` generation (default: the family's own)."""
     out = []
-    for f in SHARED_FILES:
+    kernel = kernel or load_attention_calibration(family).kernel.value
+    for f in FIT_FILES:
         gpu = load_gpu(f.hardware)
         if gpu.architecture.value != family or f.format not in ATTENTION_FORMATS:
+            continue
+        if file_kernel(f.format, family) != kernel:
             continue
         m = load_shared(f, data)
         for r in m.records:
@@ -88,8 +102,9 @@ def evaluate(rows: list[tuple[str, GPUSpec, MeasuredOp]], a: AttentionCalibratio
 
 
 def fit(family: str, data: Path, fit_on: set[str] | None = None, max_nfev: int = 40,
-        params: tuple[str, ...] = tuple(PARAMS), kv_max: int | None = None) -> AttentionCalibration:
-    rows = family_rows(family, data)
+        params: tuple[str, ...] = tuple(PARAMS), kv_max: int | None = None,
+        kernel: str | None = None) -> AttentionCalibration:
+    rows = family_rows(family, data, kernel)
     if not rows:
         raise SystemExit(f"no shared attention files for family {family}")
     train = [x for x in rows if (fit_on is None or x[0].split(":")[1] in fit_on)
@@ -98,7 +113,7 @@ def fit(family: str, data: Path, fit_on: set[str] | None = None, max_nfev: int =
     for x in train:
         by_label.setdefault(x[0], []).append(x)
     train = [x for xs in by_label.values() for x in xs[::max(1, math.ceil(len(xs) / TARGET_PER_REGIME))]]
-    base = load_attention_calibration(family)
+    base = load_attention_calibration(family, kernel)
     names = list(params)
     lo = np.array([PARAMS[n][0] for n in names])
     hi = np.array([PARAMS[n][1] for n in names])
@@ -138,15 +153,17 @@ def main() -> None:
                     help="fit on rows whose decodes hold at most this many cached tokens; report the rest apart")
     ap.add_argument("--params", default="", help="comma-separated constants to fit (default: all)")
     ap.add_argument("--report-only", action="store_true", help="score the stored constants, fit nothing")
+    ap.add_argument("--kernel", default=None,
+                    help="the kernel generation's table to fit (fa2, fa3; default: the family's [attention])")
     args = ap.parse_args()
     fit_on = set(args.fit_on.split(",")) if args.fit_on else None
-    a = (load_attention_calibration(args.family) if args.report_only
+    a = (load_attention_calibration(args.family, args.kernel) if args.report_only
          else fit(args.family, args.data, fit_on, args.max_nfev,
-                  tuple(args.params.split(",")) if args.params else tuple(PARAMS), args.fit_kv_max))
+                  tuple(args.params.split(",")) if args.params else tuple(PARAMS), args.fit_kv_max, args.kernel))
     if not args.report_only:
         for n in PARAMS:
             sys.stdout.write(f"{n} = {getattr(a, n):.4g}\n")
-    rows = family_rows(args.family, args.data)
+    rows = family_rows(args.family, args.data, args.kernel)
     if args.fit_kv_max is not None:
         rows = [(f"{label}{'' if decode_kv(r) <= args.fit_kv_max else ':held_out'}", gpu, r)
                 for label, gpu, r in rows]

@@ -2,17 +2,19 @@
 
 ``python benchmarks/fit_kernels.py ampere`` minimises, with scipy's bounded least squares, the log
 ratio sim/meas over (file, op) groups weighted equally (so small ops count as much as big GEMMs), on a
-stride-subsample of the files marked ``fitted`` in ``accuracy_ops.SHARED_FILES`` whose GPU is of that
+stride-subsample of the files marked ``fitted`` in ``accuracy_ops.FIT_FILES`` (the shared files and
+xpusim's own measurements under ``validation/measured/``) whose GPU is of that
 family, and prints the family's ``[kernels]`` values (``hwmodels/calibration/<family>.toml``) and each
 stack's (``hwmodels/stacks/<stack>.toml``). Every file is simulated under its own format's stack, so each
 stack's constants are fitted on that stack's files only. Attention rows and constants are not fitted
 here (``benchmarks/fit_attention.py``); nor are tile shapes, thread counts, kernel geometry (read from
 the kernels' source) or the communication constants (no data here).
 
-Reference points that pin products of constants: ``cublas`` (a tuned ``torch.matmul``) defines the
-family's GEMM efficiency (its ``gemm_eff`` is 1); a torch elementwise kernel (``add``/``elementwise``,
-``bw_eff`` 1) and, for ``vllm``, the GEMM's weight streaming (``gemm_bw_eff`` 1) define the family's
-streaming bandwidth.
+Reference points that pin products of constants: ``cublas`` and ``torch`` (a tuned ``torch.matmul`` /
+``F.linear``) define the family's GEMM efficiency (``gemm_eff`` 1); a torch elementwise kernel (``add``/
+``elementwise``, ``bw_eff`` 1; where a stack's files time both, ``add`` alone: the strided, unvectorised
+``elementwise`` chains of eager PyTorch are slower) and, for ``vllm`` and ``torch``, the GEMM's weight
+streaming (``gemm_bw_eff`` 1) define the family's streaming bandwidth.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from accuracy_ops import DEFAULT_DATA, SHARED_FILES, load_shared
+from accuracy_ops import DEFAULT_DATA, FIT_FILES, load_shared
 
 from hwmodels.gpu import load_gpu
 from hwmodels.kernels import Calibration, Stack, load_calibration, load_stack
@@ -50,6 +52,8 @@ STACK_PARAMS = {
 }
 IMPL_BOUNDS = (0.1, 1.5)  # bw_eff of a memory kernel
 REFERENCE_KINDS = {OpKind.ADD, OpKind.ELEMENTWISE}  # torch elementwise: bw_eff 1 by definition
+GEMM_REFERENCE_STACKS = ("cublas", "torch")     # gemm_eff 1 by definition
+STREAM_REFERENCE_STACKS = ("vllm", "torch")     # gemm_bw_eff 1 by definition
 TARGET_PER_FILE = 1500
 ATTENTION = {OpKind.ATTN_PREFILL, OpKind.ATTN_DECODE}
 
@@ -75,16 +79,18 @@ def _free_params(stack: Stack, files: list[MeasuredFile]) -> list[str]:
     wall = any(m.timing.value == "wall_clock" for m in files)
     names = []
     if OpKind.GEMM in kinds:
-        if stack.name not in ("cublas", "vllm"):
+        if stack.name not in (*GEMM_REFERENCE_STACKS, "vllm"):
             names.append("gemm_eff")
-        if stack.name != "vllm":
+        if stack.name not in STREAM_REFERENCE_STACKS:
             names.append("gemm_bw_eff")
     if wall:
         names.append("host_overhead_s")
     if OpKind.EMBEDDING in kinds:
         names += ["gather_index_latencies", "gather_elems_per_sm_cycle"]
+    # a file that times the vectorised add apart from strided elementwise chains (torch) has add alone
+    refs = {OpKind.ADD} if {OpKind.ADD, OpKind.ELEMENTWISE} <= kinds else REFERENCE_KINDS
     for kind in sorted(kinds & set(stack.ops), key=lambda k: k.value):
-        if kind not in REFERENCE_KINDS:
+        if kind not in refs:
             names.append(f"{kind.value}.bw_eff")
     return names
 
@@ -106,9 +112,11 @@ def _with(stack: Stack, values: dict[str, float]) -> Stack:
     return dataclasses.replace(stack, ops=ops, **top)
 
 
-def fit(family: str, data: Path, max_nfev: int = 40) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+def fit(family: str, data: Path, max_nfev: int = 40,
+        family_keys: tuple[str, ...] = ()) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """The joint fit; ``family_keys`` limits the family constants it moves (default: all of them)."""
     files = []
-    for f in SHARED_FILES:
+    for f in FIT_FILES:
         gpu = load_gpu(f.hardware)
         if f.fitted and gpu.architecture.value == family:
             m = _subsample(load_shared(f, data))
@@ -118,7 +126,7 @@ def fit(family: str, data: Path, max_nfev: int = 40) -> tuple[dict[str, float], 
         raise SystemExit(f"no shared files for family {family}")
     base = load_calibration(family)
     stacks = {s: load_stack(s) for _, _, s in files}
-    keys: list[tuple[str, str]] = [("", n) for n in FAMILY_PARAMS]
+    keys: list[tuple[str, str]] = [("", n) for n in (family_keys or FAMILY_PARAMS) if n in FAMILY_PARAMS]
     for s, st in stacks.items():
         keys += [(s, n) for n in _free_params(st, [m for m, _, ss in files if ss == s])]
 
@@ -172,7 +180,7 @@ def fit_gemm(family: str, data: Path, max_nfev: int = 60) -> tuple[dict[str, flo
     from workloads.ops import Gemm
 
     files = []
-    for f in SHARED_FILES:
+    for f in FIT_FILES:
         gpu = load_gpu(f.hardware)
         if f.fitted and gpu.architecture.value == family:
             m = load_shared(f, data)
@@ -188,7 +196,8 @@ def fit_gemm(family: str, data: Path, max_nfev: int = 60) -> tuple[dict[str, flo
     for s in sorted(stacks):
         wall = any(e for _, ss, _, e in files if ss == s)
         keys += [(s, n) for n in GEMM_STACK_PARAMS
-                 if (n != "host_overhead_s" or wall) and (n == "host_overhead_s" or s not in ("cublas", "vllm"))]
+                 if (n != "host_overhead_s" or wall)
+                 and (n == "host_overhead_s" or s not in (*GEMM_REFERENCE_STACKS, "vllm"))]
     lo = np.array([(FAMILY_PARAMS if not s else STACK_PARAMS)[n][0] for s, n in keys])
     hi = np.array([(FAMILY_PARAMS if not s else STACK_PARAMS)[n][1] for s, n in keys])
     x0 = np.clip(np.array([getattr(base, n) if not s else getattr(stacks[s], n) for s, n in keys], dtype=float),
@@ -239,7 +248,7 @@ def fit_memory(family: str, data: Path, max_nfev: int = 60, family_keys: tuple[s
 
     base = load_calibration(family)
     files = []
-    for f in SHARED_FILES:
+    for f in FIT_FILES:
         gpu = load_gpu(f.hardware)
         if not (f.fitted and gpu.architecture.value == family):
             continue
@@ -292,15 +301,19 @@ def main() -> None:
     ap.add_argument("--gemm", action="store_true", help="refit only the GEMM constants, on the GEMM rows")
     ap.add_argument("--memory", action="store_true",
                     help="refit only the per-token memory kernels' constants, on their rows")
-    ap.add_argument("--family-keys", default="", help="with --memory: family keys to refit too (comma list)")
+    ap.add_argument("--family-keys", default="",
+                    help="with --memory: family keys to refit too; without --gemm/--memory: the only family keys "
+                         "the joint fit moves (comma list; default all; 'none': only the stacks' constants)")
     ap.add_argument("--time-weight", type=float, default=TIME_WEIGHT,
                     help="with --memory: share of each file's weight spread by measured time (the rest per row)")
     args = ap.parse_args()
+    keys = tuple(k for k in args.family_keys.split(",") if k)
     if args.memory:
-        keys = tuple(k for k in args.family_keys.split(",") if k)
         fam, stacks = fit_memory(args.family, args.data, args.max_nfev, keys, args.time_weight)
+    elif args.gemm:
+        fam, stacks = fit_gemm(args.family, args.data, args.max_nfev)
     else:
-        fam, stacks = (fit_gemm if args.gemm else fit)(args.family, args.data, args.max_nfev)
+        fam, stacks = fit(args.family, args.data, args.max_nfev, keys)
     sys.stdout.write(f"# calibration/{args.family}.toml [kernels]\n")
     for k, v in fam.items():
         sys.stdout.write(f"{k} = {v:.4g}\n")

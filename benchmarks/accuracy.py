@@ -1,0 +1,213 @@
+"""The accuracy report: every validation xpusim can run on the data it has, in one table.
+
+    python benchmarks/accuracy.py [--data ../shared/data] [--out docs] [--cpu]
+
+Runs, each where its data and modules are present (a missing piece is a row saying so, not a failure):
+
+* the kernel model on every shared measured file (``accuracy_ops.run``: ``xpusim validate ops``);
+* the kernel model on xpusim's own GPU measurements (``validation/measured/<gpu>/``, ``accuracy_ops.KIT_FILES``):
+  GEMMs, attention, memory-bound ops and whole prefill/decode steps of the built-in Llama modules, per op;
+* the serving simulation replaying the shared vLLM run (``sim.validation``, ``xpusim validate serve``);
+* collectives on the shared Vidur network files (``hwmodels.network.validate``, ``xpusim validate collectives``);
+* with ``--cpu``: the built-in Llama-3.2-1B module run for real on this machine's CPU and simulated from
+  its trace (``hwmodels.validate_torch``; slow on a shared machine, so not by default).
+
+Writes ``<out>/accuracy_report.md`` and ``<out>/accuracy_report.json`` (each written whole to a temporary
+file, then renamed) with one row per figure: source, device, what is compared, role (fitted / held out),
+n, wape, mape (serving rows: the relative error of the statistic), and prints each row as a JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "benchmarks"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from accuracy_ops import DEFAULT_DATA, KIT_FILES, file_path, load_shared
+from accuracy_ops import run as run_shared_ops
+
+from hwmodels.gpu import load_gpu
+from hwmodels.validate_ops import validate_ops
+
+Row = dict[str, Any]
+COLUMNS = ("source", "device", "compared", "role", "n", "wape", "mape", "rel_err")
+
+
+def row(source: str, device: str, compared: str, role: str, n: int | None = None, wape: float | None = None,
+        mape: float | None = None, rel_err: float | None = None, note: str = "") -> Row:
+    r: Row = {"source": source, "device": device, "compared": compared, "role": role, "n": n, "wape": wape,
+              "mape": mape, "rel_err": rel_err}
+    if note:
+        r["note"] = note
+    return r
+
+
+def shared_ops(data: Path) -> list[Row]:
+    out = []
+    for d in run_shared_ops(data):
+        out.append(row(d["file"], d["hardware"], f"per-kernel times ({d['format']}, stack {d['stack']})",
+                       "held out" if d["held_out"] else "fitted", d["n"], d["wape"], d["mape"]))
+    return out
+
+
+def kit_ops(data: Path) -> list[Row]:
+    """xpusim's own measurements: the file and each op of it."""
+    out = []
+    for f in KIT_FILES:
+        if not file_path(f, data).is_file():
+            out.append(row(f"validation/measured/{f.path}", f.hardware, f.format, "-", note="file not found"))
+            continue
+        res = validate_ops(load_shared(f, data), load_gpu(f.hardware))
+        role = "fitted" if f.fitted else "held out"
+        src = f"validation/measured/{f.path}"
+        out.append(row(src, f.hardware, f"{f.format} (stack {res.stack}): all rows", role, res.overall.n,
+                       res.overall.wape, res.overall.mape))
+        for op, s in res.per_op.items():
+            out.append(row(src, f.hardware, f"{f.format}: {op}", role, s.n, s.wape, s.mape))
+    return out
+
+
+SERVE_RUN = "measured/vllm_rtx4090_llama31_8b"
+
+
+def serving(data: Path) -> list[Row]:
+    run_dir = data / SERVE_RUN
+    if not run_dir.is_dir():
+        return [row(SERVE_RUN, "rtx-4090", "serving replay", "-", note="shared data not found")]
+    from sim.validation import read_meta, validate_run
+    from workloads.catalog import load_model
+    from workloads.traces import read_vllm_bench
+
+    meta = read_meta(run_dir)
+    reqs = read_vllm_bench(run_dir)
+    metrics, _ = validate_run(reqs, meta, load_model(meta["model"]), load_gpu("rtx-4090"))
+    return [row(SERVE_RUN, "rtx-4090", f"serving replay: {k}", "kernel constants fitted on this GPU",
+                len(reqs), rel_err=v["rel_err"]) for k, v in metrics.items()]
+
+
+COLLECTIVE_FILES = (("measured/vidur_a100/network/all_reduce.csv", "vidur-a100"),
+                    ("measured/vidur_a100/network/send_recv.csv", "vidur-a100"))
+
+
+def collectives(data: Path) -> list[Row]:
+    try:
+        from hwmodels.network.validate import read_collective_file, validate_collectives
+    except ImportError as exc:
+        return [row("collectives", "-", "collective times", "-", note=f"not available: {exc}")]
+    out = []
+    for rel, cluster in COLLECTIVE_FILES:
+        path = data / rel
+        if not path.is_file():
+            out.append(row(rel, cluster, "collective times", "-", note="shared data not found"))
+            continue
+        res = validate_collectives(read_collective_file("vidur-collective", path), cluster)
+        out.append(row(rel, cluster, "collective times (vidur-collective): all rows", "fitted",
+                       res.overall.n, res.overall.wape, res.overall.mape))
+        for key, s in res.per_group.items():
+            out.append(row(rel, cluster, f"collective times: {key}", "fitted", s.n, s.wape, s.mape))
+    return out
+
+
+CPU_MODEL = "llama-3.2-1b"
+
+
+def cpu_torch() -> list[Row]:
+    """The built-in 1B module on this CPU, measured now and simulated from its trace."""
+    try:
+        from hwmodels.cpu import host_cpu_name, load_cpu
+        from hwmodels.validate_torch import cpu_cost_fn, validate_steps
+        from workloads.catalog import load_model
+        from workloads.pytorch.runner import run_llama
+    except ImportError as exc:
+        return [row("cpu run", "host cpu", "PyTorch module on the CPU", "-", note=f"not available: {exc}")]
+    cpu_name = host_cpu_name()
+    run = run_llama(load_model(CPU_MODEL), device="cpu", batch=1, prompt=128, decode=4, repeats=1)
+    res = validate_steps(run.steps, cpu_cost_fn(load_cpu(cpu_name)))
+    out = [row(f"cpu run: {CPU_MODEL}", cpu_name, "PyTorch module on the CPU: per-op times (all ops)",
+               "measured now", res.overall.n, res.overall.wape, res.overall.mape)]
+    for k, s in res.per_kind.items():
+        out.append(row(f"cpu run: {CPU_MODEL}", cpu_name, f"per-op times: {k}", "measured now", s.n, s.wape, s.mape))
+    for k, s in res.steps.items():
+        out.append(row(f"cpu run: {CPU_MODEL}", cpu_name, f"whole {k} steps", "measured now", s.n, s.wape, s.mape))
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:+.3f}" if abs(v) < 10 else f"{v:.3g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def markdown(rows: list[Row]) -> str:
+    lines = ["# xpusim accuracy report", "",
+             "Generated by `python benchmarks/accuracy.py`; how each figure was obtained: docs/accuracy.md. "
+             "`wape` = sum|sim - meas| / sum meas, `mape` = mean |sim - meas| / meas; serving rows give the "
+             "relative error of the statistic (`rel_err`).", "",
+             "| " + " | ".join(COLUMNS) + " | note |", "|" + "---|" * (len(COLUMNS) + 1)]
+    for r in rows:
+        cells = [_fmt(r.get(c)).lstrip("+") if c in ("wape", "mape") else _fmt(r.get(c)) for c in COLUMNS]
+        lines.append("| " + " | ".join(cells) + f" | {r.get('note', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def collect(data: Path, cpu: bool = False) -> list[Row]:
+    sections: list[tuple[str, Callable[[], list[Row]]]] = [
+        ("shared kernel files", lambda: shared_ops(data)), ("xpusim GPU measurements", lambda: kit_ops(data)),
+        ("serving", lambda: serving(data)), ("collectives", lambda: collectives(data))]
+    if cpu:
+        sections.append(("cpu torch", cpu_torch))
+    rows: list[Row] = []
+    for name, fn in sections:
+        try:
+            got = fn()
+        except Exception as exc:  # one broken section must not hide the others: it is a row that says so
+            got = [row(name, "-", name, "-", note=f"failed: {type(exc).__name__}: {exc}")]
+            traceback.print_exc(file=sys.stderr)
+        for r in got:
+            sys.stdout.write(json.dumps(r) + "\n")
+            sys.stdout.flush()
+        rows += got
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs", help="folder for accuracy_report.{md,json}")
+    ap.add_argument("--cpu", action="store_true", help="also run the built-in 1B module on this CPU (slow)")
+    args = ap.parse_args()
+    rows = collect(args.data, args.cpu)
+    _write_atomic(args.out / "accuracy_report.json", json.dumps(rows, indent=1) + "\n")
+    _write_atomic(args.out / "accuracy_report.md", markdown(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""The kernel model on xpusim's own H200 measurements (``validation/measured/h200/``, provenance there).
+
+Targets (issue 4, CUDA): GEMM and attention wape <= 0.10, end-to-end steps <= 0.10. What the model
+reaches (``python benchmarks/accuracy.py``; docs/accuracy.md): GEMM file 0.064 (not fitted: the Hopper
+GEMM constants are derived from published figures), attention 0.054 (the ``[attention_fa2]`` table is
+fitted on this file), CUDA-graph decode steps 0.059 and device-bound eager prefill steps 0.080 (held out:
+no step was used in any fit). Each test asserts the target, and the figure reached within 0.01 so that
+a regression shows.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from hwmodels.gpu import load_gpu
+from hwmodels.kernels import GPUKernelModel, load_stack
+from hwmodels.kernels.attention_calibration import AttnKernel, load_attention_calibration
+from hwmodels.validate_ops import stack_for, validate_ops
+from workloads.errors import ConfigError, WorkloadError
+from workloads.measured import read_measured
+
+ROOT = Path(__file__).resolve().parents[1]
+H200 = ROOT / "validation" / "measured" / "h200"
+FILES = {"xpusim-gemm": "gemm.csv", "xpusim-attention": "attention.csv", "xpusim-memory-ops": "memory_ops.csv",
+         "xpusim-steps": "steps.csv"}
+CUDA_TARGET = 0.10
+
+
+@pytest.fixture(scope="module")
+def results() -> dict:
+    gpu = load_gpu("h200-sxm-141gb")
+    return {fmt: validate_ops(read_measured(fmt, H200 / name), gpu) for fmt, name in FILES.items()}
+
+
+def test_formats_read_every_row() -> None:
+    """Row counts of the committed CSVs (``wc -l`` minus the header): 588 GEMMs (none failed), 333
+    SDPA calls, 210 memory-op rows of which the 105 behind the L2 flush are kernel times, 54 steps."""
+    counts = {fmt: read_measured(fmt, H200 / name) for fmt, name in FILES.items()}
+    assert len(counts["xpusim-gemm"].records) == 588
+    assert len(counts["xpusim-attention"].records) == 333
+    mem = counts["xpusim-memory-ops"]
+    assert len(mem.records) == 105 and sum(n for _, n in mem.skipped) == 105
+    assert len(counts["xpusim-steps"].records) == 54
+    assert {r.op for r in counts["xpusim-steps"].records} == {"prefill.eager", "decode.eager", "decode.cuda_graph"}
+
+
+def test_formats_run_under_pytorch_stacks() -> None:
+    assert stack_for("xpusim-gemm") == stack_for("xpusim-memory-ops") == stack_for("xpusim-steps") == "torch"
+    flash = load_stack(stack_for("xpusim-attention"))
+    assert flash.attention_kernel == "fa2"      # SDPA's flash backend is FlashAttention-2, on Hopper too
+    assert flash.ops == load_stack("torch").ops  # extends torch: only the attention kernel differs
+    h200 = load_gpu("h200-sxm-141gb")
+    assert GPUKernelModel(h200, stack="torch-flash").attn.kernel is AttnKernel.FA2
+    assert GPUKernelModel(h200, stack="torch").attn.kernel is AttnKernel.FA3   # the family's own
+    # H100 takes the same family constants through its own spec
+    assert GPUKernelModel(load_gpu("h100-sxm-80gb"), stack="torch-flash").attn is load_attention_calibration(
+        "hopper", "fa2")
+
+
+def test_family_without_the_kernel_table_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="attention_fa3"):
+        load_attention_calibration("ampere", "fa3")
+
+
+def test_bad_rows_name_the_file_line_and_column(tmp_path: Path) -> None:
+    p = tmp_path / "gemm.csv"
+    p.write_text("label,dtype,m,n,k,time_s\nx,int4,1,2,3,1e-6\n")
+    with pytest.raises(WorkloadError, match="unknown dtype") as e:
+        read_measured("xpusim-gemm", p)
+    assert e.value.line == 2 and e.value.column == "dtype"
+    p.write_text("phase,batch,q_len,kv_len,q_heads,kv_heads,head_dim,causal,time_s\ndecode,1,2,8,4,2,64,0,1e-6\n")
+    with pytest.raises(WorkloadError, match="one query token"):
+        read_measured("xpusim-attention", p)
+    p.write_text("op,tokens,hidden,l2_flushed\n")
+    with pytest.raises(WorkloadError, match="time_s"):
+        read_measured("xpusim-memory-ops", p)
+
+
+def test_gemm_meets_the_cuda_target(results: dict) -> None:
+    """588 bf16 F.linear / fp8 _scaled_mm GEMMs, m = 1..16384: wape 0.064 (bf16 0.050, fp8 0.089)."""
+    r = results["xpusim-gemm"]
+    assert r.overall.wape <= CUDA_TARGET
+    assert r.overall.wape == pytest.approx(0.064, abs=0.01)
+    assert r.per_op["gemm_bf16"].wape <= CUDA_TARGET and r.per_op["gemm_fp8"].wape <= CUDA_TARGET
+
+
+def test_attention_meets_the_cuda_target(results: dict) -> None:
+    """SDPA flash (FA2): file wape 0.054; prefill 0.036, decode 0.093 (in-sample: [attention_fa2] is fitted here)."""
+    r = results["xpusim-attention"]
+    assert r.overall.wape <= CUDA_TARGET
+    assert r.overall.wape == pytest.approx(0.054, abs=0.01)
+    for op in ("attn_prefill", "attn_decode"):
+        assert r.per_op[op].wape <= CUDA_TARGET
+
+
+def test_cuda_graph_decode_steps_meet_the_end_to_end_target(results: dict) -> None:
+    """Whole decode steps of the built-in 1B/3B/8B modules replayed from a CUDA graph (18 rows, batch
+    1-128, context 513-2049; held out): wape 0.059 / mape 0.067. Every step is predicted slower than
+    measured, by 1 % (3B/8B, batch 32) to 18.5 % (1B, batch 128, context 1025, where the decode
+    attention, cuDNN's kernel costed with the FA3 constants, weighs most)."""
+    r = results["xpusim-steps"]
+    s = r.per_op["decode.cuda_graph"]
+    assert s.n == 18 and s.wape <= CUDA_TARGET
+    assert s.wape == pytest.approx(0.059, abs=0.01)
+    assert s.max_ape <= 0.19
+    assert all(p.simulated_s > p.measured_s for p in r.points if p.op == "decode.cuda_graph")
+
+
+def test_eager_steps(results: dict) -> None:
+    """Eager prefill steps (held out): wape 0.080, carried by the device-bound large ones. Eager decode
+    steps are bound by Python's launch rate (the 1B decode takes 7-10 ms eager, 1.7-3.0 ms from a CUDA
+    graph): out of the kernel model's scope, so every one measures slower than the kernels it runs."""
+    r = results["xpusim-steps"]
+    assert r.per_op["prefill.eager"].wape <= CUDA_TARGET
+    eager = [p for p in r.points if p.op == "decode.eager"]
+    assert len(eager) == 18 and all(p.simulated_s < p.measured_s for p in eager)
+
+
+def test_accuracy_report_writes_its_table(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import accuracy
+
+    rows = accuracy.kit_ops(tmp_path / "no-shared-data")
+    assert {r["source"] for r in rows} == {f"validation/measured/h200/{n}" for n in FILES.values()}
+    accuracy._write_atomic(tmp_path / "r.json", json.dumps(rows))
+    accuracy._write_atomic(tmp_path / "r.md", accuracy.markdown(rows))
+    assert json.loads((tmp_path / "r.json").read_text()) == rows
+    assert "| validation/measured/h200/gemm.csv | h200-sxm-141gb |" in (tmp_path / "r.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.md"]   # no temporary files left
