@@ -548,7 +548,12 @@ def decompose(cluster: Cluster, op: CollectiveOp | str, nbytes: float, algo: Alg
 
     if a is Algorithm.TREE:
         b = _tree_batch(cluster, members, S, model, p, f, routes=rt)
-        b = with_latency(b, g, lat(pp, 2 * (geo.per_node - 1), 2 * math.log2(m) if m > 1 else 0.0))
+        max_bw = getattr(pp, "max_bw", None)
+        if max_bw:
+            # the protocol's ceiling on S / time: no flow may finish its bytes faster than S / max_bw
+            b = replace(b, rate_cap=b.nbytes * max_bw / S)
+        tree_lat = getattr(model, "_tree_lat", lat)
+        b = with_latency(b, g, tree_lat(pp, 2 * (geo.per_node - 1), 2 * math.log2(m) if m > 1 else 0.0))
         return FlowSchedule((b,), name=label, meta=meta)
     raise ConfigError(f"algorithm {a.value} does not implement {op_e.value}", field="algo", value=a.value)
 
@@ -608,16 +613,19 @@ def _tree_batch(cluster: Cluster, members: list[str], S: float, model: Any, p: C
     binary trees (tree 1 is tree 0 mirrored, so a node interior in one is a leaf in the other, as in
     NCCL), each edge with a flow up and one down.
 
-    Sizes: the closed form rates the tree at ``tree_bw_factor`` x the ring bandwidth, i.e. it takes
-    ``T = S / (tree_bw_factor x f)`` bytes' worth of time at that bandwidth. A chain GPU sends two
-    chain flows (to its parent and its child) over its one link, so each chain flow carries
-    ``T / 2 / k`` per channel; a node's NIC of rail ``c`` sends one flow per tree edge the node has
-    (``load`` of them, at most ``load_max`` over the nodes), so each tree flow carries
-    ``T / load_max / k``. Alone, the busiest link then takes ``T`` over its rate, as the closed form."""
+    Sizes: the closed form rates the tree inside a node at ``tree_bw_factor`` x the node's link
+    rate (a chain at tuning.cc's 0.9 x 0.5) and across nodes at ``tree_net_efficiency`` x the node's
+    ``k`` NICs. A chain GPU sends a flow to its parent and one to its child over its one link, in
+    every channel (one, at a chain's end), so with ``c_max`` the most chain flows any GPU sends, each
+    chain flow carries ``S / (tree_bw_factor f) / c_max`` (``c_max = 2`` on one node); a node's NIC of rail
+    ``c`` sends one flow per tree edge the node has (``load`` of them, at most ``load_max`` over the
+    nodes), so each tree flow carries ``S / (tree_net_efficiency f) / load_max / k``. Alone, the
+    busiest GPU link and NIC then take the closed form's times; the algorithm takes the larger."""
     per_node = _by_node(cluster, members)
     m = len(per_node)
     k = max(1, model.g.nics_per_node) if m > 1 else 1
     t_target = S / (p.tree_bw_factor * f)
+    t_net = S / (getattr(p, "tree_net_efficiency", p.tree_bw_factor) * f)
     src: list[str] = []
     dst: list[str] = []
     nb: list[float] = []
@@ -627,8 +635,9 @@ def _tree_batch(cluster: Cluster, members: list[str], S: float, model: Any, p: C
     for x, y in edges0 + edges1:
         load[x] += 1
         load[y] += 1
-    tree_bytes = t_target / float(load.max()) / k if m > 1 else 0.0
-    chain_bytes = t_target / 2 / k
+    tree_bytes = t_net / float(load.max()) / k if m > 1 else 0.0
+    chain_src: list[str] = []
+    chain_dst: list[str] = []
     for c in range(k):
         heads = []
         for gp in per_node:
@@ -637,13 +646,20 @@ def _tree_batch(cluster: Cluster, members: list[str], S: float, model: Any, p: C
             chain = gp[start:] + gp[:start]
             heads.append(chain[0])
             for a, b in zip(chain, chain[1:]):
-                src += [b, a]
-                dst += [a, b]
-                nb += [chain_bytes, chain_bytes]
+                chain_src += [b, a]
+                chain_dst += [a, b]
         for x, y in edges0 + edges1:
             src += [heads[y], heads[x]]
             dst += [heads[x], heads[y]]
             nb += [tree_bytes, tree_bytes]
+    if chain_src:
+        sends: dict[str, int] = {}
+        for x in chain_src:
+            sends[x] = sends.get(x, 0) + 1
+        chain_bytes = t_target / max(sends.values())
+        src += chain_src
+        dst += chain_dst
+        nb += [chain_bytes] * len(chain_src)
     return pair_batch(cluster, src, dst, np.asarray(nb), routes=routes)
 
 
