@@ -654,8 +654,8 @@ def _tree_batch(cluster: Cluster, members: list[str], S: float, model: Any, p: C
             nb += [tree_bytes, tree_bytes]
     if chain_src:
         sends: dict[str, int] = {}
-        for x in chain_src:
-            sends[x] = sends.get(x, 0) + 1
+        for who in chain_src:
+            sends[who] = sends.get(who, 0) + 1
         chain_bytes = t_target / max(sends.values())
         src += chain_src
         dst += chain_dst
