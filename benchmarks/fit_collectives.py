@@ -11,7 +11,10 @@ Fixed, not fitted: the per-protocol bandwidth fractions (NCCL tuning.cc: LL 1/4 
 LL128 0.92), the tree bandwidth factor (0.9 x 0.5, tuning.cc), the PCIe efficiency (a derivation in
 collectives.toml). Prints the fitted values and the figures; paste them into the TOML files.
 
-    python benchmarks/fit_collectives.py [--maxfev 3000] [--stride 3]
+    python benchmarks/fit_collectives.py [--maxfev 700] [--stride 2]   # ~0.4 s per evaluation at stride 2
+
+Auto picks follow NCCL's tuner (hwmodels/network/nccl_tuner.py); only the costs are fitted. Every constant
+stays inside BOUNDS (reasons in collectives.toml).
 """
 
 from __future__ import annotations
@@ -38,27 +41,41 @@ GIB = 1024**3
 
 NAMES = ["launch_us", "ll.base", "ll.nvlink_step", "ll.net_step", "ll128.base", "ll128.nvlink_step",
          "ll128.net_step", "simple.base", "simple.nvlink_step", "simple.net_step", "nvlink_eff", "p2p_eff",
-         "hdr_eff", "vidur.eff", "vidur.stream_gb", "vidur.duplex", "vidur.latency_us"]
+         "hdr_eff", "vidur.eff", "vidur.stream_gb", "vidur.duplex", "vidur.latency_us",
+         "ll.tree_nvlink_step", "ll128.tree_nvlink_step", "simple.tree_nvlink_step", "simple.tree_net_step",
+         "tree_net_eff"]
+# plausible ranges (why: collectives.toml); the fit stays inside them
+BOUNDS = {"launch_us": (1, 10), "ll.base": (0, 15), "ll.nvlink_step": (0.2, 3), "ll.net_step": (0.5, 15),
+          "ll128.base": (0, 20), "ll128.nvlink_step": (0.5, 6), "ll128.net_step": (1, 30),
+          "simple.base": (0, 20), "simple.nvlink_step": (1, 10), "simple.net_step": (1, 60),
+          "nvlink_eff": (0.6, 0.95), "p2p_eff": (0.6, 1.0), "hdr_eff": (0.869, 0.869), "vidur.eff": (0.1, 1.0),
+          "vidur.stream_gb": (2, 20), "vidur.duplex": (0.5, 1.0), "vidur.latency_us": (1, 60),
+          "ll.tree_nvlink_step": (0.2, 5), "ll128.tree_nvlink_step": (0.5, 10),
+          "simple.tree_nvlink_step": (3, 40), "simple.tree_net_step": (3, 120), "tree_net_eff": (0.3, 1.0)}
 
 
 def unpack(x: np.ndarray, base: CollectiveParams):
-    v = dict(zip(NAMES, np.abs(x)))
+    v = {k: float(np.clip(val, *BOUNDS[k])) for k, val in zip(NAMES, x)}
     protos = {}
     for p in Protocol:
         old = base.protocols[p]
+        tn = v.get(f"{p.value}.tree_nvlink_step")
+        tnet = v.get(f"{p.value}.tree_net_step")
         protos[p] = dataclasses.replace(old, base_s=v[f"{p.value}.base"] * 1e-6,
                                         nvlink_step_s=v[f"{p.value}.nvlink_step"] * 1e-6,
-                                        net_step_s=v[f"{p.value}.net_step"] * 1e-6)
-    params = dataclasses.replace(base, launch_s=v["launch_us"] * 1e-6, nvlink_efficiency=min(1.0, v["nvlink_eff"]),
-                                 xgmi_efficiency=min(1.0, v["nvlink_eff"]), p2p_efficiency=min(1.0, v["p2p_eff"]),
-                                 protocols=protos)
+                                        net_step_s=v[f"{p.value}.net_step"] * 1e-6,
+                                        tree_nvlink_step_s=None if tn is None else tn * 1e-6,
+                                        tree_net_step_s=None if tnet is None else tnet * 1e-6)
+    params = dataclasses.replace(base, launch_s=v["launch_us"] * 1e-6, nvlink_efficiency=v["nvlink_eff"],
+                                 xgmi_efficiency=v["nvlink_eff"], p2p_efficiency=v["p2p_eff"],
+                                 tree_net_efficiency=v["tree_net_eff"], protocols=protos)
     return params, v
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--maxfev", type=int, default=3000)
-    ap.add_argument("--stride", type=int, default=3)
+    ap.add_argument("--stride", type=int, default=1)
     args = ap.parse_args()
     files = {f: read_vidur_collective(DATA / f"{f}.csv") for f in ("all_reduce", "send_recv")}
     vid = load_cluster("vidur-a100")
@@ -118,6 +135,10 @@ def main() -> None:
         return loss
 
     protos = base.protocols
+
+    def us(val: float | None, fallback: float) -> float:
+        return (fallback if val is None else val) * 1e6
+
     x0 = np.array([base.launch_s * 1e6,
                    protos[Protocol.LL].base_s * 1e6, protos[Protocol.LL].nvlink_step_s * 1e6,
                    protos[Protocol.LL].net_step_s * 1e6,
@@ -126,9 +147,15 @@ def main() -> None:
                    protos[Protocol.SIMPLE].base_s * 1e6, protos[Protocol.SIMPLE].nvlink_step_s * 1e6,
                    protos[Protocol.SIMPLE].net_step_s * 1e6,
                    base.nvlink_efficiency, base.p2p_efficiency, hdr0.efficiency,
-                   vnic0.efficiency, (vnic0.stream_rate or 1e9) / 1e9, vnic0.duplex_efficiency, vnic0.latency_s * 1e6])
+                   vnic0.efficiency, (vnic0.stream_rate or 1e9) / 1e9, vnic0.duplex_efficiency, vnic0.latency_s * 1e6,
+                   us(protos[Protocol.LL].tree_nvlink_step_s, protos[Protocol.LL].nvlink_step_s),
+                   us(protos[Protocol.LL128].tree_nvlink_step_s, protos[Protocol.LL128].nvlink_step_s),
+                   us(protos[Protocol.SIMPLE].tree_nvlink_step_s, 28e-6),
+                   us(protos[Protocol.SIMPLE].tree_net_step_s, 28e-6), base.tree_net_efficiency])
+    x0 = np.array([float(np.clip(val, *BOUNDS[k])) for k, val in zip(NAMES, x0)])
     t0 = time.perf_counter()
-    fit = minimize(objective, x0, method="Powell", options={"maxfev": args.maxfev, "xtol": 1e-3, "ftol": 1e-5})
+    fit = minimize(objective, x0, method="Powell", bounds=[BOUNDS[k] for k in NAMES],
+                   options={"maxfev": args.maxfev, "xtol": 1e-3, "ftol": 1e-5})
     _, v = unpack(fit.x, base)
     final = evaluate(fit.x, 1)
     print(json.dumps({"fitted": {k: round(float(val), 4) for k, val in v.items()}, "figures": final,

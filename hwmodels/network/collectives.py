@@ -44,6 +44,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hwmodels.network import nccl_tuner
 from hwmodels.network.nics import IntraFabric, NICSpec, specs_dir
 from hwmodels.network.topology import Cluster
 from workloads.errors import ConfigError
@@ -105,6 +106,8 @@ class ProtocolParams:
     net_step_s: float      # per step across the network (beyond the route's own latency)
     bw_fraction: float     # of the Simple protocol's bandwidth
     max_bw: float | None = None  # bytes/s the protocol moves at most (LL128: per-channel cap x channels)
+    tree_nvlink_step_s: float | None = None  # a tree's step inside a node (None: the ring's)
+    tree_net_step_s: float | None = None     # a tree's step across the network (None: the ring's)
 
 
 @dataclass(frozen=True)
@@ -120,12 +123,15 @@ class CollectiveParams:
     tree_bw_factor: float
     protocols: dict[Protocol, ProtocolParams] = field(default_factory=dict)
     source: str = ""
+    tree_net_efficiency: float = 1.0  # of the network rate a double binary tree reaches (per node, S each way)
+    emulate_tuner: bool = True        # auto = NCCL's own pick (nccl_tuner); False: the fastest by this model
 
 
 _TOP = {"source", "nccl", "ll", "ll128", "simple"}
 _NCCL_KEYS = {"launch_us", "nvlink_efficiency", "pcie_efficiency", "xgmi_efficiency", "p2p_efficiency",
-              "tree_bw_factor"}
-_PROTO_KEYS = {"base_us", "nvlink_step_us", "pcie_step_us", "net_step_us", "bw_fraction", "max_gb_per_s"}
+              "tree_bw_factor", "tree_net_efficiency", "emulate_tuner"}
+_PROTO_KEYS = {"base_us", "nvlink_step_us", "pcie_step_us", "net_step_us", "bw_fraction", "max_gb_per_s",
+               "tree_nvlink_step_us", "tree_net_step_us"}
 
 
 def parse_params(data: dict[str, Any], *, file: str) -> CollectiveParams:
@@ -150,7 +156,9 @@ def parse_params(data: dict[str, Any], *, file: str) -> CollectiveParams:
             pcie_step_s=num(t, "pcie_step_us", p.value, allow_zero=True) * 1e-6,
             net_step_s=num(t, "net_step_us", p.value, allow_zero=True) * 1e-6,
             bw_fraction=num(t, "bw_fraction", p.value),
-            max_bw=(num(t, "max_gb_per_s", p.value, default=0, allow_zero=True) * 1e9) or None)
+            max_bw=(num(t, "max_gb_per_s", p.value, default=0, allow_zero=True) * 1e9) or None,
+            tree_nvlink_step_s=_opt_us(t, "tree_nvlink_step_us", p.value, num),
+            tree_net_step_s=_opt_us(t, "tree_net_step_us", p.value, num))
     src = data.get("source", {})
     return CollectiveParams(
         launch_s=num(nccl, "launch_us", "nccl", allow_zero=True) * 1e-6,
@@ -159,8 +167,21 @@ def parse_params(data: dict[str, Any], *, file: str) -> CollectiveParams:
         xgmi_efficiency=num(nccl, "xgmi_efficiency", "nccl"),
         p2p_efficiency=num(nccl, "p2p_efficiency", "nccl"),
         tree_bw_factor=num(nccl, "tree_bw_factor", "nccl"),
+        tree_net_efficiency=num(nccl, "tree_net_efficiency", "nccl", default=1.0),
+        emulate_tuner=_flag(nccl, "emulate_tuner", file),
         protocols=protos,
         source=str(src.get("fitted_on", "")) if isinstance(src, dict) else "")
+
+
+def _opt_us(t: dict[str, Any], key: str, section: str, num: Any) -> float | None:
+    return None if key not in t else float(num(t, key, section, allow_zero=True)) * 1e-6
+
+
+def _flag(t: dict[str, Any], key: str, file: str) -> bool:
+    v = t.get(key, True)
+    if not isinstance(v, bool):
+        raise ConfigError(f"{key} must be true or false, got {v!r}", file=file, field=f"nccl.{key}", value=v)
+    return v
 
 
 @functools.cache
@@ -186,6 +207,7 @@ class Geometry:
     oversubscription: float       # applies when the group spans leaf units (else 1)
     inter_site_rate: float | None
     net_latency_s: float          # one-way route latency between two nodes of the group
+    gpu: str = ""                 # GPU catalog id of the slowest node (NCCL's tuner tables are per architecture)
 
 
 def geometry(cluster: Cluster, gpus: Sequence[str] | None = None) -> Geometry:
@@ -231,7 +253,7 @@ def geometry(cluster: Cluster, gpus: Sequence[str] | None = None) -> Geometry:
         nics_per_node=max(1, nics_used), nic=nic,
         oversubscription=f.oversubscription if len(units) > 1 else 1.0,
         inter_site_rate=f.intercluster_rate if len(sites) > 1 else None,
-        net_latency_s=net_lat)
+        net_latency_s=net_lat, gpu=spec.gpu)
 
 
 def _intra_ring_link(spec: Any, g: int, locals_: list[int] | None) -> float:
@@ -280,18 +302,23 @@ class _Model:
         eff = {IntraFabric.NVSWITCH: params.nvlink_efficiency, IntraFabric.PCIE: params.pcie_efficiency,
                IntraFabric.XGMI: params.xgmi_efficiency}[geo.fabric]
         self.intra_bw = geo.intra_link * eff
-        nic, k = geo.nic, geo.nics_per_node
+        k = geo.nics_per_node
         gpus_on_nic = math.ceil(geo.per_node / k)
         # a NIC moves its effective rate; a stream-capped transport (TCP) at most that many streams,
-        # one per GPU using the NIC, and a stream that sends and receives at once loses duplex_efficiency
-        uni, duplex = nic.rate, nic.rate
-        if nic.stream_rate is not None:
-            uni = min(uni, gpus_on_nic * nic.stream_rate)
-            duplex = min(duplex, gpus_on_nic * nic.stream_rate * nic.duplex_efficiency)
-        else:
-            duplex *= nic.duplex_efficiency
-        self.net_uni = self._net(k * uni)        # one direction only
-        self.net_duplex = self._net(k * duplex)  # every NIC sending and receiving at once
+        # one per GPU using the NIC, and a stream that sends and receives at once loses duplex_efficiency.
+        # A ring's channel enters a node at one GPU and leaves at another, so its connections pair up
+        # two GPUs: ceil(g / 2) streams; a double binary tree runs two trees per channel: 2 g streams.
+        self.net_uni = self._net(k * self._nic_rate(gpus_on_nic, duplex=False))       # one direction only
+        self.net_duplex = self._net(k * self._nic_rate(gpus_on_nic, duplex=True))     # all NICs both ways
+        self.net_ring = self._net(k * self._nic_rate(math.ceil(gpus_on_nic / 2), duplex=True))
+        self.net_tree = self._net(k * self._nic_rate(2 * gpus_on_nic, duplex=True)) * params.tree_net_efficiency
+
+    def _nic_rate(self, streams: int, *, duplex: bool) -> float:
+        nic = self.g.nic
+        d = nic.duplex_efficiency if duplex else 1.0
+        if nic.stream_rate is None:
+            return nic.rate * d
+        return min(nic.rate, streams * nic.stream_rate * d) if duplex else min(nic.rate, streams * nic.stream_rate)
 
     def _net(self, rate: float) -> float:
         rate /= self.g.oversubscription
@@ -310,8 +337,24 @@ class _Model:
         return (self.p.launch_s + pp.base_s + intra_steps * self._step(pp)
                 + inter_steps * (pp.net_step_s + self.g.net_latency_s))
 
+    def _tree_lat(self, pp: ProtocolParams, intra_steps: float, inter_steps: float) -> float:
+        """A tree's steps: its chunks are larger than a ring's (NCCL's tuner charges 28 µs per Simple tree
+        step against 3.4 per ring step), so its per-step latencies are its own."""
+        intra = self._step(pp) if pp.tree_nvlink_step_s is None or self.g.fabric is IntraFabric.PCIE \
+            else pp.tree_nvlink_step_s
+        net = pp.net_step_s if pp.tree_net_step_s is None else pp.tree_net_step_s
+        return (self.p.launch_s + pp.base_s + intra_steps * intra
+                + inter_steps * (net + self.g.net_latency_s))
+
     def ring_bw(self) -> float:
-        return self.intra_bw if self.g.nodes == 1 else min(self.intra_bw, self.net_duplex)
+        return self.intra_bw if self.g.nodes == 1 else min(self.intra_bw, self.net_ring)
+
+    def tree_bw(self) -> float:
+        """Algorithm bandwidth of the double binary tree: inside a node a chain at ``tree_bw_factor`` of
+        the link (tuning.cc's 0.9 x 0.5); across nodes each node sends and receives ``S`` once, at the
+        tree's network rate."""
+        bw = self.intra_bw * self.p.tree_bw_factor
+        return bw if self.g.nodes == 1 else min(bw, self.net_tree)
 
     @staticmethod
     def _bw(bw: float, pp: ProtocolParams) -> float:
@@ -349,8 +392,8 @@ class _Model:
         if algo is Algorithm.TREE:
             steps_intra = 2 * (g.per_node - 1)
             steps_inter = 2 * math.log2(m) if m > 1 else 0.0
-            bw = self.ring_bw() * self.p.tree_bw_factor * f
-            lat = self._lat(pp, steps_intra, steps_inter)
+            bw = self._bw(self.tree_bw(), pp)
+            lat = self._tree_lat(pp, steps_intra, steps_inter)
             return lat + S / bw, {"latency_s": lat, "transfer_s": S / bw}
         if algo is Algorithm.NVLS:
             bw = g.p2p_link * self.p.nvlink_efficiency * f
@@ -433,6 +476,14 @@ def collective_time(cluster: Cluster | None, op: CollectiveOp | str, nbytes: flo
             raise ConfigError(f"algorithm {algo_e.value} does not apply to {op_e.value} here{detail}",
                               field="algo", value=algo_e.value)
         algos = [algo_e]
+    if params.emulate_tuner and op_e is CollectiveOp.ALL_REDUCE:
+        # NCCL runs what its own tuner predicts fastest; xpusim prices that choice on its hardware model
+        names = tuple(a.value for a in algos if a in (Algorithm.RING, Algorithm.TREE, Algorithm.NVLS))
+        if names:
+            a_name, p_name = nccl_tuner.choose(tuner_view(geo), float(nbytes), names)
+            a_e, p_e = Algorithm(a_name), Protocol(p_name)
+            t, br = model.cost(op_e, a_e, p_e, float(nbytes))
+            return CollectiveResult(op_e, a_e, p_e, float(nbytes), geo.n, t, br)
     best: CollectiveResult | None = None
     for a in algos:
         for proto in model.protocols():
@@ -441,6 +492,28 @@ def collective_time(cluster: Cluster | None, op: CollectiveOp | str, nbytes: flo
                 best = CollectiveResult(op_e, a, proto, float(nbytes), geo.n, t, br)
     assert best is not None
     return best
+
+
+def tuner_view(geo: Geometry) -> nccl_tuner.TunerView:
+    """The group as NCCL's tuner sees it (:mod:`hwmodels.network.nccl_tuner`): NVLink at 0.8 of its
+    spec rate, PCIe Gen4 at 24 GB/s, each NIC at the speed its port reports (the line rate)."""
+    arch, scale = nccl_tuner.arch_index(geo.gpu)
+    if geo.fabric is IntraFabric.PCIE:
+        intra, kind = nccl_tuner.PCI_VIEW_BPS * geo.intra_link / 31.5e9, "pci"
+    else:
+        intra, kind = nccl_tuner.NVLINK_VIEW * geo.intra_link, "nvlink"
+    ring = tree = intra
+    if geo.nodes > 1:
+        net = geo.nics_per_node * geo.nic.line_rate
+        if geo.inter_site_rate is not None:
+            net = min(net, geo.inter_site_rate)
+        ring, tree = min(intra, net), min(intra, 2 * net)
+    rdma = geo.nic.transport.value in ("infiniband", "roce")
+    return nccl_tuner.TunerView(n=geo.n, nodes=geo.nodes, per_node=geo.per_node, intra=kind, ring_bw=ring,
+                                tree_bw=tree, arch=arch, arch_scale=scale, amd_cpu=arch < 2, ll128_net=rdma,
+                                ll128_intra=geo.fabric is IntraFabric.NVSWITCH and geo.gpu.startswith(
+                                    ("a100", "h100", "h200", "b200", "v100", "gh200", "gb200", "b100")),
+                                nvls=geo.nvls)
 
 
 def all_reduce(cluster: Cluster, nbytes: float, **kw: Any) -> CollectiveResult:
