@@ -25,7 +25,8 @@ path); tests/test_step.py shows the fast path within 1% of it.
 Pipeline parallelism (pp stages, one node): the iteration's sequences are split into
 ``m = min(pp, sequences)`` micro-batches of equal share; each stage holds ``L/pp`` layers; the
 micro-batches flow through the stages as a pipeline, so the iteration takes
-``(m + pp - 1)`` micro-batch stage times plus one activation send per stage boundary, plus the
+``(m + pp - 1)`` micro-batch stage times plus one activation send per stage boundary (the network
+fabric's send/recv on the GPU's node type, :func:`hwmodels.kernels.comm.p2p_time`), plus the
 head (embedding on the first stage, LM head on the last) once. With pp = 1 this is the plain sum.
 """
 
@@ -48,6 +49,7 @@ from hwmodels.kernels.attention import (
     decode_stretch_mapped,
     varlen_shape,
 )
+from hwmodels.kernels.comm import p2p_time
 from hwmodels.kernels.gemm import gemm_times
 from workloads.errors import ConfigError
 from workloads.llm_ops import Batch, check_tp, head_ops, layer_ops
@@ -58,9 +60,6 @@ log = logging.getLogger(__name__)
 
 _ATTN = (OpKind.ATTN_PREFILL, OpKind.ATTN_DECODE)
 _GEMM_TABLE_MIN = 2049   # m = 0..2048: the default token budget without a rebuild
-
-
-P2P_LATENCY_S = 10e-6  # one point-to-point activation send between PP stages (NCCL latency)
 
 
 class StepTimeModel:
@@ -155,9 +154,7 @@ class StepTimeModel:
         ``stage_layer_s`` (layers of one stage for one micro-batch)."""
         if self.pp == 1:
             return stage_layer_s
-        send = P2P_LATENCY_S + (tokens / micro) * self.model.hidden_size * self.dtype.bytes \
-            / self.gpu.interconnect_bandwidth
-        return (micro + self.pp - 1) * (stage_layer_s + send)
+        return (micro + self.pp - 1) * (stage_layer_s + self._send(tokens, micro))
 
     def _attention(self, prefill: tuple[tuple[int, int], ...], decode: tuple[int, ...]) -> float:
         """One layer's attention kernels for these sequences (``llm_ops.attention_ops``: one varlen
@@ -242,9 +239,11 @@ class StepTimeModel:
     def _pipeline_vec(self, stage: np.ndarray, tokens: int, micro: int) -> np.ndarray:
         if self.pp == 1:
             return stage
-        send = P2P_LATENCY_S + (tokens / micro) * self.model.hidden_size * self.dtype.bytes \
-            / self.gpu.interconnect_bandwidth
-        return (micro + self.pp - 1) * (stage + send)
+        return (micro + self.pp - 1) * (stage + self._send(tokens, micro))
+
+    def _send(self, tokens: int, micro: int) -> float:
+        """One micro-batch's activations ([tokens / micro, hidden]) sent across a stage boundary."""
+        return p2p_time(float(math.ceil(tokens / micro) * self.model.hidden_size * self.dtype.bytes), self.gpu)
 
     # ---- slow exact reference ----------------------------------------------------------------
     def reference_time(self, batch: Batch) -> float:

@@ -49,6 +49,15 @@ def tp_geometry(gpu: GPUSpec, group: int) -> Geometry:
                     inter_site_rate=None, net_latency_s=2 * nic.latency_s if nodes > 1 else 0.0)
 
 
+@functools.lru_cache(maxsize=8192)
+def p2p_time(nbytes: float, gpu: GPUSpec) -> float:
+    """One point-to-point send of ``nbytes`` between two GPUs of ``gpu``'s node type (a pipeline-stage
+    boundary): the fabric's send/recv closed form, NCCL's per-message latency included."""
+    if nbytes <= 0:
+        return 0.0
+    return collective_time(None, CollectiveOp.SEND_RECV, nbytes, geo=tp_geometry(gpu, 2)).time_s
+
+
 def all_reduce_cost(op: AllReduce, gpu: GPUSpec, cal: Calibration) -> tuple[float, dict[str, float]]:
     n = op.group
     if n <= 1 or op.bytes <= 0:
