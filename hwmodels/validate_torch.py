@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from workloads.accuracy import ErrorStats, grouped
-from workloads.ops import MemoryOp, OpKind
+from workloads.ops import MemoryOp, Op, OpKind
 from workloads.pytorch.tracer import AtenClass, OpGraph, TracedOp
 
 
@@ -68,6 +68,66 @@ def gpu_cost_fn(gpu: Any, stack: str = "torch") -> CostFn:
     return cost
 
 
+class CudaStepCost:
+    """Eager PyTorch on a GPU: each op's device time as the profiler measures it (the kernel alone) and
+    each step's time from the co-execution of the host's issue and the GPU's kernels (:mod:`hwmodels.host`).
+
+    GEMMs and attention are costed by the kernel model (their times include the family's ``launch_s``,
+    the ramp and tail inside the kernel's own duration); memory-bound ops under ``stack`` (default
+    ``torch-step``: the kernels inside a step, L2-warm) without the launch (a profiled eager kernel is
+    its body). The residual add is the vectorised kernel (the stack's ``[add]``), RoPE, activation,
+    norm and other elementwise ops the stack's tables of their kind."""
+
+    def __init__(self, gpu: Any, stack: str = "torch-step", host: str = "h200-xeon-torch2.11") -> None:
+        from hwmodels.host import load_host
+        from hwmodels.kernels import GPUKernelModel
+
+        self.model = GPUKernelModel(gpu, stack=stack)
+        self.host = load_host(host)
+
+    def __call__(self, op: TracedOp) -> float:
+        if not op.costs:
+            return 0.0
+        if op.op is not None:
+            return self.model.time(op.op)
+        out = op.outputs[0] if op.outputs else None
+        rows = out.numel // max(1, out.shape[-1]) if out is not None and out.shape else 1
+        kind = op.kind if op.kind is not None else OpKind.ELEMENTWISE
+        t, bd = self.model.cost(MemoryOp(op.aten, kind, max(1, rows), op.bytes_read, op.bytes_written, op.flops))
+        return max(0.0, t - bd.get("launch_s", 0.0))
+
+    def step_time(self, ops: Sequence[TracedOp], sims: Sequence[float]) -> float:
+        from hwmodels.host import step_time
+
+        return step_time(self.host, [o.costs for o in ops], sims)
+
+    def kernels_step_time(self, ops: Sequence[Op], views_per_launch: float) -> float:
+        """An eager step given as xpusim ops in launch order (e.g.
+        :func:`workloads.measured_xpusim.torch_llama_step_ops`): a ``MemoryOp`` of ``kernels`` launches is
+        that many equal kernels; every launch costs the host ``launch_s`` plus ``views_per_launch`` view
+        ops (the traced module's ratio, which a list of kernels does not carry). Its memory ops take the
+        stack table of the role their name gives (``rope*`` -> rope, ``silu*`` -> activation)."""
+        from dataclasses import replace
+
+        from hwmodels.host import co_execute
+
+        per_launch = self.host.launch_s + views_per_launch * self.host.view_s
+        items: list[tuple[float, float]] = []
+        for op in ops:
+            if isinstance(op, MemoryOp):
+                role = _ROLE_BY_NAME.get(op.name.split("_")[0])
+                m = replace(op, kind=role) if role is not None else op
+                t, bd = self.model.cost(m)
+                n = max(1, m.kernels)
+                items += [(per_launch, max(0.0, t - bd.get("launch_s", 0.0)) / n)] * n
+            else:
+                items.append((per_launch, self.model.time(op)))
+        return co_execute(items, self.host.kernel_gap_s)[0]
+
+
+_ROLE_BY_NAME = {"rope": OpKind.ROPE, "silu": OpKind.ACTIVATION}
+
+
 def cpu_cost_fn(cpu: Any, threads: int = 1) -> CostFn:
     from hwmodels.cpu import CPUModel
 
@@ -82,8 +142,10 @@ def validate_steps(steps: Sequence[_Step], cost: CostFn) -> TorchValidation:
     by_phase: dict[str, tuple[list[float], list[float]]] = {}
     for st in steps:
         sim_total = 0.0
+        sims: list[float] = []
         for op, meas in zip(st.graph.ops, st.op_seconds):
             sim = cost(op)
+            sims.append(sim)
             sim_total += sim
             if op.aclass is AtenClass.VIEW or op.kind is None:
                 continue
@@ -94,9 +156,13 @@ def validate_steps(steps: Sequence[_Step], cost: CostFn) -> TorchValidation:
             op_rows.append({"phase": st.phase, "step": st.index, "op_index": op.index, "aten": op.aten,
                             "kind": op.kind.value, "class": op.aclass.value, "scope": op.scope,
                             "input_shapes": ";".join("x".join(map(str, s)) for s in op.input_shapes),
-                            "flops": op.flops, "bytes": op.bytes, "measured_s": meas, "simulated_s": sim})
-        sims, meas_l = by_phase.setdefault(st.phase, ([], []))
-        sims.append(sim_total)
+                            "flops": op.flops, "bytes": op.bytes, "bytes_read": op.bytes_read,
+                            "bytes_written": op.bytes_written, "measured_s": meas, "simulated_s": sim})
+        step_time = getattr(cost, "step_time", None)
+        if step_time is not None:  # a CUDA step: host and GPU co-execute (CudaStepCost)
+            sim_total = float(step_time(st.graph.ops, sims))
+        phase_sims, meas_l = by_phase.setdefault(st.phase, ([], []))
+        phase_sims.append(sim_total)
         meas_l.append(st.step_seconds)
         step_rows.append({"phase": st.phase, "step": st.index, "context": st.context,
                           "measured_s": st.step_seconds, "simulated_s": sim_total,

@@ -31,12 +31,18 @@ All four need no ``--model``: the shapes are in the rows (steps name a catalog m
 
 from __future__ import annotations
 
+import csv
+import io
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from workloads.errors import WorkloadError
 from workloads.measured import MeasuredFile, MeasuredOp, _format, _positive_time, _Rows
 from workloads.model_spec import ModelSpec
 from workloads.ops import DecodeAttention, DType, Gemm, MemoryOp, Op, OpKind, PrefillAttention
+from workloads.pytorch.tracer import AtenClass, OpGraph, TensorRef, TracedOp
 
 BF16 = DType.BF16
 _GEMM_DTYPES = {"bfloat16": DType.BF16, "bf16": DType.BF16, "float16": DType.FP16, "fp8_e4m3": DType.FP8}
@@ -290,3 +296,238 @@ def read_xpusim_steps(path: Path, model: ModelSpec | None = None, tp: int = 1) -
         v = _positive_time(rows.number(row, "time_s"), rows, "time_s")
         records.append(MeasuredOp(f"{phase}.{mode}", ops, v, rows.line))
     return MeasuredFile("xpusim-steps", str(path), tuple(records))
+
+
+# ---- a committed `xpusim validate torch` run directory ----------------------------------------------
+
+@dataclass
+class RunStep:
+    """One step of a recorded ``validate torch`` run, rebuilt from its CSVs: the traced ops (views as
+    placeholders where the run's op indices skip them), each costed op's measured seconds, the step's."""
+
+    phase: str
+    index: int
+    context: int
+    graph: OpGraph
+    op_seconds: list[float | None]
+    step_seconds: float
+
+
+@dataclass
+class RecordedTorchRun:
+    """A ``validate torch --out DIR`` run read back: its steps and the ``# key: value`` provenance."""
+
+    path: str
+    steps: list[RunStep]
+    provenance: dict[str, str] = field(default_factory=dict)
+
+
+_DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+_DTYPE_OF = {"fp32": DType.FP32, "bf16": DType.BF16, "fp16": DType.FP16}
+_VIEW_PLACEHOLDER = "aten::<view>"
+
+
+def _shapes(text: str, path: Path, line: int) -> tuple[tuple[int, ...], ...]:
+    out = []
+    for part in (text or "").split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.append(tuple(int(v) for v in part.split("x")))
+        except ValueError:
+            raise WorkloadError(f"bad shape {part!r} (want e.g. 4x512x2048)", file=str(path), line=line,
+                                column="input_shapes") from None
+    return tuple(out)
+
+
+def _broadcast(shapes: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
+    nd = max((len(s) for s in shapes), default=0)
+    out = [1] * nd
+    for s in shapes:
+        for i, v in enumerate(s, start=nd - len(s)):
+            out[i] = max(out[i], v)
+    return tuple(out)
+
+
+def _out_shape(name: str, aclass: AtenClass, shapes: tuple[tuple[int, ...], ...]) -> tuple[int, ...] | None:
+    """The main output's shape of a memory-bound aten op from its input shapes (None: unknown)."""
+    if not shapes:
+        return None
+    if name == "cat":
+        first = shapes[0]
+        if all(len(s) == len(first) and s[:-1] == first[:-1] for s in shapes):
+            return first[:-1] + (sum(s[-1] for s in shapes),)
+        return (sum(s[0] for s in shapes),) + first[1:]
+    if name == "embedding" and len(shapes) >= 2:
+        return shapes[1] + shapes[0][-1:]
+    if aclass is AtenClass.REDUCTION and name not in {"_fused_rms_norm", "rms_norm", "native_layer_norm"}:
+        return shapes[0][:-1] + (1,)
+    return _broadcast(shapes)
+
+
+def _rebuild_op(row: dict[str, str], rows: _Rows, dtype: str) -> TracedOp:
+    """A :class:`TracedOp` from one ``ops.csv`` row. Runs written before the columns ``bytes_read`` /
+    ``bytes_written`` existed give only the total: it is split by the elements read and written at one
+    item size (exact for the single-dtype ops of a bf16 module; an fp32 RoPE table op is off by its cast)."""
+    aten = (row.get("aten") or "").strip()
+    name = aten.split("::")[-1]
+    try:
+        kind = OpKind((row.get("kind") or "").strip())
+        aclass = AtenClass((row.get("class") or "").strip())
+    except ValueError as exc:
+        raise WorkloadError(str(exc), file=str(rows.path), line=rows.line, column="kind") from None
+    shapes = _shapes(row.get("input_shapes", ""), rows.path, rows.line)
+    total = rows.number(row, "bytes")
+    flops = rows.number(row, "flops")
+    item = _DTYPE_BYTES.get(dtype, 2)
+    scope = (row.get("scope") or "").strip()
+    stem = scope or name
+    op: Op | None = None
+    out_shape = _out_shape(name, aclass, shapes)
+    if aclass is AtenClass.GEMM:
+        if len(shapes) < 2 or len(shapes[0]) < 2:
+            raise WorkloadError(f"a GEMM needs two matrix shapes, got {row.get('input_shapes')!r}",
+                                file=str(rows.path), line=rows.line, column="input_shapes")
+        a, b = shapes[-2], shapes[-1]
+        batch = a[0] if len(a) == 3 else 1
+        m, k, n = a[-2], a[-1], b[-1]
+        op = Gemm(stem, batch * m, n, k, _DTYPE_OF.get(dtype, DType.BF16))
+        out_shape = (batch * m, n)
+    elif aclass is AtenClass.ATTENTION:
+        if len(shapes) < 3 or any(len(s) != 4 for s in shapes[:3]):
+            raise WorkloadError(f"attention needs q, k, v shapes [b, heads, len, dim], got "
+                                f"{row.get('input_shapes')!r}", file=str(rows.path), line=rows.line,
+                                column="input_shapes")
+        nseq, hq, tq, d = shapes[0]
+        hkv, tk = shapes[1][1], shapes[1][2]
+        dt = _DTYPE_OF.get(dtype, DType.BF16)
+        if tq == 1:   # the built-in module: a decode attends to the whole cache, a prefill is causal
+            op = DecodeAttention(stem, hq, hkv, d, (tk,) * nseq, dt, paged=False)
+        else:
+            op = PrefillAttention(stem, hq, hkv, d, ((tq, tk),) * nseq, dt, causal=True, paged=False)
+        out_shape = shapes[0]
+    written = rows.opt_number(row, "bytes_written")
+    read = rows.opt_number(row, "bytes_read")
+    if written is None or read is None:
+        n_in = sum(math.prod(s) for s in shapes)
+        n_out = math.prod(out_shape) if out_shape else 0
+        if name in {"_fused_rms_norm", "rms_norm"} and shapes:   # and the fp32 rstd per row
+            n_out += 2 * (math.prod(shapes[0]) // max(1, shapes[0][-1]))
+        if aclass is AtenClass.FILL or not shapes:
+            read, written = 0.0, total
+        elif name == "embedding" and len(shapes) >= 2:
+            written = float(math.prod(out_shape or ()) * item)
+            read = total - written
+        else:
+            scale = total / max(1, n_in + n_out)
+            written = n_out * scale
+            read = total - written
+    ins = tuple(TensorRef(-1, s, _contiguous(s), 0, dtype, item, math.prod(s)) for s in shapes)
+    outs = (TensorRef(-1, out_shape, _contiguous(out_shape), 0, dtype, item, math.prod(out_shape)),) \
+        if out_shape else ()
+    index = rows.integer(row, "op_index", minimum=0)
+    return TracedOp(index, aten, "", aclass, kind, ins, outs, flops, float(read), float(written), (), 0, scope,
+                    0, False, op)
+
+
+def _contiguous(shape: tuple[int, ...]) -> tuple[int, ...]:
+    out, acc = [], 1
+    for v in reversed(shape):
+        out.append(acc)
+        acc *= max(1, v)
+    return tuple(reversed(out))
+
+
+def _view(index: int) -> TracedOp:
+    return TracedOp(index, _VIEW_PLACEHOLDER, "", AtenClass.VIEW, None, (), (), 0.0, 0.0, 0.0, (), 0, "", 0,
+                    False, None)
+
+
+class _CommentedRows(_Rows):
+    """:class:`_Rows` of a CSV under ``# key: value`` lines (what ``validate torch --out`` writes)."""
+
+    def __init__(self, path: Path, required: set[str]) -> None:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        except OSError as exc:
+            raise WorkloadError(f"cannot read: {exc.strerror}", file=str(path)) from None
+        self._skip = 0
+        while self._skip < len(lines) and lines[self._skip].startswith("#"):
+            self._skip += 1
+        self.path = path
+        self._fh = io.StringIO("".join(lines[self._skip:]))  # type: ignore[assignment]
+        self._reader = csv.DictReader(self._fh)
+        header = self._reader.fieldnames or []
+        missing = sorted(required - set(header))
+        if missing:
+            raise WorkloadError(f"missing column(s) {', '.join(missing)}; found {', '.join(header) or 'none'}",
+                                file=str(path), line=self._skip + 1, column=missing[0])
+        self.line = self._skip + 1
+
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        for row in self._reader:
+            self.line = self._reader.line_num + self._skip
+            yield row
+
+
+def _provenance(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    with path.open() as fh:
+        for line in fh:
+            if not line.startswith("#"):
+                break
+            key, _, value = line[1:].partition(":")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def read_validate_torch(directory: Path | str) -> RecordedTorchRun:
+    """A ``xpusim validate torch --out DIR`` run read back from ``DIR/ops.csv`` and ``DIR/steps.csv``,
+    ready to be simulated again (``xpusim validate torch --from DIR``) without running anything.
+
+    Each step's ops are rebuilt from the measured columns: aten op, kind, class, scope, input shapes,
+    FLOPs, bytes (GEMMs and SDPA calls become their xpusim ops; the dtype is the run's ``# dtype``).
+    ``ops.csv`` lists the ops that ran a kernel; the op indices it skips were views and metadata ops,
+    which come back as placeholders (they cost host time, not device time), as many as the step's
+    indices skip up to its last costed op."""
+    d = Path(directory)
+    ops_p, steps_p = d / "ops.csv", d / "steps.csv"
+    for p in (ops_p, steps_p):
+        if not p.is_file():
+            raise WorkloadError("a validate torch run directory needs ops.csv and steps.csv (--out DIR)",
+                                file=str(p))
+    prov = _provenance(steps_p)
+    dtype = prov.get("dtype", "bf16")
+    by_step: dict[tuple[str, int], list[tuple[TracedOp, float]]] = {}
+    rows = _CommentedRows(ops_p, {"phase", "step", "op_index", "aten", "kind", "class", "scope", "input_shapes",
+                                  "flops", "bytes", "measured_s"})
+    for row in rows:
+        key = ((row.get("phase") or "").strip(), rows.integer(row, "step", minimum=0))
+        meas = _positive_time(rows.number(row, "measured_s"), rows, "measured_s")
+        by_step.setdefault(key, []).append((_rebuild_op(row, rows, dtype), meas))
+    steps: list[RunStep] = []
+    srows = _CommentedRows(steps_p, {"phase", "step", "context", "measured_s"})
+    for row in srows:
+        phase = (row.get("phase") or "").strip()
+        idx = srows.integer(row, "step", minimum=0)
+        timed = sorted(by_step.pop((phase, idx), []), key=lambda t: t[0].index)
+        if not timed:
+            raise WorkloadError(f"no ops.csv rows for {phase} step {idx}", file=str(ops_p))
+        ops: list[TracedOp] = []
+        secs: list[float | None] = []
+        for op, meas in timed:
+            while len(ops) < op.index:
+                ops.append(_view(len(ops)))
+                secs.append(None)
+            if len(ops) > op.index:
+                raise WorkloadError(f"op index {op.index} repeats in {phase} step {idx}", file=str(ops_p))
+            ops.append(op)
+            secs.append(meas)
+        graph = OpGraph(ops, device=prov.get("device", "cuda"), label=f"{phase} {idx}", meta={"source": str(d)})
+        steps.append(RunStep(phase, idx, srows.integer(row, "context", minimum=1), graph, secs,
+                             _positive_time(srows.number(row, "measured_s"), srows, "measured_s")))
+    if by_step:
+        (phase, idx), _ = next(iter(by_step.items()))
+        raise WorkloadError(f"ops.csv has {phase} step {idx}, which steps.csv does not", file=str(ops_p))
+    return RecordedTorchRun(str(d), steps, prov)

@@ -67,10 +67,19 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], prov: dict[str, Any]) -> 
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of tables")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="folder for ops.csv and steps.csv (measured vs simulated, with provenance)")
+@click.option("--from", "from_dir", type=click.Path(path_type=Path), default=None,
+              help="re-simulate a recorded CUDA run (a --out folder) instead of running anything")
+@click.option("--stack", "gpu_stack", default="torch-step", show_default=True,
+              help="CUDA: software stack of the memory-bound kernels (hwmodels/stacks/)")
+@click.option("--host", "host_spec", default="h200-xeon-torch2.11", show_default=True,
+              help="CUDA: host dispatch profile of eager PyTorch (hwmodels/specs/host/)")
 def torch_cmd(device: str, model: str, batch: int, prompt: int, decode: int, layers: int | None,
               dtype: str | None, repeats: int, threads: int, cpu_spec: str, hardware: str | None, as_json: bool,
-              out: Path | None) -> None:
+              out: Path | None, from_dir: Path | None, gpu_stack: str, host_spec: str) -> None:
     """Run a built-in Llama-style model for real and compare per-op and step times with the simulation."""
+    if from_dir is not None:
+        _rescore(from_dir, hardware, gpu_stack, host_spec, as_json, out)
+        return
     for name, v, low in (("batch", batch, 1), ("prompt", prompt, 1), ("decode", decode, 0),
                          ("repeats", repeats, 1), ("threads", threads, 1)):
         if v < low:
@@ -84,7 +93,7 @@ def torch_cmd(device: str, model: str, batch: int, prompt: int, decode: int, lay
         import torch
     except ImportError as exc:
         raise ConfigError("needs PyTorch: pip install 'xpusim[torch]'", field="device", value=device) from exc
-    from hwmodels.validate_torch import cpu_cost_fn, gpu_cost_fn, validate_steps
+    from hwmodels.validate_torch import CudaStepCost, cpu_cost_fn, validate_steps
 
     if device == "cuda":
         if not torch.cuda.is_available():
@@ -92,7 +101,7 @@ def torch_cmd(device: str, model: str, batch: int, prompt: int, decode: int, lay
         from hwmodels.gpu import load_gpu
 
         gpu = load_gpu(hardware or gpu_id_for(torch.cuda.get_device_name()))
-        cost = gpu_cost_fn(gpu)
+        cost: Any = CudaStepCost(gpu, stack=gpu_stack, host=host_spec)
         target = gpu.id
     else:
         from hwmodels.cpu import load_cpu
@@ -112,14 +121,41 @@ def torch_cmd(device: str, model: str, batch: int, prompt: int, decode: int, lay
     if out is not None:
         _write_csv(out / "ops.csv", result.op_rows, prov)
         _write_csv(out / "steps.csv", result.step_rows, prov)
+    _report(result, f"{spec.name} on {device} ({prov.get('cpu') if device == 'cpu' else prov.get('gpu')}) "
+                    f"vs {target}", as_json)
+
+
+def _rescore(from_dir: Path, hardware: str | None, gpu_stack: str, host_spec: str, as_json: bool,
+             out: Path | None) -> None:
+    """``--from DIR``: the recorded run's ops and step times, simulated again (no torch, no GPU needed)."""
+    from hwmodels.gpu import load_gpu
+    from hwmodels.validate_torch import CudaStepCost, validate_steps
+    from workloads.measured_xpusim import read_validate_torch
+
+    run = read_validate_torch(from_dir)
+    if run.provenance.get("device", "cuda") != "cuda":
+        raise ConfigError("--from re-simulates CUDA runs only", field="from", value=str(from_dir))
+    gpu_id = hardware or run.provenance.get("simulated_on") or gpu_id_for(run.provenance.get("gpu", ""))
+    gpu = load_gpu(gpu_id)
+    result = validate_steps(run.steps, CudaStepCost(gpu, stack=gpu_stack, host=host_spec))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        prov = dict(run.provenance, simulated_on=gpu.id, resimulated_from=str(from_dir), stack=gpu_stack,
+                    host=host_spec)
+        _write_csv(out / "ops.csv", result.op_rows, prov)
+        _write_csv(out / "steps.csv", result.step_rows, prov)
+    _report(result, f"{run.provenance.get('model', from_dir)} recorded on {run.provenance.get('gpu', '?')} "
+                    f"vs {gpu.id}", as_json)
+
+
+def _report(result: Any, title: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result.to_dict()))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{spec.name} on {device} ({prov.get('cpu') if device == 'cpu' else prov.get('gpu')}) "
-                        f"vs {target}")
+    table = Table(title=title)
     for col in ("what", "n", "WAPE", "MAPE"):
         table.add_column(col, justify="left" if col == "what" else "right")
     for name, s in result.per_kind.items():
