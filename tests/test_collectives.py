@@ -157,6 +157,61 @@ def test_hopper_is_derived_from_its_spec() -> None:
         all_reduce(load_cluster("dgx-a100-superpod", gpus=8), GIB, algo="nvls")
 
 
+def test_ll128_ceiling_is_the_architectures_own() -> None:
+    """NCCL's tuner caps LL128 per channel by architecture (tuning.cc perChMaxRingLL128Bws: Ampere 20.0,
+    Hopper 36.7 GB/s; perChMaxTreeLL128Bws: Hopper 29.0 on > 2 nodes). The cost model applies the same
+    ceiling x ``cap_efficiency`` (0.5567, held so that A100 keeps its 133.6 GB/s = 0.5567 x 20 x 12
+    channels), never more than the tuner believes. Before, A100's 133.6 GB/s capped every GPU, and a
+    64-GPU H100 ring at 1 GiB got 130 GB/s busbw (LL128) against 328 GB/s on 16 GPUs (Simple)."""
+    from hwmodels.network.collectives import _Model
+
+    p = default_params()
+    eff = p.protocols[Protocol.LL128].cap_efficiency
+    a100 = _Model(geometry(load_cluster("dgx-a100-superpod", gpus=8)), p)
+    assert nccl_tuner.channels(a100.view, "ring") == 12  # 235 GB/s / 20 GB/s per channel
+    assert a100.bus_cap(Algorithm.RING, Protocol.LL128) == pytest.approx(133.6e9, rel=1e-3)
+    for gpus in (8, 64, 256):
+        m = _Model(geometry(load_cluster("dgx-h100-superpod", gpus=gpus)), p)
+        nch = nccl_tuner.channels(m.view, "ring")
+        assert nch == 16   # 360 GB/s (0.8 x 450) / 20 GB/s per channel, at most 16
+        assert m.bus_cap(Algorithm.RING, Protocol.LL128) == pytest.approx(36.7e9 * nch * eff, rel=1e-12)
+        for algo in (Algorithm.RING, Algorithm.TREE):
+            for proto in Protocol:
+                cap = nccl_tuner.bus_caps(m.view, algo.value, proto.value)
+                mine = m.bus_cap(algo, proto)
+                assert (cap is None) == (mine is None)
+                if cap is not None and mine is not None:
+                    assert mine <= cap
+    # Hopper's tree LL128 on > 2 nodes: min(16 x 29.0, 16 x 33.0 x 120/128) GB/s
+    m = _Model(geometry(load_cluster("dgx-h100-superpod", gpus=32)), p)
+    assert nccl_tuner.bus_caps(m.view, "tree", "ll128") == pytest.approx(16 * 29.0e9, rel=1e-12)
+    # the 64-GPU ring at 1 GiB: LL128 at 0.92 x the ring's rate (NVLink or the NICs), not A100's cap
+    cl = load_cluster("dgx-h100-superpod", gpus=64)
+    ring = all_reduce(cl, GIB, algo="ring")
+    assert ring.protocol is Protocol.LL128
+    model = _Model(geometry(cl), p)
+    rate = min(0.92 * model.ring_bw(), model.bus_cap(Algorithm.RING, Protocol.LL128) or math.inf)
+    assert rate == pytest.approx(0.92 * model.ring_bw(), rel=1e-12)
+    bus = 2 * 63 / 64 * GIB
+    assert ring.breakdown["transfer_s"] == pytest.approx(bus / rate, rel=1e-12)
+
+
+@pytest.mark.parametrize("name,nic_bytes_per_s,nvlink", [("dgx-h100-superpod", 8 * 400e9 / 8, 450e9),
+                                                         ("dgx-a100-superpod", 8 * 200e9 / 8, 300e9)])
+@pytest.mark.parametrize("gpus", [8, 16, 64, 256])
+def test_all_reduce_1gib_within_the_links(name: str, nic_bytes_per_s: float, nvlink: float, gpus: int) -> None:
+    """1 GiB all-reduce, NCCL's pick: a ring's busbw is at most one GPU's NVLink per direction (450 GB/s
+    H100, 300 A100) and, across nodes, the node's NICs (8 x 400 Gb/s NDR = 400 GB/s per DGX H100,
+    8 x 200 Gb/s HDR = 200 GB/s per DGX A100); a tree or NVLS sends and receives S once per GPU inside a
+    node and once per node across the network, so its algbw is bounded by the same figures."""
+    r = all_reduce(load_cluster(name, gpus=gpus), GIB)
+    bound = nvlink if gpus <= 8 else min(nvlink, nic_bytes_per_s)
+    if r.algo is Algorithm.RING:
+        assert r.busbw <= bound
+    else:
+        assert r.algbw <= bound
+
+
 def test_hierarchical_beats_ring_on_two_nodes_with_a_slow_network() -> None:
     """2 nodes: a ring moves 2 (n-1)/n S = 1.875 S through each node's NICs, the hierarchical form
     2 (m-1)/m S = S (its NVLink phases add 2 (g-1)/g S at the node's NVLink rate)."""

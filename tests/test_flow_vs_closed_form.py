@@ -88,6 +88,48 @@ def test_two_dgx_a100_nodes(op: str, algo: str, size: float) -> None:
     _agree("dgx-a100-superpod", 16, op, algo, size)
 
 
+@pytest.mark.parametrize("cluster_name,gpus", [("dgx-a100-superpod", 32), ("dgx-h100-superpod", 32),
+                                              ("dgx-h100-superpod", 64)])
+@pytest.mark.parametrize("size", [8e3, 1e6, GIB])
+def test_tree_across_four_and_eight_nodes(cluster_name: str, gpus: int, size: float) -> None:
+    """Double binary tree over 4 and 8 nodes (2 log2(m) = 4 and 6 network steps): 8 KiB (LL, latency
+    only), 1 MB (LL128) and 1 GiB (LL128 on H100, where NCCL's Hopper LL128 ceiling bounds the rate,
+    Simple on A100). The flows pay the tree's own step latencies (``tree_nvlink_step_us``,
+    ``tree_net_step_us``) and the protocol's ceiling (NCCL's per-architecture table) as the closed form
+    does; each chain flow and each tree flow is sized so that, alone on its link, it takes the closed
+    form's time. Equal to the closed form, with NCCL's protocol."""
+    _agree(cluster_name, gpus, "all_reduce", "tree", size)
+
+
+def test_tree_flows_pay_the_trees_own_step_latencies() -> None:
+    """Setting the tree's step latencies to the ring's moves the flow-level time and the closed form
+    by the same amount, 2 (g-1) x d_intra + 2 log2(m) x d_net (g = 8), so the flows price the tree
+    with the tree's constants, not the ring's: 4 DGX H100 nodes at 8 KiB (LL: only the NVLink step
+    differs) and 2 nodes at 1 GiB (Simple: 40 vs 10 µs per NVLink step, 120 vs 11.3 µs per network
+    step in specs/collectives.toml)."""
+    from dataclasses import replace
+
+    from hwmodels.network.collectives import Protocol
+
+    p = default_params()
+    for gpus, size, m in ((32, 8e3, 4), (16, GIB, 2)):
+        cl = load_cluster("dgx-h100-superpod", gpus=gpus)
+        proto = collective_time(cl, "all_reduce", size, algo="tree").protocol
+        pp = p.protocols[proto]
+        q = replace(p, protocols={**p.protocols, proto: replace(
+            pp, tree_nvlink_step_s=pp.nvlink_step_s, tree_net_step_s=pp.net_step_s)})
+        d_intra = (pp.tree_nvlink_step_s or pp.nvlink_step_s) - pp.nvlink_step_s
+        d_net = (pp.tree_net_step_s or pp.net_step_s) - pp.net_step_s
+        expect = 2 * 7 * d_intra + 2 * np.log2(m) * d_net
+        if size == GIB:
+            assert proto is Protocol.SIMPLE and d_net > 0
+        closed = [collective_time(cl, "all_reduce", size, algo="tree", params=x).time_s for x in (p, q)]
+        flow = [simulate_collective_flows(cl, "all_reduce", size, "tree", params=x).time_s for x in (p, q)]
+        assert flow == pytest.approx(closed, rel=1e-9)
+        assert closed[0] - closed[1] == pytest.approx(expect, rel=1e-6)
+        assert flow[0] - flow[1] == pytest.approx(expect, rel=1e-6)
+
+
 def test_nvls_inside_one_dgx_h100() -> None:
     """NVLS: every GPU sends S into the switch and receives S, each alone on its NVLink direction
     at 450 GB/s x nvlink_efficiency: the closed form's S / (p2p link x nvlink_efficiency x bw_fraction)."""

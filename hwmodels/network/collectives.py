@@ -105,7 +105,7 @@ class ProtocolParams:
     pcie_step_s: float     # per step over PCIe (host-staged)
     net_step_s: float      # per step across the network (beyond the route's own latency)
     bw_fraction: float     # of the Simple protocol's bandwidth
-    max_bw: float | None = None  # bytes/s the protocol moves at most (LL128: per-channel cap x channels)
+    cap_efficiency: float = 1.0  # of NCCL's own ceiling for the protocol (nccl_tuner.bus_caps) it reaches
     tree_nvlink_step_s: float | None = None  # a tree's step inside a node (None: the ring's)
     tree_net_step_s: float | None = None     # a tree's step across the network (None: the ring's)
 
@@ -130,7 +130,7 @@ class CollectiveParams:
 _TOP = {"source", "nccl", "ll", "ll128", "simple"}
 _NCCL_KEYS = {"launch_us", "nvlink_efficiency", "pcie_efficiency", "xgmi_efficiency", "p2p_efficiency",
               "tree_bw_factor", "tree_net_efficiency", "emulate_tuner"}
-_PROTO_KEYS = {"base_us", "nvlink_step_us", "pcie_step_us", "net_step_us", "bw_fraction", "max_gb_per_s",
+_PROTO_KEYS = {"base_us", "nvlink_step_us", "pcie_step_us", "net_step_us", "bw_fraction", "cap_efficiency",
                "tree_nvlink_step_us", "tree_net_step_us"}
 
 
@@ -156,7 +156,7 @@ def parse_params(data: dict[str, Any], *, file: str) -> CollectiveParams:
             pcie_step_s=num(t, "pcie_step_us", p.value, allow_zero=True) * 1e-6,
             net_step_s=num(t, "net_step_us", p.value, allow_zero=True) * 1e-6,
             bw_fraction=num(t, "bw_fraction", p.value),
-            max_bw=(num(t, "max_gb_per_s", p.value, default=0, allow_zero=True) * 1e9) or None,
+            cap_efficiency=num(t, "cap_efficiency", p.value, default=1.0),
             tree_nvlink_step_s=_opt_us(t, "tree_nvlink_step_us", p.value, num),
             tree_net_step_s=_opt_us(t, "tree_net_step_us", p.value, num))
     src = data.get("source", {})
@@ -312,6 +312,20 @@ class _Model:
         self.net_duplex = self._net(k * self._nic_rate(gpus_on_nic, duplex=True))     # all NICs both ways
         self.net_ring = self._net(k * self._nic_rate(math.ceil(gpus_on_nic / 2), duplex=True))
         self.net_tree = self._net(k * self._nic_rate(2 * gpus_on_nic, duplex=True)) * params.tree_net_efficiency
+        # NCCL's per-architecture protocol ceilings (tuning.cc's tables; RCCL's differ: none on xgmi)
+        self.view = tuner_view(geo) if geo.fabric is not IntraFabric.XGMI else None
+
+    def bus_cap(self, algo: Algorithm, proto: Protocol) -> float | None:
+        """Bytes/s: the most bus bandwidth ``proto`` moves in ``algo`` on this GPU architecture with
+        NCCL's channel count: the ceiling NCCL's tuner emulation applies (:func:`nccl_tuner.bus_caps`:
+        LL128 per-channel cap x channels, LL's llMaxBw, the tree's perChMaxTreeBw, each from tuning.cc's
+        row for the GPU's architecture) x the protocol's ``cap_efficiency`` (LL128: the share of that
+        ceiling A100 reaches, held from its measurements). Tuner and cost read the same per-architecture
+        table and channel count, so an architecture's LL128 ceiling moves both. None: links only."""
+        if self.view is None or algo not in (Algorithm.RING, Algorithm.TREE):
+            return None
+        cap = nccl_tuner.bus_caps(self.view, algo.value, proto.value)
+        return None if cap is None else cap * self.p.protocols[proto].cap_efficiency
 
     def _nic_rate(self, streams: int, *, duplex: bool) -> float:
         nic = self.g.nic
@@ -356,11 +370,10 @@ class _Model:
         bw = self.intra_bw * self.p.tree_bw_factor
         return bw if self.g.nodes == 1 else min(bw, self.net_tree)
 
-    @staticmethod
-    def _bw(bw: float, pp: ProtocolParams) -> float:
-        """A protocol's bus bandwidth: its fraction of ``bw``, at most its own cap."""
+    def _bw(self, bw: float, pp: ProtocolParams, cap: float | None = None) -> float:
+        """A protocol's bandwidth: its fraction of ``bw``, at most ``cap``."""
         bw *= pp.bw_fraction
-        return bw if pp.max_bw is None else min(bw, pp.max_bw)
+        return bw if cap is None else min(bw, cap)
 
     def cost(self, op: CollectiveOp, algo: Algorithm, proto: Protocol, S: float) -> tuple[float, dict[str, float]]:
         g, pp = self.g, self.p.protocols[proto]
@@ -386,13 +399,14 @@ class _Model:
             else:
                 steps, inter = n - 1, m - 1
             bus = S * bus_factor(op, n)
-            bw = self._bw(self.ring_bw(), pp)
+            bw = self._bw(self.ring_bw(), pp, self.bus_cap(algo, proto))
             lat = self._lat(pp, steps - inter, inter)
             return lat + bus / bw, {"latency_s": lat, "transfer_s": bus / bw}
         if algo is Algorithm.TREE:
             steps_intra = 2 * (g.per_node - 1)
             steps_inter = 2 * math.log2(m) if m > 1 else 0.0
-            bw = self._bw(self.tree_bw(), pp)
+            cap = self.bus_cap(algo, proto)
+            bw = self._bw(self.tree_bw(), pp, None if cap is None else cap / 2)  # tree algbw = busbw / 2
             lat = self._tree_lat(pp, steps_intra, steps_inter)
             return lat + S / bw, {"latency_s": lat, "transfer_s": S / bw}
         if algo is Algorithm.NVLS:

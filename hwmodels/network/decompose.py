@@ -511,10 +511,10 @@ def decompose(cluster: Cluster, op: CollectiveOp | str, nbytes: float, algo: Alg
             b = _ring_batch(cluster, rings, S / k / f, chain=True, routes=rt)
         else:
             b = _ring_batch(cluster, rings, bus_factor(op_e, n) * S / k / f, routes=rt)
-        max_bw = getattr(pp, "max_bw", None)
+        max_bw = model.bus_cap(a, proto)
         if max_bw:
-            # a protocol's own ceiling on the ring's bus bandwidth (LL128: per channel x channels),
-            # shared by the k rings; in wire bytes it is max_bw / f
+            # a protocol's own ceiling on the ring's bus bandwidth (NCCL's per-architecture table:
+            # LL128 per channel x channels, LL's total), shared by the k rings; in wire bytes max_bw / f
             b = replace(b, rate_cap=np.full(len(b), max_bw / k / f))
         b = with_latency(b, g, lat(pp, steps - inter, inter))
         return FlowSchedule((b,), name=label, meta=meta)
@@ -548,12 +548,14 @@ def decompose(cluster: Cluster, op: CollectiveOp | str, nbytes: float, algo: Alg
 
     if a is Algorithm.TREE:
         b = _tree_batch(cluster, members, S, model, p, f, routes=rt)
-        max_bw = getattr(pp, "max_bw", None)
-        if max_bw:
-            # the protocol's ceiling on S / time: no flow may finish its bytes faster than S / max_bw
+        bus_cap = model.bus_cap(a, proto)
+        if bus_cap:
+            # the protocol's ceiling on the tree's algbw (= bus cap / 2, tuning.cc) on S / time: no flow
+            # may finish its bytes faster than S / max_bw
+            max_bw = bus_cap / 2
             b = replace(b, rate_cap=b.nbytes * max_bw / S)
-        tree_lat = getattr(model, "_tree_lat", lat)
-        b = with_latency(b, g, tree_lat(pp, 2 * (geo.per_node - 1), 2 * math.log2(m) if m > 1 else 0.0))
+        # the tree's own step latencies (tree_nvlink_step_us, tree_net_step_us), as the closed form
+        b = with_latency(b, g, model._tree_lat(pp, 2 * (geo.per_node - 1), 2 * math.log2(m) if m > 1 else 0.0))
         return FlowSchedule((b,), name=label, meta=meta)
     raise ConfigError(f"algorithm {a.value} does not implement {op_e.value}", field="algo", value=a.value)
 

@@ -38,8 +38,13 @@ _HW_LAT = {  # per step: NVLink, PCI, NET
     "net": {"tree": (5.0, 8.5, 28.0), "ring": (2.7, 4.0, 9.6)},
 }
 _NVLS_LAT_US = 25.0            # hwLat NVLink NVLS Simple (2.19+; NVLS is Hopper-only and not validated here)
-# per-channel caps (GB/s) by architecture index (0 Volta, 1 Ampere, 2 Hopper; Blackwell = 2 x Hopper)
-_LL128_MAX_PER_CH = (20.0, 20.0, 36.7)
+# Per-channel bandwidth caps (GB/s) by architecture index (0 Volta, 1 Ampere, 2 Hopper; Blackwell
+# = 2 x Hopper, as tuning.cc's later Blackwell rows are) and node count index (1, 2, >2 nodes), from
+# tuning.cc's perChMaxRingLL128Bws / perChMaxTreeLL128Bws / perChMaxTreeBws and llMaxBws (NVIDIA/nccl
+# src/graph/tuning.cc). LL128 per channel: Volta/Ampere 20.0, Hopper 36.7 (its tree on >2 nodes 29.0).
+# NCCL 2.5-2.8 had one all-reduce LL128 cap for every GPU (ll128MaxBwPerCh 16.7); that is not this table.
+_RING_LL128_MAX_PER_CH = ((20.0, 20.0, 20.0), (20.0, 20.0, 20.0), (36.7, 36.7, 36.7))
+_TREE_LL128_MAX_PER_CH = ((20.0, 20.0, 20.0), (20.0, 20.0, 20.0), (36.7, 36.7, 29.0))
 _LL_MAX_BW = ((39.0, 39.0, 20.4), (87.7, 22.5, 19.0), (87.7, 22.5, 19.0))  # [arch or cpu][nodes 1, 2, >2]
 _TREE_MAX_PER_CH = ((26.5, 18.5, 10.0), (24.0, 23.6, 17.8), (38.7, 41.4, 33.0))
 _BUS_CAP = {1: 235.0, 2: 370.0}  # tuning.cc caps a graph's bus bandwidth (Ampere, Hopper)
@@ -89,11 +94,52 @@ def _channels(bw: float) -> int:
     return max(2, min(16, math.ceil(bw / CHANNEL_BPS - 1e-9)))
 
 
+def channels(view: TunerView, algo: str) -> int:
+    """Channels of NCCL's graph for ``algo`` (ring or tree): its bus bandwidth / 20 GB/s, 2 to 16."""
+    return _channels(_graph_bw(view, algo) * 1e9)
+
+
+def _graph_bw(view: TunerView, algo: str) -> float:
+    """GB/s: the graph's bus bandwidth (channels x speed), capped as tuning.cc caps it."""
+    bw = (view.ring_bw if algo == "ring" else view.tree_bw) / 1e9
+    cap = _BUS_CAP.get(view.arch)
+    return bw if cap is None else min(bw, cap * view.arch_scale)
+
+
+def bus_caps(view: TunerView, algo: str, proto: str) -> float | None:
+    """Bytes/s: the ceiling tuning.cc puts on the bus bandwidth of (``algo``, ``proto``) for this
+    architecture and channel count, beyond the graph's speed x the protocol's fraction (None: none).
+
+    Ring: LL at ``llMaxBw`` (total), LL128 at channels x ``perChMaxRingLL128Bw``. Tree: channels x
+    ``perChMaxTreeBw`` x the protocol's tree fraction (1, LL 1/3.8, LL128 7/9 on one node and 120/128
+    on more), LL also at ``llMaxBw``, LL128 also at channels x ``perChMaxTreeLL128Bw``. The cost model
+    (:mod:`hwmodels.network.collectives`) applies the same ceilings, so the tuner never picks a
+    protocol for bandwidth the cost then denies, nor the reverse."""
+    m = view.nodes
+    idx2 = min(m, 3) - 1
+    s = view.arch_scale
+    ll_max = _LL_MAX_BW[view.arch if m == 1 else (1 if view.amd_cpu else 0)][idx2] * s
+    nch = channels(view, algo)
+    caps: list[float] = []
+    if algo == "ring":
+        if proto == "ll":
+            caps.append(ll_max)
+        elif proto == "ll128":
+            caps.append(nch * _RING_LL128_MAX_PER_CH[view.arch][idx2] * s)
+    elif algo == "tree":
+        tree_max = nch * _TREE_MAX_PER_CH[view.arch][idx2] * s   # applied before the protocol's fraction
+        if proto == "ll":
+            caps += [tree_max / 3.8, ll_max]
+        elif proto == "ll128":
+            caps += [tree_max * (7 / 9 if m == 1 else 120 / 128), nch * _TREE_LL128_MAX_PER_CH[view.arch][idx2] * s]
+        else:
+            caps.append(tree_max)
+    return min(caps) * 1e9 if caps else None
+
+
 def predicted_times(view: TunerView, nbytes: float, algos: tuple[str, ...]) -> dict[tuple[str, str], float]:
     """Seconds NCCL's tuner predicts for all-reduce of ``nbytes`` per (algorithm, protocol) it enables."""
     n, m, ppn = view.n, view.nodes, view.per_node
-    idx2 = min(m, 3) - 1
-    ll_max = _LL_MAX_BW[view.arch if m == 1 else (1 if view.amd_cpu else 0)][idx2] * view.arch_scale
     out: dict[tuple[str, str], float] = {}
     log_size = int(math.log2(nbytes / 64)) if nbytes >= 128 else 0
     nsteps = 2 * (n - 1)
@@ -105,29 +151,27 @@ def predicted_times(view: TunerView, nbytes: float, algos: tuple[str, ...]) -> d
             bw = min(view.ring_bw / 1e9, _BUS_CAP.get(view.arch, 1e9) * view.arch_scale) * 0.75
             out[("nvls", "simple")] = _NVLS_LAT_US * 1e-6 + nbytes / (bw * 1e9)
             continue
-        graph_bw = (view.ring_bw if algo == "ring" else view.tree_bw) / 1e9
-        cap = _BUS_CAP.get(view.arch)
-        if cap is not None:
-            graph_bw = min(graph_bw, cap * view.arch_scale)
-        nch = _channels(graph_bw * 1e9)
+        graph_bw = _graph_bw(view, algo)
         for pi, proto in enumerate(_PROTOS):
             if proto == "ll128" and not (view.ll128_intra and (m == 1 or view.ll128_net)):
                 continue
-            bus = graph_bw
-            ll128_cap = _LL128_MAX_PER_CH[view.arch] * view.arch_scale * nch
+            cap_b = bus_caps(view, algo, proto)
+            cap = math.inf if cap_b is None else cap_b / 1e9
             if algo == "ring":
+                bus = graph_bw
                 if proto == "ll":
-                    bus = min(ll_max, bus / 4)
+                    bus = bus / 4
                 elif proto == "ll128":
-                    bus = min(bus * (0.7 if ppn < 2 else 0.92), ll128_cap)
-                alg_bw = bus * n / nsteps
+                    bus = bus * (0.7 if ppn < 2 else 0.92)
+                alg_bw = min(bus, cap) * n / nsteps
             else:
-                bus = min(bus * 0.92, nch * _TREE_MAX_PER_CH[view.arch][idx2] * view.arch_scale)
+                bus = graph_bw * 0.92
                 if proto == "ll":
-                    bus = min(bus / 3.8, ll_max)
+                    bus = bus / 3.8
                 elif proto == "ll128":
-                    bus = min(bus * (7 / 9 if m == 1 else 120 / 128), ll128_cap)
-                alg_bw = bus * 0.5
+                    bus = bus * (7 / 9 if m == 1 else 120 / 128)
+                # min(min(b, T) x fraction, L) = min(b x fraction, T x fraction, L): bus_caps holds the last two
+                alg_bw = min(bus, cap) * 0.5
                 if log_size < len(_TREE_CORRECTION[pi]):
                     alg_bw *= _TREE_CORRECTION[pi][log_size]
             intra_lat = _HW_LAT[view.intra][algo][pi]
