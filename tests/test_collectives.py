@@ -196,6 +196,18 @@ def test_ll128_ceiling_is_the_architectures_own() -> None:
     assert ring.breakdown["transfer_s"] == pytest.approx(bus / rate, rel=1e-12)
 
 
+def test_nvls_runs_simple_only() -> None:
+    """NCCL runs NVLS with the Simple protocol only (tuning.cc skips NVLS's LL and LL128): "fastest by
+    the model" (emulate_tuner = false) never prices an NVLS/LL128 pair that NCCL cannot run."""
+    from dataclasses import replace
+
+    cl = load_cluster("dgx-h100-superpod", gpus=8)
+    q = replace(default_params(), emulate_tuner=False)
+    for size in (1 << 16, 1 << 20, 1 << 24, GIB):
+        r = all_reduce(cl, size, params=q)
+        assert r.algo is not Algorithm.NVLS or r.protocol is Protocol.SIMPLE
+
+
 @pytest.mark.parametrize("name,nic_bytes_per_s,nvlink", [("dgx-h100-superpod", 8 * 400e9 / 8, 450e9),
                                                          ("dgx-a100-superpod", 8 * 200e9 / 8, 300e9)])
 @pytest.mark.parametrize("gpus", [8, 16, 64, 256])

@@ -141,8 +141,8 @@ def test_ring_across_two_dgx_h100_nodes() -> None:
     min(NVLink = 450 GB/s x nvlink_efficiency, NICs = 8 x 50 GB/s x NDR efficiency). In the flows,
     one hop of each of the 8 rings leaves the node over PCIe to a NIC, so a GPU's NVLink carries
     only 7 of the 8 rings' hops: the transfer takes bus x max(7/8 / NVLink, 1 / NICs). The two
-    agree when the NICs bind (the shipped constants: 8 x 50 x 0.869 = 347.6 < 450 x 0.778 = 350.1
-    GB/s); were NVLink the thinner, the flows would be faster by NVLink / NICs (< 1)."""
+    agree when the NICs bind; with the shipped constants NVLink is the thinner by a hair
+    (450 x 0.770 = 346.5 < 8 x 50 x 0.869 = 347.6 GB/s), so the flows are faster by ~0.3 %."""
     cl = load_cluster("dgx-h100-superpod", gpus=16)
     nvlink = cl.node_spec(0).gpu_link * default_params().nvlink_efficiency
     nics = 8 * cl.nic_spec(0).rate

@@ -501,6 +501,8 @@ def collective_time(cluster: Cluster | None, op: CollectiveOp | str, nbytes: flo
     best: CollectiveResult | None = None
     for a in algos:
         for proto in model.protocols():
+            if a is Algorithm.NVLS and proto is not Protocol.SIMPLE:
+                continue   # NCCL runs NVLS with Simple only (tuning.cc skips its LL and LL128)
             t, br = model.cost(op_e, a, proto, float(nbytes))
             if best is None or t < best.time_s:
                 best = CollectiveResult(op_e, a, proto, float(nbytes), geo.n, t, br)

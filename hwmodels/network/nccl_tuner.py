@@ -21,8 +21,15 @@ The tuner's inputs are NCCL's *view* of the topology (not the achieved rates):
   channels cross the network at that speed; a balanced tree's channel only counts half of it per GPU
   (search.cc halves ``bwInter`` for ``BALANCED_TREE``), so its graph reaches twice the speed on a
   network-bound node (capped by the intra-node view);
-- channels: the graph's bandwidth / 20 GB/s per channel (at least 2, at most 16), used only for the
-  per-channel caps of LL128 and tree.
+- channels: the graph's bandwidth / 20 GB/s per channel (at least 2, at most 16: 12 on DGX A100, 16 on
+  DGX H100), used only for the per-channel caps of LL, LL128 and tree. An approximation of search.cc:
+  A100's first speed, 40 GB/s x 6 channels doubled by ``ncclTopoDupChannels``, gives the same 12;
+  Hopper's, 60 GB/s x 6 doubled, gives 12 at 30 GB/s, not 16 (the LL128 ceiling on H100 is then
+  0.75 x this one; docs/network.md says what that changes).
+
+The per-architecture ceilings (:func:`bus_caps`) are also the cost model's
+(:meth:`hwmodels.network.collectives._Model.bus_cap`), so the tuner and the cost agree, architecture
+by architecture, on how fast each protocol can go.
 """
 
 from __future__ import annotations
