@@ -10,7 +10,8 @@ Writes into OUT_DIR (each file written whole through a temp file, then renamed):
   GPU has fp8 tensor cores (compute capability >= 8.9);
 - ``attention.csv``: ``scaled_dot_product_attention`` prefill (causal, batch x length grid) and decode
   (one query token over a KV of L tokens) for the head layouts of 1B/8B/70B-class models, with the
-  backend that ran (flash, efficient, math);
+  backend that ran (flash first); ``attention_cudnn.csv``: the same with cuDNN's backend first (what
+  PyTorch's default dispatch runs inside the built-in module's prefill on Hopper);
 - ``memory_ops.csv``: RMSNorm, SiLU-and-mul, residual add, RoPE and embedding over token counts;
 - ``steps.csv``: end-to-end prefill and decode steps of the built-in Llama-style modules
   (``workloads.pytorch.llama``, random weights) of Llama-3.2-1B, -3B and Llama-3.1-8B: eager, and
@@ -191,12 +192,16 @@ def section_gemm(timer: Timer, dev: torch.device, budget: Budget, out: Writer, q
         out.flush()
 
 
-def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> tuple[Callable[[], object], str]:
-    """The SDPA call and the backend PyTorch runs it with (flash first, as PyTorch's dispatcher prefers)."""
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+          first: str = "flash") -> tuple[Callable[[], object], str]:
+    """The SDPA call and the backend it runs on: ``first`` ('flash' or 'cudnn') if it accepts the shapes,
+    else the next that does (flash, efficient, cudnn, math)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     gqa = q.shape[1] != k.shape[1]
-    for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION,
-                    SDPBackend.MATH):
+    order = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
+    if first == "cudnn":
+        order.insert(0, order.pop(2))
+    for backend in order:
         def fn(backend: SDPBackend = backend) -> object:
             with sdpa_kernel(backend):
                 return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
@@ -208,7 +213,8 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> tu
     raise RuntimeError("no SDPA backend ran")
 
 
-def section_attention(timer: Timer, dev: torch.device, budget: Budget, out: Writer, quick: bool) -> None:
+def section_attention(timer: Timer, dev: torch.device, budget: Budget, out: Writer, quick: bool,
+                      first: str = "flash") -> None:
     dt = torch.bfloat16 if dev.type == "cuda" else torch.float32
     heads = ATTN_HEADS[:1] if quick else ATTN_HEADS
     max_tokens = 2048 if quick else 65536
@@ -220,7 +226,7 @@ def section_attention(timer: Timer, dev: torch.device, budget: Budget, out: Writ
                 q = torch.randn(b, hq, s, d, device=dev, dtype=dt)
                 k = torch.randn(b, hkv, s, d, device=dev, dtype=dt)
                 v = torch.randn(b, hkv, s, d, device=dev, dtype=dt)
-                fn, backend = _sdpa(q, k, v, causal=True)
+                fn, backend = _sdpa(q, k, v, causal=True, first=first)
                 t = timer(fn)
                 out.add(phase="prefill", label=label, batch=b, q_len=s, kv_len=s, q_heads=hq, kv_heads=hkv,
                         head_dim=d, causal=1, backend=backend, time_s=f"{t:.9g}")
@@ -232,7 +238,7 @@ def section_attention(timer: Timer, dev: torch.device, budget: Budget, out: Writ
                 q = torch.randn(b, hq, 1, d, device=dev, dtype=dt)
                 k = torch.randn(b, hkv, kv, d, device=dev, dtype=dt)
                 v = torch.randn(b, hkv, kv, d, device=dev, dtype=dt)
-                fn, backend = _sdpa(q, k, v, causal=False)
+                fn, backend = _sdpa(q, k, v, causal=False, first=first)
                 t = timer(fn)
                 out.add(phase="decode", label=label, batch=b, q_len=1, kv_len=kv, q_heads=hq, kv_heads=hkv,
                         head_dim=d, causal=0, backend=backend, time_s=f"{t:.9g}")
@@ -389,6 +395,8 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=420.0, help="stop sections once this many seconds are spent")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="a few shapes of each section (a smoke test)")
+    ap.add_argument("--sections", default="gemm,attention,attention_cudnn,memory_ops,steps",
+                    help="comma-separated sections to run (default: all)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(args.device)
@@ -401,6 +409,9 @@ def main() -> int:
         "gemm": Writer(args.out / "gemm.csv", ["label", "dtype", "m", "n", "k", "time_s", "tflops", "error"]),
         "attention": Writer(args.out / "attention.csv", ["phase", "label", "batch", "q_len", "kv_len", "q_heads",
                                                           "kv_heads", "head_dim", "causal", "backend", "time_s"]),
+        "attention_cudnn": Writer(args.out / "attention_cudnn.csv", ["phase", "label", "batch", "q_len", "kv_len",
+                                                                      "q_heads", "kv_heads", "head_dim", "causal",
+                                                                      "backend", "time_s"]),
         "memory_ops": Writer(args.out / "memory_ops.csv", ["op", "tokens", "hidden", "bytes", "l2_flushed", "time_s"]),
         "steps": Writer(args.out / "steps.csv", ["model", "layers", "phase", "mode", "batch", "prompt", "context",
                                                   "time_s"]),
@@ -411,11 +422,16 @@ def main() -> int:
     sections: list[tuple[str, Callable[[], None]]] = [
         ("gemm", lambda: section_gemm(timer, dev, budget, writers["gemm"], args.quick)),
         ("attention", lambda: section_attention(timer, dev, budget, writers["attention"], args.quick)),
+        ("attention_cudnn", lambda: section_attention(timer, dev, budget, writers["attention_cudnn"], args.quick,
+                                                      first="cudnn")),
         ("memory_ops", lambda: section_memory_ops(timer, dev, budget, writers["memory_ops"], args.quick)),
         ("steps", lambda: section_steps(timer, dev, budget, writers["steps"], writers["step_ops"], args.quick)),
     ]
     spent = {}
+    wanted = set(args.sections.split(","))
     for name, run in sections:
+        if name not in wanted:
+            continue
         t0 = time.monotonic()
         try:
             run()
@@ -423,8 +439,9 @@ def main() -> int:
             errors[name] = traceback.format_exc()[-2000:]
         spent[name] = round(time.monotonic() - t0, 2)
         print(json.dumps({"section": name, "wall_s": spent[name], "error": name in errors}), flush=True)
-    for w in writers.values():
-        w.flush()
+    for name, w in writers.items():
+        if name in wanted or (name == "step_ops" and "steps" in wanted):
+            w.flush()
     prov.update(sections_wall_s=spent, sections_cut_by_budget=budget.cut, errors=errors, quick=args.quick,
                 timing="median of CUDA-event times per launch after a 256 MiB L2-evicting write"
                 if dev.type == "cuda" else "median wall clock")
