@@ -6,7 +6,8 @@ count (flows grow as n^2). Last, a skewed all-to-allv among the 1,024 (each dest
 drawn from a Zipf(1.5) law capped at 16x, as hot MoE experts make it; seed 0): unequal flows finish
 at different times, so the rates are recomputed at every distinct completion (``rate_updates``).
 One JSON line per run, each in a fresh process; wall_s runs from loading the cluster to the
-finished simulation (decomposition into flows and routes included; imports excluded).
+finished simulation (decomposition into flows and routes included; imports excluded). Each run is held
+to one core, as issue 3's target states it: one CPU by affinity, and one thread for the numeric libraries.
 
     python benchmarks/alltoall_1024.py              # 128, 256, 512, 1024, then skewed 1024
     python benchmarks/alltoall_1024.py 1024         # one size, in this process
@@ -15,6 +16,13 @@ finished simulation (decomposition into flows and routes included; imports exclu
 from __future__ import annotations
 
 import json
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"  # before numpy loads: one thread
+if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core (children inherit it)
+
 import subprocess
 import sys
 import time
