@@ -223,3 +223,21 @@ xgmi_links = [[0, 1, 2], [2, 3, 2]]
     with pytest.raises(ConfigError, match="unreachable") as exc:
         load_cluster(_write(tmp_path, text))
     assert exc.value.field == "split.xgmi_links"
+
+
+def test_pcie_server_node_routes_peer_to_peer_inside_a_switch_and_through_the_host_across(tmp_path: Path) -> None:
+    """The RTX PRO 6000-class PCIe node: GPUs 0-3 share PCIe switch 0 (peer-to-peer through it), GPU 4 sits
+    under switch 1, so 0 -> 4 crosses the host bridge; a ring's bus bandwidth stays under the Gen5 x16 link
+    (63 GB/s per direction, nodes.toml [PCIE])."""
+    from hwmodels.network.collectives import collective_time
+    spec = tmp_path / "pro.toml"
+    spec.write_text('[cluster]\nname = "pro"\nsource = "test"\n[[groups]]\nnode = "pcie-8xrtxpro6000"\nnodes = 2\n'
+                    '[fabric]\nnodes_per_leaf = 2\nrail_optimised = true\nspines = 1\noversubscription = 1.0\n'
+                    'switch_latency_ns = 130\n')
+    cl = load_cluster(str(spec))
+    assert "pcie-8xrtxpro6000" in node_catalog()
+    hops = [v for _, v in cl.route("n0.gpu0", "n0.gpu3")]
+    assert hops == ["n0.pcie0", "n0.gpu3"]
+    assert "n0.cpu" in [v for _, v in cl.route("n0.gpu0", "n0.gpu4")]
+    res = collective_time(cl, "all_reduce", 1 << 30)
+    assert 0 < res.busbw <= 63e9
