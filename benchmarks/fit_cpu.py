@@ -1,6 +1,19 @@
-"""Measure this host's CPU on isolated aten ops and fit the constants of ``hwmodels/cpu.py``.
+"""Measure this host's CPU on isolated aten ops and in a model, and fit the constants of ``hwmodels/cpu.py``.
 
-    python benchmarks/fit_cpu.py OUT_DIR [--threads 1] [--quick]
+    python benchmarks/fit_cpu.py OUT_DIR [--threads 1] [--quick] [--refit]
+
+``--refit`` measures nothing: it re-traces the cases (and the in-model configuration) and fits on the
+times already in ``OUT_DIR``.
+
+Two sets of measurements, two sets of constants:
+
+1. isolated ops in hot loops (``microbench.csv``): per aten class the hot overhead and efficiencies,
+   and the GEMM ramp and its floor (``gemm_m_half``, ``gemm_min_ramp``: MKL's GEMV-like small-m kernels);
+2. one in-model configuration (``inmodel_ops.csv``: ``IN_MODEL`` below, per-op profiler times of the
+   built-in Llama module, as ``xpusim validate torch`` takes them): per aten class the
+   ``cold_overhead`` an op pays when its code was evicted from L2 by the bytes other ops moved since
+   it last ran (the median of measured minus the hot model over that class's code-cold ops). Other
+   configurations (batch, prompt, model) are the held-out check.
 
 Writes ``OUT_DIR/microbench.csv`` (one row per case: the aten op, its class, FLOPs, bytes, the median
 thread CPU time and wall time) and ``OUT_DIR/provenance.json`` (CPU model, torch version, threads,
@@ -12,7 +25,8 @@ Timing: ``time.thread_time`` (this thread's CPU time), median of 7 samples, each
 (>= 2 ms) to make the clock's resolution negligible; one intra-op thread, because this machine's two
 cores are shared with other users: with two threads, every parallel op waits at OpenMP's barrier for a
 descheduled thread (15 ms per op measured under load), and thread CPU time excludes the time the
-thread is descheduled. The DRAM and LLC bandwidths are a 256 MiB and a 4 MiB ``copy_``.
+thread is descheduled. The DRAM bandwidth is the fastest one-thread read stream measured (a 256 MiB
+``sum`` and the one-row ``mm`` of a 128 MiB weight, MKL's GEMV), the LLC bandwidth a 4 MiB ``copy_``.
 """
 
 from __future__ import annotations
@@ -27,6 +41,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,10 +50,12 @@ import numpy as np
 import torch
 from scipy.optimize import least_squares
 
-from hwmodels.cpu import host_cpu_name
+from hwmodels.cpu import CPUModel, CPUSpec, host_cpu_name, load_cpu, op_class, step_reuse
 from workloads.pytorch.tracer import AtenClass, TracedOp, trace
 
 MIB = 1024**2
+# the in-model fitting configuration (the held-out figures use other batches, prompts and models)
+IN_MODEL = {"model": "llama-3.2-1b", "layers": 4, "batch": 4, "prompt": 32, "decode": 4}
 
 
 def cpu_time(fn: Callable[[], object], samples: int = 7) -> tuple[float, float]:
@@ -118,13 +135,66 @@ def bandwidth(nbytes: int) -> float:
     return 2 * nbytes / cpu
 
 
+def read_bandwidth(nbytes: int = 256 * MIB) -> float:
+    """The fastest one-thread read stream: a ``sum`` of ``nbytes`` or MKL's GEMV over a 128 MiB weight."""
+    x = torch.empty(nbytes // 4).normal_()
+    s, _ = cpu_time(lambda: x.sum(), samples=5)
+    w = torch.empty(16384, 2048).normal_()
+    v = torch.empty(1, 2048).normal_()
+    g, _ = cpu_time(lambda: torch.mm(v, w.t()), samples=5)
+    return max(nbytes / s, w.numel() * 4 / g)
+
+
+def trace_steps(cfg: dict[str, object]) -> list[list[TracedOp]]:
+    """The traced ops of each step of ``cfg`` (prefill, then decode steps), as ``run_llama`` traces them."""
+    from workloads.catalog import load_model
+    from workloads.pytorch.llama import build_llama
+
+    spec = load_model(str(cfg["model"]))
+    b, p, d = int(cfg["batch"]), int(cfg["prompt"]), int(cfg["decode"])  # type: ignore[call-overload]
+    model = build_llama(spec, dtype=torch.float32, num_layers=int(cfg["layers"]), seed=0)  # type: ignore[call-overload]
+    tokens = torch.randint(0, spec.vocab_size, (b, p + d), generator=torch.Generator().manual_seed(0))
+    cache = model.new_cache(b, p + d)
+    out = []
+    with torch.no_grad():
+        for i in range(d + 1):
+            def fn(i: int = i) -> object:  # as run_llama's step: the token slice is inside the trace
+                cache.length = 0 if i == 0 else p + i - 1
+                return model(tokens[:, :p] if i == 0 else tokens[:, p + i - 1:p + i], cache)
+            out.append(trace(fn, module=model)[0].ops)
+    return out
+
+
+def measure_in_model(out: Path, threads: int) -> None:
+    from workloads.catalog import load_model
+    from workloads.pytorch.runner import run_llama
+
+    cfg = IN_MODEL
+    run = run_llama(load_model(str(cfg["model"])), dtype="fp32", batch=int(cfg["batch"]),  # type: ignore[call-overload]
+                    prompt=int(cfg["prompt"]), decode=int(cfg["decode"]), repeats=1,  # type: ignore[call-overload]
+                    threads=threads, num_layers=int(cfg["layers"]))  # type: ignore[call-overload]
+    with open(out / "inmodel_ops.csv", "w", newline="") as fh:
+        for k, v in {**run.provenance, "config": json.dumps(cfg)}.items():
+            fh.write(f"# {k}: {v}\n")
+        w = csv.writer(fh)
+        w.writerow(["step", "op_index", "aten", "class", "bytes", "measured_s"])
+        for st in run.steps:
+            for op, t in zip(st.graph.ops, st.op_seconds):
+                if op.costs and t is not None:
+                    w.writerow([st.index, op.index, op.aten, op.aclass.value, op.bytes, f"{t:.6e}"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--refit", action="store_true", help="fit on the measurements already in OUT_DIR")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.refit:
+        refit(args.out, args.quick)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []
     pairs: list[tuple[TracedOp, float]] = []
@@ -139,9 +209,11 @@ def main() -> None:
                          "flops": main_op.flops, "bytes": main_op.bytes,
                          "shapes": json.dumps([list(s) for s in main_op.input_shapes]),
                          "cpu_s": f"{cpu:.6e}", "wall_s": f"{wall:.6e}"})
-        dram = bandwidth(256 * MIB)
+        dram = read_bandwidth()
+        copy_dram = bandwidth(256 * MIB)
         llc = bandwidth(4 * MIB)
         faults = page_fault_bandwidth()
+        prof_event = profiler_event_overhead()
     with open(args.out / "microbench.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
@@ -150,10 +222,28 @@ def main() -> None:
             "torch": torch.__version__, "python": platform.python_version(),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "loadavg_before_after": os.getloadavg(), "timer": "time.thread_time, median of 7",
-            "dram_copy_gb_per_s": dram / 1e9, "llc_copy_gb_per_s": llc / 1e9,
-            "page_fault_gb_per_s": faults / 1e9}
+            "dram_read_gb_per_s": dram / 1e9, "dram_copy_gb_per_s": copy_dram / 1e9, "llc_copy_gb_per_s": llc / 1e9,
+            "page_fault_gb_per_s": faults / 1e9, "profiler_event_us": prof_event * 1e6}
     (args.out / "provenance.json").write_text(json.dumps(prov, indent=1) + "\n")
-    fit(pairs, dram, llc, faults)
+    measure_in_model(args.out, args.threads)
+    refit(args.out, args.quick)
+
+
+def refit(out: Path, quick: bool) -> None:
+    """Fit on the files of ``out``: the microbenchmarks' cases re-traced and matched by label."""
+    prov = json.loads((out / "provenance.json").read_text())
+    times = {r["case"]: float(r["cpu_s"]) for r in csv.DictReader(open(out / "microbench.csv"))}
+    pairs = []
+    with torch.no_grad():
+        for label, fn in cases(quick):
+            if label not in times:
+                continue
+            g, _ = trace(fn)
+            ops = g.costed() or g.ops
+            pairs.append((max(ops, key=lambda o: (o.aclass is not AtenClass.VIEW, o.flops + o.bytes)), times[label]))
+    spec = fit(pairs, prov["dram_read_gb_per_s"] * 1e9, prov["llc_copy_gb_per_s"] * 1e9,
+               prov["page_fault_gb_per_s"] * 1e9)
+    fit_cold(spec, out)
 
 
 def page_fault_bandwidth(nbytes: int = 128 * MIB) -> float:
@@ -164,53 +254,109 @@ def page_fault_bandwidth(nbytes: int = 128 * MIB) -> float:
     return nbytes / max(fresh - reuse, 1e-9)
 
 
-def fit(pairs: list[tuple[TracedOp, float]], dram: float, llc: float, faults: float) -> None:
-    """Per aten class: (eff_compute, eff_memory, overhead[, gemm_m_half]) minimising the squared
-    relative error of hwmodels.cpu.CPUModel over that class's cases."""
-    from dataclasses import replace
-
-    from hwmodels.cpu import TRANSCENDENTAL, CPUModel, load_cpu
-
-    base = load_cpu("epyc-zen3-2c-kvm")  # the silicon fields (cores, SIMD, FMA, clock, LLC size)
+def fit(pairs: list[tuple[TracedOp, float]], dram: float, llc: float, faults: float) -> CPUSpec:
+    """Per aten class: (eff_compute, eff_memory, overhead[, gemm_m_half, gemm_min_ramp]) minimising
+    the squared relative error of hwmodels.cpu.CPUModel over that class's cases (hot loops)."""
+    base = load_cpu("epyc-zen3-2c-kvm")  # the silicon fields (cores, SIMD, FMA, clock, LLC and L2 sizes)
     base = replace(base, memory_bandwidth=dram, llc_bandwidth=llc, page_fault_bandwidth=faults)
     print(f"memory_bandwidth_gb_per_s = {dram / 1e9:.2f}\nllc_bandwidth_gb_per_s = {llc / 1e9:.2f}\n"
           f"page_fault_gb_per_s = {faults / 1e9:.3f}\n# peak fp32 one core {base.peak_flops(1) / 1e9:.1f} GFLOP/s")
 
-    def key(o: TracedOp) -> str:
-        return "transcendental" if o.aten.split("::")[-1] in TRANSCENDENTAL else o.aclass.value
-
     eff_lines, ovh_lines = [], []
-    for cls in sorted({key(o) for o, _ in pairs}):
-        sel = [(o, t) for o, t in pairs if key(o) == cls]
+    eff_all, ovh_all = dict(base.efficiency), dict(base.overhead_s)
+    extra: dict[str, float] = {}
+    for cls in sorted({op_class(o) for o, _ in pairs}):
+        sel = [(o, t) for o, t in pairs if op_class(o) == cls]
         t = np.array([t for _, t in sel])
         if cls == "view":
+            ovh_all["view"] = float(np.median(t))
             ovh_lines.append(f"view = {float(np.median(t)) * 1e6:.2f}  # n={len(t)}")
             continue
         gemm = cls == "gemm"
 
-        def model(p: np.ndarray, sel=sel, cls=cls, gemm=gemm) -> np.ndarray:  # type: ignore[no-untyped-def]
+        def spec_of(p: np.ndarray, cls: str = cls, gemm: bool = gemm) -> CPUSpec:
             ec, em, ov = np.exp(p[:3])
             eff = dict(base.efficiency, **{f"{cls}_compute": min(ec, 1.0), f"{cls}_memory": min(em, 1.0)})
-            spec = replace(base, efficiency=eff, overhead_s=dict(base.overhead_s, **{cls: ov * 1e-6}),
-                           gemm_m_half=float(np.exp(p[3])) if gemm else base.gemm_m_half)
-            m = CPUModel(spec, threads=1)
+            return replace(base, efficiency=eff, overhead_s=dict(base.overhead_s, **{cls: ov * 1e-6}),
+                           gemm_m_half=float(np.exp(p[3])) if gemm else base.gemm_m_half,
+                           gemm_min_ramp=float(np.exp(p[4])) if gemm else base.gemm_min_ramp)
+
+        def model(p: np.ndarray, sel: list[tuple[TracedOp, float]] = sel) -> np.ndarray:
+            m = CPUModel(spec_of(p), threads=1)
             return np.array([m.time(o) for o, _ in sel])
 
-        x0 = np.log([0.5, 0.5, 5.0] + ([20.0] if gemm else []))
-        lo = np.log([1e-4, 1e-3, 0.05] + ([0.1] if gemm else []))
-        hi = np.log([1.0, 1.0, 1e4] + ([1e4] if gemm else []))
+        x0 = np.log([0.5, 0.5, 5.0] + ([20.0, 0.1] if gemm else []))
+        lo = np.log([1e-4, 1e-3, 0.05] + ([0.1, 1e-3] if gemm else []))
+        hi = np.log([1.0, 1.0, 1e4] + ([1e4, 1.0] if gemm else []))
         res = least_squares(lambda p, t=t: model(p) / t - 1.0, x0=x0, bounds=(lo, hi))
         ec, em, ov = np.exp(res.x[:3])
         pred = model(res.x)
         wape = float(np.abs(pred - t).sum() / t.sum())
         mape = float(np.mean(np.abs(pred - t) / t))
         if gemm:
-            print(f"gemm_m_half = {np.exp(res.x[3]):.1f}")
-        eff_lines.append(f"{cls}_compute = {ec:.4f}")
-        eff_lines.append(f"{cls}_memory = {em:.3f}  # n={len(t)}, in-sample wape {wape:.3f} mape {mape:.3f}")
+            extra = {"gemm_m_half": float(np.exp(res.x[3])), "gemm_min_ramp": float(np.exp(res.x[4]))}
+            print(f"gemm_m_half = {extra['gemm_m_half']:.1f}\ngemm_min_ramp = {extra['gemm_min_ramp']:.4f}")
+        eff_all[f"{cls}_compute"], eff_all[f"{cls}_memory"] = min(ec, 1.0), min(em, 1.0)
+        ovh_all[cls] = ov * 1e-6
+        eff_lines.append(f"{cls}_compute = {min(ec, 1.0):.4f}")
+        eff_lines.append(f"{cls}_memory = {min(em, 1.0):.3f}  # n={len(t)}, in-sample wape {wape:.3f} mape {mape:.3f}")
         ovh_lines.append(f"{cls} = {ov:.2f}")
     print("[efficiency]\n" + "\n".join(eff_lines))
     print("[overhead_us]\n" + "\n".join(ovh_lines))
+    return replace(base, efficiency=eff_all, overhead_s=ovh_all, **extra)
+
+
+def fit_cold(spec: CPUSpec, out: Path) -> None:
+    """The in-model constants, on the IN_MODEL configuration's per-op profiler times, each op's residual
+    being measured - the hot-loop model (the profiler's own time inside an op's event, measured apart
+    by :func:`profiler_event_overhead`, is under 1 us and left in):
+
+    - per aten class but GEMMs, ``cold_overhead``: the median residual of the class's code-cold ops
+      (the same aten op last ran more than the L2's size of traffic ago) not after a flush;
+    - ``flush_overhead``: the median residual, less the class's cold overhead where it applies, of the
+      ops right after one that moved more than half the LLC (a GEMM streaming its weights)."""
+    lines = [ln for ln in open(out / "inmodel_ops.csv") if not ln.startswith("#")]
+    meas = {(int(r["step"]), int(r["op_index"])): float(r["measured_s"]) for r in csv.DictReader(lines)}
+    model = CPUModel(replace(spec, cold_overhead_s={}, flush_overhead_s=0.0))
+    half = spec.llc_bytes / 2
+    rows = []  # (class, code-cold, after a flush, residual)
+    for i, ops in enumerate(trace_steps(IN_MODEL)):
+        for op, reuse in zip(ops, step_reuse(ops)):
+            t = meas.get((i, op.index))
+            if t is None or not op.costs or op.aclass is AtenClass.GEMM:
+                continue
+            rows.append((op_class(op), reuse.code > spec.l2_bytes, reuse.after > half,
+                         t - model.cost(op, reuse)[0]))
+    cold = {}
+    print("[cold_overhead_us]  # in-model fit: " + json.dumps(IN_MODEL))
+    for cls in sorted({r[0] for r in rows}):
+        r = [x[3] for x in rows if x[0] == cls and x[1] and not x[2]]
+        if r:
+            cold[cls] = max(0.0, float(np.median(r)))
+            print(f"{cls} = {cold[cls] * 1e6:.1f}  # n={len(r)} code-cold ops")
+    r = [x[3] - (cold.get(x[0], 0.0) if x[1] else 0.0) for x in rows if x[2]]
+    print(f"flush_overhead_us = {max(0.0, float(np.median(r))) * 1e6:.1f}  # n={len(r)} ops after a flush")
+
+
+def profiler_event_overhead() -> float:
+    """Seconds ``torch.profiler`` (record_shapes) adds to an op's recorded CPU time: the median over a
+    few small ops of (event time in a profiled hot loop - the op's time in a plain one)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x, w, s = torch.randn(1, 1, 2048), torch.randn(2048), torch.randn(1, 1, 1)
+    out = []
+    for fn in (lambda: x.pow(2), lambda: x * w, lambda: s.add_(1e-5), lambda: x.mean(-1, keepdim=True),
+               lambda: torch.cat((x, x), -1)):
+        plain, _ = cpu_time(fn)
+        evs = []
+        for _ in range(5):
+            with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+                for _ in range(200):
+                    fn()
+            evs += [e.cpu_time_total * 1e-6 for e in prof.events() if e.cpu_parent is None
+                    and e.name.startswith("aten::")]
+        out.append(statistics.median(evs) - plain)
+    return max(0.0, statistics.median(out))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,8 @@ and the constants are this machine's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -60,15 +61,16 @@ TRANSCENDENTAL = {"silu", "gelu", "sigmoid", "tanh", "exp", "cos", "sin", "erf",
                   "silu_backward", "gelu_backward", "sigmoid_backward", "tanh_backward"}
 CLASSES = tuple(c.value for c in AtenClass if c is not AtenClass.VIEW) + ("transcendental",)
 _CPU_KEYS = {"name", "cores", "simd_width_bits", "fma_units_per_core", "clock_ghz", "memory_bandwidth_gb_per_s",
-             "llc_bandwidth_gb_per_s", "llc_mib", "page_fault_gb_per_s", "mmap_threshold_mib", "gemm_m_half",
-             "source"}
+             "llc_bandwidth_gb_per_s", "llc_mib", "l2_kib", "page_fault_gb_per_s", "mmap_threshold_mib",
+             "gemm_m_half", "gemm_min_ramp", "flush_overhead_us", "source"}
 _EFF_KEYS = {f"{c}_{w}" for c in CLASSES for w in ("compute", "memory")}
 _OVH_KEYS = set(CLASSES) | {"view"}
+_COLD_KEYS = set(CLASSES)
 
 
 @dataclass(frozen=True)
 class CPUSpec:
-    """One host CPU, SI units. ``efficiency`` and ``overhead_s`` are keyed by aten class."""
+    """One host CPU, SI units. ``efficiency``, ``overhead_s`` and ``cold_overhead_s`` are keyed by aten class."""
 
     id: str
     name: str
@@ -76,7 +78,7 @@ class CPUSpec:
     simd_width_bits: int
     fma_units_per_core: int
     clock_hz: float
-    memory_bandwidth: float  # bytes/s per core, DRAM
+    memory_bandwidth: float  # bytes/s per core, DRAM (the fastest one-thread stream measured)
     llc_bandwidth: float  # bytes/s per core, last-level cache
     llc_bytes: float
     page_fault_bandwidth: float  # bytes/s of first-touch page faults on a freshly mmapped output
@@ -84,6 +86,10 @@ class CPUSpec:
     gemm_m_half: float  # GEMM compute efficiency ramps as m / (m + gemm_m_half) (small-m kernel paths)
     efficiency: dict[str, float]
     overhead_s: dict[str, float]
+    l2_bytes: float = 0.0  # per-core L2: an op whose code ran more than this many bytes ago runs cold
+    gemm_min_ramp: float = 0.0  # floor of the GEMM ramp (MKL's GEMV-like small-m kernels)
+    cold_overhead_s: dict[str, float] = field(default_factory=dict)  # extra per op when its code is cold
+    flush_overhead_s: float = 0.0  # extra for the op after one that moved more than half the LLC
     source_file: str = ""
 
     def peak_flops(self, cores: int) -> float:
@@ -99,7 +105,7 @@ def list_cpus() -> list[str]:
 
 
 def parse_cpu(data: dict, *, file: str, cpu_id: str) -> CPUSpec:
-    reject_unknown(data, {"cpu", "efficiency", "overhead_us"}, file=file)
+    reject_unknown(data, {"cpu", "efficiency", "overhead_us", "cold_overhead_us"}, file=file)
     for section in ("cpu", "efficiency", "overhead_us"):
         if not isinstance(data.get(section), dict):
             raise ConfigError("missing required table", file=file, field=f"[{section}]")
@@ -107,6 +113,10 @@ def parse_cpu(data: dict, *, file: str, cpu_id: str) -> CPUSpec:
     reject_unknown(c, _CPU_KEYS, file=file, section="cpu")
     reject_unknown(eff, _EFF_KEYS, file=file, section="efficiency")
     reject_unknown(ovh, _OVH_KEYS, file=file, section="overhead_us")
+    cold = data.get("cold_overhead_us", {})
+    if not isinstance(cold, dict):
+        raise ConfigError("must be a table", file=file, field="[cold_overhead_us]")
+    reject_unknown(cold, _COLD_KEYS, file=file, section="cold_overhead_us")
 
     def num(key: str, **kw):  # type: ignore[no-untyped-def]
         return get_number(c, key, file=file, section="cpu", **kw)
@@ -120,6 +130,8 @@ def parse_cpu(data: dict, *, file: str, cpu_id: str) -> CPUSpec:
         efficiency[key] = v
     overhead = {k: get_number(ovh, k, file=file, section="overhead_us", default=0.0, allow_zero=True) * 1e-6
                 for k in sorted(_OVH_KEYS)}
+    cold_s = {k: get_number(cold, k, file=file, section="cold_overhead_us", default=0.0, allow_zero=True) * 1e-6
+              for k in sorted(_COLD_KEYS)}
     return CPUSpec(
         id=cpu_id, name=get_str(c, "name", file=file, section="cpu"),
         cores=num("cores", integer=True), simd_width_bits=num("simd_width_bits", integer=True),
@@ -127,8 +139,10 @@ def parse_cpu(data: dict, *, file: str, cpu_id: str) -> CPUSpec:
         memory_bandwidth=num("memory_bandwidth_gb_per_s") * 1e9,
         llc_bandwidth=num("llc_bandwidth_gb_per_s") * 1e9, llc_bytes=num("llc_mib") * MIB,
         page_fault_bandwidth=num("page_fault_gb_per_s") * 1e9, mmap_threshold=num("mmap_threshold_mib") * MIB,
-        gemm_m_half=num("gemm_m_half", allow_zero=True),
-        efficiency=efficiency, overhead_s=overhead, source_file=file)
+        gemm_m_half=num("gemm_m_half", allow_zero=True), l2_bytes=num("l2_kib", default=0, allow_zero=True) * 1024,
+        gemm_min_ramp=num("gemm_min_ramp", default=0, allow_zero=True),
+        flush_overhead_s=num("flush_overhead_us", default=0, allow_zero=True) * 1e-6,
+        efficiency=efficiency, overhead_s=overhead, cold_overhead_s=cold_s, source_file=file)
 
 
 def load_cpu(name_or_path: str | Path) -> CPUSpec:
@@ -155,8 +169,62 @@ def host_cpu_name() -> str:
     return cpu_name()
 
 
+@dataclass(frozen=True)
+class Reuse:
+    """Where an op's data and code are when it starts, as reuse distances: the bytes other ops touched
+    since each input was last touched (``inputs``, one per ``op.inputs``), since the same aten op last
+    ran (``code``), and what the op just before it moved (``after``). ``None`` (the default of
+    :meth:`CPUModel.cost`) is a hot loop of the op alone: its inputs were touched ``op.bytes`` ago and
+    its code just ran."""
+
+    inputs: tuple[float, ...]
+    code: float
+    after: float = 0.0
+
+
+def step_reuse(ops: Sequence[TracedOp]) -> list[Reuse]:
+    """Reuse distances of every op of a step that repeats (a decode loop, timed repeats).
+
+    Bytes are counted in execution order; an op touches what it reads and writes, on average at its
+    midpoint (a GEMM that streams 128 MiB of weights writes its first output rows 64 MiB, on average,
+    before it ends). An input never written in the step (a weight, the KV cache of earlier tokens, the
+    token ids) was last touched one step ago: at the step's total bytes. An op's code last ran at its
+    previous occurrence, the first occurrence's at the last one of the previous step (the step wraps)."""
+    costed = [o for o in ops if o.costs]
+    total = float(sum(o.bytes for o in costed))
+    last_pos: dict[str, float] = {}
+    pos = 0.0
+    for o in costed:
+        pos += o.bytes
+        last_pos[o.aten] = pos
+    touched: dict[int, float] = {}
+    code_at: dict[str, float] = {a: p - total for a, p in last_pos.items()}
+    out: list[Reuse] = []
+    pos = 0.0
+    prev = float(costed[-1].bytes) if costed else 0.0
+    for o in ops:
+        if not o.costs:
+            out.append(Reuse(tuple(0.0 for _ in o.inputs), 0.0, 0.0))
+            continue
+        ins = tuple(pos - touched[r.value] if r.value in touched else total for r in o.inputs)
+        out.append(Reuse(ins, pos - code_at[o.aten], prev))
+        pos += o.bytes
+        prev = float(o.bytes)
+        code_at[o.aten] = pos
+        for r in o.inputs + o.outputs:
+            if r.value >= 0:  # -1 is every tensor never written in the trace (weights, inputs): not one storage
+                touched[r.value] = pos - o.bytes / 2
+    return out
+
+
 class CPUModel:
-    """``cost(op) -> (seconds, breakdown)`` of traced aten ops on one CPU with ``threads`` threads."""
+    """``cost(op) -> (seconds, breakdown)`` of traced aten ops on one CPU with ``threads`` threads.
+
+    ``cost(op)`` is the op in a hot loop (how the per-class constants were measured); ``cost(op, reuse)``
+    and :meth:`step_costs` place it in a program (:func:`step_reuse`): inputs last touched more than
+    half the LLC ago come from DRAM; an op whose code ran more than the L2's size ago pays its class's
+    ``cold_overhead``, and the op after one that moved more than half the LLC pays ``flush_overhead``
+    (the dispatcher's and allocator's code and data, shared by every op, are gone from the caches)."""
 
     def __init__(self, cpu: CPUSpec, threads: int = 1) -> None:
         if threads < 1:
@@ -164,31 +232,65 @@ class CPUModel:
         self.cpu = cpu
         self.cores = min(threads, cpu.cores)
 
-    def cost(self, op: TracedOp) -> tuple[float, dict[str, float]]:
-        cls = op.aclass.value
-        if op.aclass is AtenClass.VIEW:
-            v = self.cpu.overhead_s["view"]
-            return v, {"overhead": v}
-        if op.aten.split("::")[-1] in TRANSCENDENTAL:
-            cls = "transcendental"
+    def cost(self, op: TracedOp, reuse: Reuse | None = None) -> tuple[float, dict[str, float]]:
         c = self.cpu
+        cls = op_class(op)
+        if cls == "view":
+            v = c.overhead_s["view"]
+            return v, {"overhead": v}
         ovh = c.overhead_s[cls]
+        cold = 0.0
+        if reuse is not None:
+            if c.l2_bytes > 0 and reuse.code > c.l2_bytes:
+                cold += c.cold_overhead_s.get(cls, 0.0)
+            if reuse.after > c.llc_bytes / 2:
+                cold += c.flush_overhead_s
         eff = c.efficiency[f"{cls}_compute"]
-        m = 0
         if isinstance(op.op, Gemm):
             m = op.op.m
-            eff *= m / (m + c.gemm_m_half)
+            eff *= max(m / (m + c.gemm_m_half), c.gemm_min_ramp)
         compute = op.flops / (c.peak_flops(self.cores) * eff)
-        if m == 1:  # a GEMV: MKL's bandwidth-bound path
-            compute = 0.0
-        bw = c.llc_bandwidth if op.bytes <= c.llc_bytes / 2 else c.memory_bandwidth
-        memory = op.bytes / (bw * self.cores * c.efficiency[f"{cls}_memory"])
+        memory = self._memory(op, cls, reuse)
         fresh = sum(r.bytes for r in op.outputs if r.bytes >= c.mmap_threshold)
         if op.aten.endswith("_"):  # in-place and out= ops write into memory that exists
             fresh = 0
         faults = fresh / c.page_fault_bandwidth
-        return ovh + max(compute, memory) + faults, {"overhead": ovh, "compute": compute, "memory": memory,
-                                                     "page_faults": faults}
+        return ovh + cold + max(compute, memory) + faults, {
+            "overhead": ovh, "cold": cold, "compute": compute, "memory": memory, "page_faults": faults}
+
+    def _memory(self, op: TracedOp, cls: str, reuse: Reuse | None) -> float:
+        """Seconds to move the op's bytes: each input at the LLC's or DRAM's rate by where it was left
+        (all of them at DRAM's when the op's own bytes exceed half the LLC), the output likewise."""
+        c = self.cpu
+        half = c.llc_bytes / 2
+        big = op.bytes > half
+        dists = reuse.inputs if reuse is not None else tuple(float(op.bytes) for _ in op.inputs)
+        in_bytes = [float(r.bytes) for r in op.inputs]
+        tot = sum(in_bytes)
+        if tot > 0:
+            read_dram = op.bytes_read * sum(b for b, d in zip(in_bytes, dists) if big or d > half) / tot
+        else:
+            read_dram = op.bytes_read if big else 0.0
+        # in a hot loop the dirty lines of a cache-sized output are overwritten in the cache; in a step
+        # every written line is written back to DRAM before its next use (the weights' stream evicts it)
+        write_bw = c.memory_bandwidth if (big or reuse is not None) else c.llc_bandwidth
+        sec = (read_dram / c.memory_bandwidth + (op.bytes_read - read_dram) / c.llc_bandwidth
+               + op.bytes_written / write_bw)
+        if cls == "transcendental":  # element-rate bound wherever the data are: the exp, not the bytes
+            return max(sec / c.efficiency["elementwise_memory"],
+                       op.bytes / (c.llc_bandwidth * c.efficiency["transcendental_memory"])) / self.cores
+        return sec / (self.cores * c.efficiency[f"{cls}_memory"])
 
     def time(self, op: TracedOp) -> float:
         return self.cost(op)[0]
+
+    def step_costs(self, ops: Sequence[TracedOp]) -> list[float]:
+        """Seconds of each op of a step run in a loop, each placed by :func:`step_reuse`."""
+        return [self.cost(o, r)[0] for o, r in zip(ops, step_reuse(ops))]
+
+
+def op_class(op: TracedOp) -> str:
+    """The constants' key of an op: its aten class, or ``transcendental`` for exp-like elementwise ops."""
+    if op.aclass is not AtenClass.VIEW and op.aten.split("::")[-1] in TRANSCENDENTAL:
+        return "transcendental"
+    return op.aclass.value

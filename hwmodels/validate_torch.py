@@ -128,10 +128,24 @@ class CudaStepCost:
 _ROLE_BY_NAME = {"rope": OpKind.ROPE, "silu": OpKind.ACTIVATION}
 
 
+class StepCost:
+    """A cost function that also prices a whole step at once (``step_costs(ops)``): the host CPU's,
+    whose op times depend on what ran before (cache reuse distances, :func:`hwmodels.cpu.step_reuse`)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __call__(self, op: TracedOp) -> float:
+        return float(self.model.time(op))
+
+    def step_costs(self, ops: Sequence[TracedOp]) -> list[float]:
+        return list(self.model.step_costs(ops))
+
+
 def cpu_cost_fn(cpu: Any, threads: int = 1) -> CostFn:
     from hwmodels.cpu import CPUModel
 
-    return CPUModel(cpu, threads=threads).time
+    return StepCost(CPUModel(cpu, threads=threads))
 
 
 def validate_steps(steps: Sequence[_Step], cost: CostFn) -> TorchValidation:
@@ -142,10 +156,10 @@ def validate_steps(steps: Sequence[_Step], cost: CostFn) -> TorchValidation:
     by_phase: dict[str, tuple[list[float], list[float]]] = {}
     for st in steps:
         sim_total = 0.0
-        sims: list[float] = []
-        for op, meas in zip(st.graph.ops, st.op_seconds):
-            sim = cost(op)
-            sims.append(sim)
+        step_costs = getattr(cost, "step_costs", None)
+        sims: list[float] = (step_costs(st.graph.ops) if step_costs is not None  # the host CPU: in context
+                             else [cost(op) for op in st.graph.ops])
+        for op, meas, sim in zip(st.graph.ops, st.op_seconds, sims):
             sim_total += sim
             if op.aclass is AtenClass.VIEW or op.kind is None:
                 continue

@@ -77,3 +77,80 @@ def test_gpu_name_to_catalog() -> None:
     """torch.cuda.get_device_name() strings as the H200 run's provenance.json records them."""
     assert gpu_id_for("NVIDIA H200") == "h200-sxm-141gb"
     assert gpu_id_for("NVIDIA H100 80GB HBM3") == "h100-sxm-80gb"
+
+
+def _ops(fn):  # type: ignore[no-untyped-def]
+    from workloads.pytorch.tracer import trace
+
+    return [o for o in trace(fn)[0].ops if o.costs]
+
+
+def test_cold_code_pays_its_class_overhead_once() -> None:
+    """A step [add, copy of 2 MiB, add, add] run in a loop: the second add's code last ran before the
+    2 MiB copy (more than the 512 KiB L2 ago), so it pays ``cold_overhead.elementwise`` (the copy moved
+less than half the LLC: no flush overhead); the third ran
+    just after the second and the first just after the previous step's third: both hot. The three
+    adds are equal otherwise (same shapes, inputs touched a few KiB ago)."""
+    import torch
+
+    from hwmodels.cpu import CPUModel, load_cpu, step_reuse
+
+    cpu = load_cpu("epyc-zen3-2c-kvm")
+    x, y = torch.randn(64), torch.randn(64)
+    big, dst = torch.randn(256 * 1024), torch.empty(256 * 1024)
+
+    def step() -> None:
+        a = x + y
+        dst.copy_(big)
+        b = a + y
+        b + y
+
+    ops = _ops(step)
+    assert [o.aten for o in ops] == ["aten::add", "aten::copy_", "aten::add", "aten::add"]
+    reuse = step_reuse(ops)
+    assert reuse[2].code > cpu.l2_bytes >= reuse[3].code and reuse[0].code == 0
+    model = CPUModel(cpu)
+    t = [model.cost(o, r)[0] for o, r in zip(ops, reuse)]
+    assert cpu.cold_overhead_s["elementwise"] > 0
+    assert t[2] - t[3] == pytest.approx(cpu.cold_overhead_s["elementwise"], rel=1e-9)
+    assert t[0] == pytest.approx(t[3], rel=1e-9)
+    assert model.step_costs(ops) == t
+
+
+def test_weights_streamed_every_step_come_from_dram() -> None:
+    """A one-row GEMM over a 64 MiB weight: in a hot loop of its own (weight > half the 32 MiB LLC)
+    and in a step (never written in the step: last touched one step, 64 MiB, ago) the weight is read at
+    the DRAM rate; a 4 MiB weight is read at the LLC rate alone, at the DRAM rate inside a step that
+    also streams a 64 MiB weight (what it reads was never written in the step, so it was last touched
+one step, 68 MiB, ago), and in a step its output is written back to DRAM too (in a hot loop its
+dirty lines stay in the LLC)."""
+    import torch
+
+    from hwmodels.cpu import CPUModel, load_cpu, step_reuse
+
+    cpu = load_cpu("epyc-zen3-2c-kvm")
+    model = CPUModel(cpu)
+    v = torch.randn(1, 2048)
+    w_big, w_small = torch.randn(8192, 2048), torch.randn(512, 2048)
+    ops = _ops(lambda: (torch.mm(v, w_big.t()), torch.mm(v, w_small.t())))
+    reuse = step_reuse(ops)
+    small = ops[1]
+    eff = cpu.efficiency["gemm_memory"]
+    hot = model.cost(small)[1]["memory"]
+    assert hot == pytest.approx(small.bytes / (cpu.llc_bandwidth * eff), rel=1e-9)
+    in_step = model.cost(small, reuse[1])[1]["memory"]
+    expected = (small.bytes_read + small.bytes_written) / (cpu.memory_bandwidth * eff)
+    assert in_step == pytest.approx(expected, rel=1e-6)
+    assert model.cost(ops[0], reuse[0])[1]["memory"] == pytest.approx(model.cost(ops[0])[1]["memory"], rel=1e-9)
+
+
+def test_cpu_spec_rejects_unknown_cold_key(tmp_path: Path) -> None:
+    from hwmodels.cpu import _specs_dir, load_cpu
+    from workloads.errors import ConfigError
+
+    text = (_specs_dir() / "epyc-zen3-2c-kvm.toml").read_text()
+    p = tmp_path / "bad.toml"
+    p.write_text(text + "\n[cold_overhead_us]\nmatmul = 3.0\n" if "[cold_overhead_us]" not in text
+                 else text.replace("[cold_overhead_us]", "[cold_overhead_us]\nmatmul = 3.0"))
+    with pytest.raises(ConfigError, match="matmul"):
+        load_cpu(p)
