@@ -5,7 +5,9 @@ the log ratio sim/meas of every attention row of the family's shared files (``ac
 regime (file x pure prefill / pure decode / mixed) weighted equally, and prints the ``[attention]``
 values to paste into ``hwmodels/calibration/<family>.toml``, with n / WAPE / MAPE per regime.
 ``--kernel fa2`` fits the family's ``[attention_fa2]`` table instead, on the files whose software stack
-runs that generation (PyTorch's SDPA flash backend on Hopper: ``validation/measured/h200/attention.csv``).
+runs that generation (PyTorch's SDPA flash backend on Hopper: ``validation/measured/h200/attention.csv``);
+``--kernel cudnn`` the ``[attention_cudnn]`` table, on the SDPA grid run with cuDNN's backend first
+(``validation/measured/h200/attention_cudnn.csv``, PyTorch's default dispatch on Hopper: the torch stack).
 ``--fit-on attn_prefill,attn_decode`` fits on those regimes only and reports the rest as held out;
 ``--fit-kv-max 4096`` fits on the rows whose decodes hold at most that many cached tokens and reports
 the rows beyond it (held out) apart.
@@ -27,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from accuracy_ops import DEFAULT_DATA, FIT_FILES, load_shared
+from accuracy_ops import DEFAULT_DATA, FIT_FILES, SharedFile, load_shared
 
 from hwmodels.gpu import GPUSpec, load_gpu
 from hwmodels.kernels import load_stack
@@ -47,6 +49,11 @@ PARAMS = {
 _ATTN = {OpKind.ATTN_PREFILL, OpKind.ATTN_DECODE}
 TARGET_PER_REGIME = 1500  # stride-subsample larger regimes (speed; the report scores every row)
 ATTENTION_FORMATS = ("vidur-attention", "lss-attention", "xpusim-attention")  # per-kernel attention files
+# Files measured under another stack than their format's (FIT_FILES take stack_for(format)): the SDPA grid
+# with cuDNN's backend first, which is what the torch stacks' default dispatch runs on Hopper.
+STACK_FILES: tuple[tuple[SharedFile, str], ...] = (
+    (SharedFile("xpusim-attention", "h200/attention_cudnn.csv", "h200-sxm-141gb", fitted=True, kit=True), "torch"),
+)
 
 
 def op_time(op: Op, gpu: GPUSpec, a: AttentionCalibration) -> float:
@@ -57,9 +64,10 @@ def op_time(op: Op, gpu: GPUSpec, a: AttentionCalibration) -> float:
     raise TypeError(type(op).__name__)
 
 
-def file_kernel(fmt: str, family: str) -> str:
-    """The attention kernel generation a file's stack runs on the family (its own, or the stack's pick)."""
-    chosen = load_stack(stack_for(fmt)).attention_kernel
+def file_kernel(fmt: str, family: str, stack: str | None = None) -> str:
+    """The attention kernel a file's stack (default: its format's) runs on the family (its own, or the
+    stack's pick)."""
+    chosen = load_stack(stack or stack_for(fmt)).attention_kernel_for(family)
     return chosen if chosen is not None else load_attention_calibration(family).kernel.value
 
 
@@ -68,11 +76,11 @@ def family_rows(family: str, data: Path, kernel: str | None = None) -> list[tupl
     and xpusim's own) whose stack runs the ``kernel`` generation (default: the family's own)."""
     out = []
     kernel = kernel or load_attention_calibration(family).kernel.value
-    for f in FIT_FILES:
+    for f, stack in [(f, None) for f in FIT_FILES] + list(STACK_FILES):
         gpu = load_gpu(f.hardware)
         if gpu.architecture.value != family or f.format not in ATTENTION_FORMATS:
             continue
-        if file_kernel(f.format, family) != kernel:
+        if file_kernel(f.format, family, stack) != kernel:
             continue
         m = load_shared(f, data)
         for r in m.records:

@@ -14,7 +14,11 @@ Tiles (FlashAttention-2 ``flash_fwd_launch_template.h``): with a paged KV cache 
 split-KV kernel, ``block_m = 64`` and ``block_n = 256 / 128 / 64`` for head_dim <= 64 / 128 / more;
 with contiguous KV the forward kernel, head_dim 128: 128 x 64 on big-SM parts (sm80), 128 x 32 when
 not causal and 64 x 64 when causal on GA10x/AD10x. FlashAttention-3 (Hopper): 128 x 128 causal,
-128 x 176 otherwise at head_dim 128 (``tile_size_fwd_sm90``).
+128 x 176 otherwise at head_dim 128 (``tile_size_fwd_sm90``). cuDNN's fused SDPA kernels (PyTorch's
+SDPA cuDNN backend; closed source): 64 x 128 warpgroup-MMA tiles for a prefill, and for a decode an
+sm80-class kernel of 16 x 128 tiles with a split-KV reduction kernel (the names the profiler records,
+:data:`CUDNN_PREFILL_TILE`); the grid and split heuristic are taken as FlashAttention-2's (cuDNN's are not
+published), the constants are their own (``[attention_cudnn]``).
 
 Decode (one query token per sequence): when every query is one token and heads are grouped, FA2
 folds the ``group`` query heads of a KV head into the tile's rows (``seqlenq_ngroups_swapped``: K/V
@@ -56,6 +60,14 @@ from hwmodels.kernels.calibration import Calibration
 from workloads.ops import DecodeAttention, DType, PrefillAttention
 
 FA2_MAX_SPLITS = 128
+# cuDNN's SDPA tiles on Hopper (PyTorch 2.11, cuDNN 9.19), from the kernel names the profiler recorded in
+# our H200 run (validation/measured/h200/step_ops.csv), at head_dim 64 and 128 alike:
+# prefill cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7_64x128x{64,128}_4x1x1 (a 64-query
+# x 128-key warpgroup-MMA tile); decode ..._sm80_flash_fprop_wmma_f16_knob_35_16x128x{64,128}_1x4x1 (an
+# mma.sync kernel of 16 query rows x 128 keys, four warps) followed by cudnn::fusion::lean_reduction_kernel
+# (the split-KV combine).
+CUDNN_PREFILL_TILE = (64, 128)
+CUDNN_DECODE_TILE = (16, 128)
 BIG_SM_FLOPS_PER_CLOCK = 2048  # dense fp16 FLOP/clk/SM of GA100/GH100-class SMs (164-228 KiB smem)
 
 
@@ -67,9 +79,13 @@ def _big_sm(gpu: GPUSpec) -> bool:
     return gpu.fp16_flops / (gpu.sm_count * clock) >= 0.9 * BIG_SM_FLOPS_PER_CLOCK
 
 
-def tile_shape(head_dim: int, causal: bool, paged: bool, kernel: AttnKernel, gpu: GPUSpec) -> tuple[int, int]:
-    """(block_m, block_n) of the kernel that runs; see the module docstring for the sources."""
+def tile_shape(head_dim: int, causal: bool, paged: bool, kernel: AttnKernel, gpu: GPUSpec,
+               decode: bool = False) -> tuple[int, int]:
+    """(block_m, block_n) of the kernel that runs (``decode``: a call of one-token queries); see the
+    module docstring for the sources."""
     d = head_dim
+    if kernel is AttnKernel.CUDNN:
+        return CUDNN_DECODE_TILE if decode else CUDNN_PREFILL_TILE
     if kernel is AttnKernel.FA3:
         if d <= 64:
             return 192, 128 if causal else 192
@@ -437,12 +453,13 @@ class _DecodeShape:
         self.packed = op.pack_gqa and self.group > 1
         rows, self.heads = (self.group, op.num_kv_heads) if self.packed else (1, op.num_q_heads)
         # FA2 runs a split decode through its split-KV kernel (and tiles), paged or not
-        bm, self.bn = tile_shape(d, False, op.paged or op.split_kv, a.kernel, gpu)
+        bm, self.bn = tile_shape(d, False, op.paged or op.split_kv, a.kernel, gpu, decode=True)
         self.t_tile = _tile_time(gpu, a, op.dtype, bm, self.bn, d)
         self.m_blocks = math.ceil(rows / bm)
         self.n = len(op.kv_lens)
         self.split_ok = op.split_kv
-        self.sm_slots = gpu.sm_count * (2 if a.kernel is AttnKernel.FA2 else 1)  # FA2 assumes 2 CTAs per SM
+        # FA2 assumes 2 CTAs per SM; cuDNN's decode kernel is a four-warp mma.sync kernel of the same class
+        self.sm_slots = gpu.sm_count * (2 if a.kernel in (AttnKernel.FA2, AttnKernel.CUDNN) else 1)
         self.kv_bytes_per_token = 2.0 * op.num_kv_heads * d * b   # K and V of one token, all KV heads
         self.qo = 2.0 * self.n * op.num_q_heads * d * b
         self.kv_heads = op.num_kv_heads

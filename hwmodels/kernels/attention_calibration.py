@@ -23,10 +23,12 @@ from workloads.specfile import get_number, get_str, read_toml
 
 
 class AttnKernel(enum.Enum):
-    """Which FlashAttention generation vLLM's FlashAttention backend runs on the family."""
+    """Which fused attention kernel runs: a FlashAttention generation (vLLM's FlashAttention backend,
+    PyTorch's SDPA flash backend) or cuDNN's fused flash-attention (PyTorch's SDPA cuDNN backend)."""
 
     FA2 = "fa2"  # Ampere/Ada: mma.sync tiles, one query tile per CTA, split-KV kernel for paged KV
     FA3 = "fa3"  # Hopper and later: warpgroup MMA, bigger tiles, its own split heuristic
+    CUDNN = "cudnn"  # cuDNN's SDPA (fprop) kernels: what PyTorch >= 2.5 dispatches to first on Hopper
 
 
 @dataclass(frozen=True)

@@ -60,8 +60,11 @@ def _calibration_dir() -> Path:
 
 
 def parse_calibration(data: dict[str, Any], *, file: str, family: str) -> Calibration:
-    # [attention] and [attention_<kernel>]: attention_calibration.py
-    reject_unknown(data, {"source", "kernels", "attention", "attention_fa2", "attention_fa3"}, file=file)
+    # [attention] and [attention_<kernel>]: attention_calibration.py (imported here, not at the top: it
+    # imports this module)
+    from hwmodels.kernels.attention_calibration import KERNEL_TABLES
+
+    reject_unknown(data, {"source", "kernels", "attention", *KERNEL_TABLES}, file=file)
     k = data.get("kernels")
     if not isinstance(k, dict):
         raise ConfigError("missing required table", file=file, field="[kernels]")

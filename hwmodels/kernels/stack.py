@@ -11,8 +11,10 @@ fitted on one GPU carries to another through that GPU's spec and family constant
 A stack file holds ``[source]`` (what it was fitted on), ``[stack]`` (GEMM efficiency relative to
 the family's tuned-library figure, bandwidth of GEMM operand streaming relative to the family's
 streaming figure, host overhead of a wall-clock-timed call, the embedding gather, and optionally
-``attention_kernel``: the FlashAttention generation the stack runs where it is not the one the
-family's ``[attention]`` table describes) and one table
+``attention_kernel``: the fused attention kernel the stack runs where it is not the one the family's
+``[attention]`` table describes, either one name for every family (``"fa2"``) or a table per family
+(``{ hopper = "cudnn" }``: PyTorch's default SDPA dispatch differs between GPU generations; a family not
+named runs its own) and one table
 per memory-bound op kind (``[norm]``, ``[rope]``, ``[activation]``, ``[add]``, ``[elementwise]``)
 with the kernel's launch geometry:
 
@@ -67,19 +69,29 @@ class Stack:
     gather_small_max: int = 16   # index_select: at most this many indices take the serial small-index kernel
     gather_index_latencies: float = 2.0  # small-index kernel: memory latencies per index (serial loop)
     gather_elems_per_sm_cycle: float = 1.0  # large-index kernel: elements per SM per clock cycle
-    attention_kernel: str | None = None  # FlashAttention generation the stack runs (None: the family's own)
+    # CUDA-event time of one isolated SDPA call beyond its kernels' device time; a stack timed by the
+    # profiler's device time subtracts it from the attention constants (fitted on event-timed files)
+    attention_event_s: float = 0.0
+    attention_kernel: str | None = None  # attention kernel the stack runs on every family (None: the family's own)
+    # per family, where it differs by GPU generation: ((family, kernel), ...); wins over attention_kernel
+    attention_kernel_by_family: tuple[tuple[str, str], ...] = ()
     ops: dict[OpKind, KernelImpl] = field(default_factory=dict)
     source: str = ""
 
     def impl(self, kind: OpKind) -> KernelImpl:
         return self.ops.get(kind, self.ops.get(OpKind.ELEMENTWISE, KernelImpl()))
 
+    def attention_kernel_for(self, family: str) -> str | None:
+        """The attention kernel this stack runs on an architecture family (None: the family's own)."""
+        return dict(self.attention_kernel_by_family).get(family, self.attention_kernel)
+
 
 STACK_KEYS = ("gemm_eff", "gemm_bw_eff", "host_overhead_s", "gather_small_max", "gather_index_latencies",
               "gather_elems_per_sm_cycle")
+OPTIONAL_KEYS = {"attention_event_s": 0.0}  # [stack] keys a base stack may leave out (their default)
 OP_TABLES = {"norm": OpKind.NORM, "rope": OpKind.ROPE, "activation": OpKind.ACTIVATION, "add": OpKind.ADD,
              "elementwise": OpKind.ELEMENTWISE}
-ATTENTION_KERNELS = ("fa2", "fa3")  # attention_calibration.AttnKernel's values
+ATTENTION_KERNELS = ("fa2", "fa3", "cudnn")  # attention_calibration.AttnKernel's values (a test checks)
 IMPL_KEYS = ("geometry", "kernels", "block_threads", "vec", "passes", "bw_eff")
 _INT_KEYS = {"gather_small_max", "kernels", "block_threads", "vec"}
 
@@ -112,6 +124,17 @@ def _parse_impls(data: dict[str, Any], file: str) -> dict[OpKind, KernelImpl]:
     return ops
 
 
+def _attention_kernel(s: dict[str, Any], file: str) -> dict[str, Any]:
+    """``attention_kernel`` = a kernel name, or a table {family: kernel name}."""
+    v = s.get("attention_kernel")
+    if isinstance(v, dict):
+        by_family = tuple((fam, str(get_str(v, fam, file=file, section="stack.attention_kernel",
+                                            choices=ATTENTION_KERNELS))) for fam in sorted(v))
+        return {"attention_kernel": None, "attention_kernel_by_family": by_family}
+    return {"attention_kernel": get_str(s, "attention_kernel", file=file, section="stack", default=None,
+                                        choices=ATTENTION_KERNELS), "attention_kernel_by_family": ()}
+
+
 def parse_stack(data: dict[str, Any], *, file: str, name: str) -> Stack:
     """A stack from its TOML. ``extends = "<stack>"`` starts from that stack: the file then gives only
     what differs (any ``[stack]`` key, any op table)."""
@@ -120,13 +143,14 @@ def parse_stack(data: dict[str, Any], *, file: str, name: str) -> Stack:
     s = data.get("stack", {} if parent is not None else None)
     if not isinstance(s, dict):
         raise ConfigError("missing required table", file=file, field="[stack]")
-    reject_unknown(s, (*STACK_KEYS, "attention_kernel"), file=file, section="stack")
+    reject_unknown(s, (*STACK_KEYS, *OPTIONAL_KEYS, "attention_kernel"), file=file, section="stack")
     vals: dict[str, Any] = {k: get_number(s, k, file=file, section="stack", allow_zero=True,
                                           integer=k in _INT_KEYS) for k in STACK_KEYS
                             if parent is None or k in s}
+    vals.update({k: float(get_number(s, k, file=file, section="stack", allow_zero=True, default=d))
+                 for k, d in OPTIONAL_KEYS.items() if parent is None or k in s})
     if parent is None or "attention_kernel" in s:
-        vals["attention_kernel"] = get_str(s, "attention_kernel", file=file, section="stack", default=None,
-                                           choices=ATTENTION_KERNELS)
+        vals.update(_attention_kernel(s, file))
     ops = _parse_impls(data, file)
     src = data.get("source", {})
     source = str(src.get("fitted_on", "")) if isinstance(src, dict) else ""
