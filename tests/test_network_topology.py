@@ -241,3 +241,22 @@ def test_pcie_server_node_routes_peer_to_peer_inside_a_switch_and_through_the_ho
     assert "n0.cpu" in [v for _, v in cl.route("n0.gpu0", "n0.gpu4")]
     res = collective_time(cl, "all_reduce", 1 << 30)
     assert 0 < res.busbw <= 63e9
+
+
+def test_cli_catalog_clusters_json() -> None:
+    """`xpusim catalog clusters --json` lists every preset with its node groups; the DGX A100 SuperPOD's
+    NIC is HDR at its effective rate (line rate 25 GB/s x the fitted efficiency, nics.toml)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from xpusim.cli import cli
+    result = CliRunner().invoke(cli, ["catalog", "clusters", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["id"]: r for r in json.loads(result.output)}
+    assert set(rows) == set(list_clusters())
+    g = rows["dgx-a100-superpod"]["groups"][0]
+    assert g["node"] == "dgx-a100" and g["nic"] == "hdr-ib"
+    assert g["nic_gb_per_s"] == pytest.approx(nic_catalog()["hdr-ib"].rate / 1e9)
+    table = CliRunner().invoke(cli, ["catalog", "clusters"])
+    assert table.exit_code == 0 and "dgx-h100-superpod" in table.output

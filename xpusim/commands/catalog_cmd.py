@@ -1,4 +1,4 @@
-"""``xpusim catalog hardware`` and ``xpusim catalog models``: the built-in specs as a table or JSON."""
+"""``xpusim catalog hardware|models|clusters``: the built-in specs as a table or JSON."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hwmodels.gpu import GIB, MIB, GPUSpec, list_gpus, load_gpu
+from hwmodels.network.topology import Cluster, list_clusters, load_cluster
 from workloads.catalog import list_models, load_model
 from workloads.model_spec import ModelSpec
 
@@ -58,6 +59,19 @@ def model_row(catalog_id: str, spec: ModelSpec) -> dict[str, Any]:
         "max_position_embeddings": spec.max_position_embeddings,
         "kv_bytes_per_token_16bit": spec.kv_bytes_per_token(2),
         "source": spec.source,
+    }
+
+
+def cluster_row(cluster_id: str, cl: Cluster) -> dict[str, Any]:
+    """A cluster preset: its node groups (node type, count, NIC) and size."""
+    return {
+        "id": cluster_id,
+        "name": cl.name,
+        "gpus": len(cl.gpus),
+        "nodes": cl.num_nodes,
+        "groups": [{"node": g.node.id, "nodes": g.nodes, "gpus_per_node": g.node.gpus, "nic": g.nic.id,
+                    "nic_gb_per_s": g.nic.rate / 1e9} for g in cl.groups],
+        "source": cl.source,
     }
 
 
@@ -109,6 +123,24 @@ def register(catalog_group: click.Group) -> None:
             click.echo(json.dumps(rows, indent=2))
         else:
             _console().print(_hardware_table(rows))
+
+    @catalog_group.command("clusters")
+    @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+    def clusters(as_json: bool) -> None:
+        """List the built-in cluster presets (hwmodels/network/specs/clusters/*.toml)."""
+        rows = [cluster_row(cid, load_cluster(cid)) for cid in list_clusters()]
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+            return
+        table = Table(title="Built-in clusters (NIC rate: effective, per direction)")
+        for col in ("cluster id", "name"):
+            table.add_column(col, no_wrap=True)
+        for col in ("GPUs", "nodes", "node types x count (NIC GB/s)"):
+            table.add_column(col, justify="right", no_wrap=True)
+        for r in rows:
+            groups = ", ".join(f"{g['node']} x{g['nodes']} ({g['nic']} {_num(g['nic_gb_per_s'])})" for g in r["groups"])
+            table.add_row(r["id"], r["name"], str(r["gpus"]), str(r["nodes"]), groups)
+        _console().print(table)
 
     @catalog_group.command("models")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
