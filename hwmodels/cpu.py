@@ -1,4 +1,4 @@
-"""Host CPU model: how long one traced aten op takes on a CPU running eager PyTorch.
+"""Host CPU model: how long one traced aten op takes on a CPU running eager PyTorch, alone or in a step.
 
 A CPU is described by one TOML file in ``hwmodels/specs/cpu/`` (units in the keys, SI at load):
 
@@ -9,37 +9,53 @@ cores = 2
 simd_width_bits = 256            # AVX2
 fma_units_per_core = 2           # FMA pipes per core
 clock_ghz = 2.445
-memory_bandwidth_gb_per_s = 12.4 # one core streaming from DRAM (measured)
-llc_bandwidth_gb_per_s = 30.0    # one core streaming from the last-level cache (measured)
+memory_bandwidth_gb_per_s = 10.6 # one core streaming from DRAM (measured)
+llc_bandwidth_gb_per_s = 38.8    # one core streaming from the last-level cache (measured)
 llc_mib = 32
+l2_kib = 512                     # per core: code older than this much traffic is cold
 page_fault_gb_per_s = 1.2        # first touch of a freshly mmapped output (measured)
 mmap_threshold_mib = 32          # glibc malloc: DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
-gemm_m_half = 20                 # GEMM efficiency ramp m / (m + 20) (fitted)
-[efficiency]                     # fraction of the peak each aten op class reaches (fitted)
-gemm_compute = 0.7
+gemm_m_half = 37                 # GEMM efficiency ramp m / (m + 37) (fitted) ...
+gemm_min_ramp = 0.09             # ... never below this (MKL's GEMV-like small-m kernels)
+flush_overhead_us = 21           # the op after one that moved more than half the LLC (fitted in a model)
+[efficiency]                     # fraction of the peak each aten op class reaches (fitted, hot loops)
+gemm_compute = 0.76
 ...
-[overhead_us]                    # per aten op: the framework's dispatch + allocation (fitted)
-gemm = 10.0
+[overhead_us]                    # per aten op in a hot loop: dispatch + allocation (fitted)
+gemm = 0.05
+...
+[cold_overhead_us]               # per aten op whose code is cold (fitted in a model)
+reduction = 84
 ...
 ```
 
 Per op (:class:`workloads.pytorch.tracer.TracedOp`), with ``c = min(threads, cores)`` cores:
 
-    time = overhead[class] + max(flops / (peak_flops(c) * eff[class_compute]),
-                                 bytes / (bandwidth(bytes, c) * eff[class_memory]))
+    time = overhead[class] + cold + max(flops / (peak_flops(c) * eff[class_compute]), memory) + faults
 
 ``peak_flops(c) = c * fma_units * (simd_width / 32) * 2 * clock`` (fp32 lanes: eager PyTorch computes
-bf16/fp16 in fp32 registers on CPUs without native bf16 arithmetic); ``bandwidth`` is the LLC's when the
-op's bytes fit in half the LLC, else DRAM's, times ``c`` (per-core figures: the fits ran on one core).
-GEMM efficiency ramps with the row count, ``m / (m + gemm_m_half)`` (MKL's small-m paths), and a
-one-row GEMM is a bandwidth-bound GEMV. Transcendental elementwise ops (silu, exp, cos ...) have their
-own efficiency. Outputs of at least ``mmap_threshold`` bytes are fresh ``mmap``s (PyTorch's CPU
-allocator does not cache; glibc maps large blocks), and their first touch costs page faults at
-``page_fault_gb_per_s``.
-Views cost ``overhead.view`` only. What limits it: no cache model beyond that size test (a chain of
-ops on L2-resident tensors runs faster than it predicts), no threading model (ops below PyTorch's grain
-size run on one thread), one efficiency per class whatever the shape (MKL's small-m GEMM paths differ),
-and the constants are this machine's.
+bf16/fp16 in fp32 registers on CPUs without native bf16 arithmetic). GEMM efficiency ramps with the row
+count, ``max(m / (m + gemm_m_half), gemm_min_ramp)``. Transcendental elementwise ops (silu, exp, cos ...)
+are bound by their element rate wherever their data are. Outputs of at least ``mmap_threshold`` bytes
+are fresh ``mmap``s (PyTorch's CPU allocator does not cache; glibc maps large blocks), and their first
+touch costs page faults at ``page_fault_gb_per_s``. Views cost ``overhead.view`` only.
+
+Where the data and the code are (:class:`Reuse`, :func:`step_reuse`) decides ``memory`` and ``cold``:
+
+- ``cost(op)`` alone is the op in a hot loop, how the per-class constants were measured: its bytes at
+  the LLC's rate if they fit in half the LLC, else at DRAM's, and no cold term;
+- in a step (``step_costs(ops)``, the step run in a loop), an input last touched more than half the LLC
+  of traffic ago is read at DRAM's rate (weights and the KV cache always are on a model larger than
+  the LLC: they were last touched a step ago), every written byte is written back to DRAM (the
+  weights' stream evicts it before its next use), an op whose aten code last ran more than the L2's
+  size of traffic ago pays ``cold_overhead[class]``, and the op after one that moved more than half
+  the LLC pays ``flush_overhead`` (the dispatcher's and allocator's code and data, shared by all ops,
+  were evicted).
+
+What limits it: one cold overhead per class (a ``mean`` and a ``pow`` of one norm differ), the
+measurements' noise on a shared machine (the same op's in-model time moves by 20-50 % between runs),
+no model of strided inputs or of glibc's heap trimming, one thread, and the constants are this
+machine's.
 """
 
 from __future__ import annotations
