@@ -123,12 +123,21 @@ def simulate_request(model: str, hardware: str, tp: int, pp: int, prompt: int, b
 
 
 @click.command("serve")
-@click.option("--format", "fmt", type=click.Choice(["vllm-bench"]), required=True)
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["vllm-bench", "splitwise-perf"]), required=True,
+              help="vllm-bench: a vLLM bench folder; splitwise-perf: SplitwiseSim's perf_model.csv")
+@click.argument("run_dir", type=click.Path())
 @click.option("--hardware", required=True)
+@click.option("--engine", default=None,
+              help="splitwise-perf: engine profile (hwmodels/specs/machines/engines.toml), default vllm-splitwise")
 @click.option("--json", "as_json", is_flag=True)
-def validate_serve(fmt: str, run_dir: str, hardware: str, as_json: bool) -> None:
-    """Replay a measured serving run and compare TTFT, TPOT and latency."""
+def validate_serve(fmt: str, run_dir: str, hardware: str, engine: str | None, as_json: bool) -> None:
+    """Replay a measured serving run and compare TTFT, TPOT and latency (vllm-bench), or score the
+    isolated-batch model on SplitwiseSim's perf_model.csv (splitwise-perf: n / wape / mape per column)."""
+    if fmt == "splitwise-perf":
+        _validate_splitwise(run_dir, hardware, engine, as_json)
+        return
+    if engine is not None:
+        raise ConfigError("--engine applies to --format splitwise-perf only", field="engine", value=engine)
     from sim.validation import read_meta, validate_run
     from workloads.traces import read_vllm_bench
 
@@ -150,6 +159,30 @@ def validate_serve(fmt: str, run_dir: str, hardware: str, as_json: bool) -> None
     c = Console()
     c.print(t)
     c.print(f"KV blocks: measured {meta['measured_num_gpu_blocks']}, simulated {res.memory.num_blocks}")
+
+
+def _validate_splitwise(path: str, hardware: str, engine: str | None, as_json: bool) -> None:
+    from hwmodels.engine import load_engine
+    from hwmodels.gpu import load_gpu
+    from sim.splitwise_perf import DEFAULT_ENGINE, validate_splitwise_perf
+    from workloads.measured_splitwise import read_splitwise_perf
+
+    gpu = load_gpu(hardware)
+    eng = load_engine(engine or DEFAULT_ENGINE)   # a bad name fails before the file is read
+    res = validate_splitwise_perf(read_splitwise_perf(path), gpu, eng)
+    if as_json:
+        click.echo(json.dumps(res.to_dict()))
+        return
+    t = Table(title=f"{path}: splitwise-perf on {gpu.name}, engine {res.engine} (stack {res.stack})")
+    for col in ("group", "column", "n", "wape", "mape"):
+        t.add_column(col, justify="right" if col in ("n", "wape", "mape") else "left")
+    for g, cols in [("all", res.columns), *res.groups.items()]:
+        for col, st in cols.items():
+            t.add_row(g, col, str(st.n), f"{st.wape:.3f}", f"{st.mape:.3f}")
+    out = Console()
+    out.print(t)
+    for why, n in res.skipped.items():
+        out.print(f"skipped {n} rows: {why}")
 
 
 def register(simulate_group: click.Group, validate_group: click.Group) -> None:

@@ -1,0 +1,105 @@
+"""Score the isolated-batch model against SplitwiseSim's measured ``perf_model.csv``.
+
+Each distinct (model, TP, prompt, batch, output) of the file is simulated once, alone on an instance of
+``tp`` GPUs (:meth:`hwmodels.engine.EngineStepTimeModel.isolated`: one iteration prefilling the batch,
+then ``output - 1`` decode steps), and compared with every measured repeat: ``prompt_time`` with the
+prefill iteration, ``token_time`` with the mean decode step. A row whose batch does not fit the KV cache
+the memory model leaves (vLLM's start-up profile, :func:`hwmodels.memory.memory_breakdown`) is skipped
+and counted, not scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hwmodels.engine import EngineProfile, EngineStepTimeModel, load_engine
+from hwmodels.gpu import GPUSpec
+from hwmodels.memory import memory_breakdown
+from workloads.accuracy import ErrorStats
+from workloads.catalog import load_model
+from workloads.errors import CapacityError
+from workloads.measured_splitwise import SplitwiseRow
+
+COLUMNS = ("prompt_time", "token_time")
+DEFAULT_ENGINE = "vllm-splitwise"   # the engine the Splitwise file was measured under (engines.toml)
+
+
+@dataclass(frozen=True)
+class SplitwisePoint:
+    row: SplitwiseRow
+    prompt_s: float
+    token_s: float
+
+
+@dataclass(frozen=True)
+class SplitwiseValidation:
+    hardware: str
+    engine: str
+    stack: str
+    overall: ErrorStats
+    columns: dict[str, ErrorStats]
+    groups: dict[str, dict[str, ErrorStats]]       # "model tpN" -> column -> stats
+    points: tuple[SplitwisePoint, ...] = field(repr=False, default=())
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"format": "splitwise-perf", "hardware": self.hardware, "engine": self.engine,
+                             "stack": self.stack}
+        d.update(self.overall.to_dict())
+        d["columns"] = {k: v.to_dict() for k, v in self.columns.items()}
+        d["groups"] = {g: {k: v.to_dict() for k, v in cols.items()} for g, cols in self.groups.items()}
+        if self.skipped:
+            d["skipped"] = dict(self.skipped)
+        return d
+
+
+def simulate_rows(rows: Sequence[SplitwiseRow], gpu: GPUSpec, engine: EngineProfile) -> tuple[
+        list[SplitwisePoint], dict[str, int]]:
+    steps: dict[tuple[str, int], EngineStepTimeModel] = {}
+    done: dict[tuple[str, int, int, int, int], tuple[float, float] | None] = {}
+    points: list[SplitwisePoint] = []
+    skipped: dict[str, int] = {}
+    for r in rows:
+        key = (r.model, r.tp, r.prompt, r.batch, r.output)
+        if key not in done:
+            model = load_model(r.model)
+            try:
+                mem = memory_breakdown(model, gpu, tp=r.tp, max_num_batched_tokens=r.prompt * r.batch,
+                                       max_num_seqs=r.batch)
+                fits = r.batch * (r.prompt + r.output) <= mem.kv_tokens
+            except CapacityError:
+                fits = False
+            if fits:
+                if (r.model, r.tp) not in steps:
+                    steps[(r.model, r.tp)] = EngineStepTimeModel(model, gpu, r.tp, engine=engine)
+                done[key] = steps[(r.model, r.tp)].isolated(r.prompt, r.batch, r.output)
+            else:
+                done[key] = None
+        res = done[key]
+        if res is None:
+            why = f"{r.model} tp{r.tp} batch {r.batch} x {r.prompt + r.output} tokens: KV cache does not fit"
+            skipped[why] = skipped.get(why, 0) + 1
+            continue
+        points.append(SplitwisePoint(r, res[0], res[1]))
+    return points, skipped
+
+
+def validate_splitwise_perf(rows: Sequence[SplitwiseRow], gpu: GPUSpec,
+                            engine: EngineProfile | str = DEFAULT_ENGINE) -> SplitwiseValidation:
+    eng = load_engine(engine) if isinstance(engine, str) else engine
+    points, skipped = simulate_rows(rows, gpu, eng)
+
+    def stats(pts: Sequence[SplitwisePoint], col: str) -> ErrorStats:
+        if col == "prompt_time":
+            return ErrorStats.from_pairs([p.prompt_s for p in pts], [p.row.prompt_s for p in pts])
+        return ErrorStats.from_pairs([p.token_s for p in pts], [p.row.token_s for p in pts])
+
+    columns = {c: stats(points, c) for c in COLUMNS}
+    groups: dict[str, dict[str, ErrorStats]] = {}
+    for g in sorted({(p.row.model, p.row.tp) for p in points}):
+        pts = [p for p in points if (p.row.model, p.row.tp) == g]
+        groups[f"{g[0]} tp{g[1]}"] = {c: stats(pts, c) for c in COLUMNS}
+    return SplitwiseValidation(gpu.id, eng.id, eng.stack, ErrorStats.merge(columns.values()), columns, groups,
+                               tuple(points), skipped)

@@ -1,0 +1,106 @@
+"""splitwise-perf validation: SplitwiseSim's measured perf_model_a100.csv (Patel et al., Splitwise, ISCA 2024).
+
+The figures below are those the fitted profile reaches (benchmarks/fit_splitwise.py; the stack and engine
+files record them). token_time meets the issue's target (WAPE <= 0.10). prompt_time does not (0.220, fitted):
+the test pins today's figure so a regression shows, and the strict target is an xfail that states why.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hwmodels.engine import EngineProfile, launched_ops, load_engine
+from hwmodels.gpu import load_gpu
+from workloads.catalog import load_model
+from workloads.errors import ConfigError, WorkloadError
+from workloads.measured_splitwise import read_splitwise_perf
+from xpusim.cli import cli
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "measured" / "splitwise" / "perf_model_a100.csv"
+needs_data = pytest.mark.skipif(not DATA.exists(), reason="../shared/data not present")
+
+
+@pytest.fixture(scope="module")
+def result():  # type: ignore[no-untyped-def]
+    if not DATA.exists():
+        pytest.skip("../shared/data not present")
+    from sim.splitwise_perf import validate_splitwise_perf
+
+    return validate_splitwise_perf(read_splitwise_perf(DATA), load_gpu("a100-sxm-80gb"))
+
+
+@needs_data
+def test_token_time_meets_target(result) -> None:  # type: ignore[no-untyped-def]
+    assert result.columns["token_time"].wape <= 0.10
+    for g, cols in result.groups.items():   # every TP / model, not only the pooled figure
+        assert cols["token_time"].wape <= 0.10, g
+
+
+@needs_data
+def test_prompt_time_as_fitted(result) -> None:  # type: ignore[no-untyped-def]
+    """0.220 in-sample (stack file vllm-splitwise.toml); 0.01 of slack for float noise only."""
+    assert result.columns["prompt_time"].wape <= 0.23
+
+
+@needs_data
+@pytest.mark.xfail(strict=True, reason="batched prompts (8+ x 512) and prompts beyond 2048 tokens are up to "
+                   "2.5x slower per token than the model resolves (GPU at its power limit); docs/phase_split.md")
+def test_prompt_time_meets_target(result) -> None:  # type: ignore[no-untyped-def]
+    assert result.columns["prompt_time"].wape <= 0.10
+
+
+@needs_data
+def test_rows_that_do_not_fit_are_skipped(result) -> None:  # type: ignore[no-untyped-def]
+    """420 rows: llama2-70b TP2 batch 64 x 640 tokens needs 40,960 KV tokens, the memory model leaves
+    24,672 (5 repeats skipped); every other row is scored."""
+    assert sum(result.skipped.values()) == 5
+    assert result.columns["prompt_time"].n == result.columns["token_time"].n == 415
+
+
+def test_host_floor_binds_decode_only_when_gpu_is_faster() -> None:
+    """max(gpu, ops x host_op): with a host cost of 1 s per op the decode step is exactly the floor."""
+    from hwmodels.engine import EngineStepTimeModel
+
+    m, g = load_model("llama-2-7b"), load_gpu("a100-sxm-80gb")
+    eng = EngineProfile("t", "vllm", 1.0, 0.0)
+    s = EngineStepTimeModel(m, g, 1, engine=eng)
+    assert s.decode_times([100], 3).tolist() == [float(launched_ops(m, 1))] * 3
+    free = EngineStepTimeModel(m, g, 1, engine=EngineProfile("t", "vllm", 0.0, 0.0))
+    assert free.decode_times([100], 3)[0] < 1.0
+
+
+def test_unknown_engine_is_config_error() -> None:
+    with pytest.raises(ConfigError):
+        load_engine("vllm-2019")
+
+
+def test_malformed_file(tmp_path: Path) -> None:
+    p = tmp_path / "perf.csv"
+    p.write_text("model,hardware,prompt_size\nllama2-70b,a100-80gb,512\n")
+    with pytest.raises(WorkloadError):
+        read_splitwise_perf(p)
+    r = CliRunner().invoke(cli, ["validate", "serve", "--format", "splitwise-perf", str(p),
+                                 "--hardware", "a100-sxm-80gb"])
+    assert r.exit_code == 2 and "missing columns" in r.output
+
+
+@needs_data
+def test_cli_json(tmp_path: Path) -> None:
+    """The CLI on a 10-row slice (TP8, 512 x 1 x 128 and 128 x 1 x 128): an entry per column."""
+    lines = DATA.read_text().splitlines()
+    keep = [lines[0]] + [ln for ln in lines[1:] if ln.startswith("llama2-70b,a100-80gb,512,1,128,")
+                         and ln.endswith(",8")][:5] + [ln for ln in lines[1:] if
+                                                        ln.startswith("llama2-70b,a100-80gb,128,1,128,")
+                                                        and ln.endswith(",8")][:5]
+    p = tmp_path / "slice.csv"
+    p.write_text("\n".join(keep) + "\n")
+    r = CliRunner().invoke(cli, ["validate", "serve", "--format", "splitwise-perf", str(p),
+                                 "--hardware", "a100-sxm-80gb", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert set(d["columns"]) == {"prompt_time", "token_time"}
+    assert d["columns"]["token_time"]["n"] == 10
