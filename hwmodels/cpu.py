@@ -69,7 +69,7 @@ from workloads.errors import ConfigError
 from workloads.ops import Gemm
 from workloads.pytorch.measure import cpu_name
 from workloads.pytorch.tracer import AtenClass, TracedOp
-from workloads.specfile import closest, get_number, get_str, normalise_name, read_toml, reject_unknown
+from workloads.specfile import catalog_file, get_number, get_str, read_toml, reject_unknown
 
 MIB = 1024**2
 # transcendental elementwise ops (exp inside) run at their own, much lower, element rate
@@ -163,20 +163,7 @@ def parse_cpu(data: dict, *, file: str, cpu_id: str) -> CPUSpec:
 
 def load_cpu(name_or_path: str | Path) -> CPUSpec:
     """Load a CPU by catalog id (``epyc-zen3-2c-kvm``) or from a TOML file path."""
-    p = Path(name_or_path)
-    if p.suffix == ".toml" or p.exists():
-        if not p.is_file():
-            raise ConfigError("file not found", file=str(p))
-        return parse_cpu(read_toml(p), file=str(p), cpu_id=p.stem)
-    key = normalise_name(str(name_or_path))
-    path = _specs_dir() / f"{key}.toml"
-    if not path.exists():
-        known = list_cpus()
-        hint = closest(key, known)
-        msg = f"unknown CPU {str(name_or_path)!r}; known: {', '.join(known)}"
-        if hint:
-            msg += f". Did you mean '{hint}'?"
-        raise ConfigError(msg, field="cpu", value=name_or_path)
+    path, key = catalog_file(name_or_path, _specs_dir(), list_cpus(), kind="CPU", field="cpu")
     return parse_cpu(read_toml(path), file=str(path), cpu_id=key)
 
 

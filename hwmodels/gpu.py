@@ -32,7 +32,7 @@ from pathlib import Path
 
 from workloads.errors import ConfigError
 from workloads.ops import DType
-from workloads.specfile import closest, get_number, get_str, normalise_name, read_toml, reject_unknown
+from workloads.specfile import catalog_file, get_number, get_str, read_toml, reject_unknown
 
 GIB = 1024**3
 MIB = 1024**2
@@ -137,16 +137,5 @@ def parse_gpu(data: dict, *, file: str, gpu_id: str) -> GPUSpec:
 
 def load_gpu(name_or_path: str | Path) -> GPUSpec:
     """Load a GPU by catalog id (``h100-sxm-80gb``) or from a TOML file path."""
-    p = Path(name_or_path)
-    if p.suffix == ".toml" or p.exists():
-        return parse_gpu(read_toml(p), file=str(p), gpu_id=p.stem)
-    key = normalise_name(str(name_or_path))
-    path = _specs_dir() / f"{key}.toml"
-    if not path.exists():
-        known = list_gpus()
-        hint = closest(key, known)
-        msg = f"unknown hardware {str(name_or_path)!r}; known: {', '.join(known)}"
-        if hint:
-            msg += f". Did you mean '{hint}'?"
-        raise ConfigError(msg, field="hardware", value=name_or_path)
+    path, key = catalog_file(name_or_path, _specs_dir(), list_gpus(), kind="hardware", field="hardware")
     return parse_gpu(read_toml(path), file=str(path), gpu_id=key)

@@ -49,7 +49,13 @@ import numpy as np
 import scipy.sparse as sp
 import simpy
 
-from hwmodels.network.collectives import Algorithm, CollectiveOp, CollectiveParams, Protocol, bus_factor, default_params
+from hwmodels.network.collectives import (
+    Algorithm,
+    CollectiveOp,
+    CollectiveParams,
+    CollectiveResult,
+    default_params,
+)
 from hwmodels.network.decompose import FlowBatch, decompose, fabric_graph
 from hwmodels.network.flows import Edge, Flow, FlowSchedule
 from hwmodels.network.topology import Cluster
@@ -502,31 +508,15 @@ def simulate_flows(graph: nx.DiGraph, schedules: Iterable[FlowSchedule], *,
     )
 
 
-@dataclass
-class CollectiveFlowResult:
-    """One collective simulated flow by flow (``simulate_collective_flows``); SI units."""
+@dataclass(frozen=True)
+class CollectiveFlowResult(CollectiveResult):
+    """One collective simulated flow by flow (``simulate_collective_flows``): the closed form's result
+    fields (algbw, busbw as nccl-tests defines them) with the flow-level run behind the time."""
 
-    op: CollectiveOp
-    algo: Algorithm
-    protocol: Protocol
-    nbytes: float
-    n: int
-    time_s: float
-    flows: FlowResult = field(repr=False)
-
-    @property
-    def algbw(self) -> float:
-        """Bytes/s: nbytes / time (nccl-tests' algbw)."""
-        return self.nbytes / self.time_s if self.time_s > 0 else math.inf
-
-    @property
-    def busbw(self) -> float:
-        return self.algbw * bus_factor(self.op, self.n)
+    flows: FlowResult | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"time_s": self.time_s, "algbw_gb_per_s": self.algbw / 1e9, "busbw_gb_per_s": self.busbw / 1e9,
-                "algo": self.algo.value, "protocol": self.protocol.value, "op": self.op.value, "gpus": self.n,
-                "bytes": self.nbytes, "flows": self.flows.flows, "fidelity": "flow"}
+        return super().to_dict() | {"flows": self.flows.flows if self.flows else 0, "fidelity": "flow"}
 
 
 def simulate_collective_flows(cluster: Cluster, op: CollectiveOp | str, nbytes: float,

@@ -101,6 +101,32 @@ def closest(name: str, choices: Iterable[str]) -> str | None:
     return found[0] if found else None
 
 
+def unknown_name(kind: str, name: object, known: Iterable[str], *, field: str, file: str | None = None) -> ConfigError:
+    """The error for a name that is not in a catalog: the known names and the closest one."""
+    known = sorted(known)
+    hint = closest(str(name), known)
+    msg = f"unknown {kind} {str(name)!r}; known: {', '.join(known)}"
+    if hint:
+        msg += f". Did you mean '{hint}'?"
+    return ConfigError(msg, file=file, field=field, value=name)
+
+
+def catalog_file(name_or_path: str | Path, directory: Path, known: Iterable[str], *, kind: str,
+                 field: str) -> tuple[Path, str]:
+    """Where a spec named by catalog id or by path lives, and its id (the file's stem for a path, the
+    normalised name for a catalog id): a path must exist; an unknown id is :func:`unknown_name`."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise ConfigError("file not found", file=str(p))
+        return p, p.stem
+    key = normalise_name(str(name_or_path))
+    path = directory / f"{key}.toml"
+    if not path.exists():
+        raise unknown_name(kind, name_or_path, known, field=field)
+    return path, key
+
+
 def normalise_name(name: str) -> str:
     """Catalog key form: lower case, '_' and ' ' as '-'. 'Llama_3.1 8B' -> 'llama-3.1-8b'."""
     return name.strip().lower().replace("_", "-").replace(" ", "-")

@@ -48,7 +48,7 @@ from hwmodels.network import nccl_tuner
 from hwmodels.network.nics import IntraFabric, NICSpec, specs_dir
 from hwmodels.network.topology import Cluster
 from workloads.errors import ConfigError
-from workloads.specfile import closest, get_number, read_toml, reject_unknown
+from workloads.specfile import get_number, read_toml, reject_unknown, unknown_name
 
 
 class CollectiveOp(enum.Enum):
@@ -449,11 +449,7 @@ def _parse_enum(enum_cls: type[enum.Enum], value: Any, field_name: str) -> Any:
     for e in enum_cls:
         if e.value == key:
             return e
-    hint = closest(str(value), known)
-    msg = f"unknown {field_name} {value!r}; known: {', '.join(known)}"
-    if hint:
-        msg += f". Did you mean '{hint}'?"
-    raise ConfigError(msg, field=field_name, value=value)
+    raise unknown_name(field_name, value, known, field=field_name)
 
 
 def collective_time(cluster: Cluster | None, op: CollectiveOp | str, nbytes: float, *,

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from workloads.errors import ConfigError
-from workloads.specfile import closest, get_number, get_str, read_toml, reject_unknown
+from workloads.specfile import get_number, get_str, read_toml, reject_unknown, unknown_name
 
 
 class Transport(enum.Enum):
@@ -256,11 +256,7 @@ def node_catalog() -> dict[str, NodeSpec]:
 def _lookup(kind: str, key: str, table: dict[str, Any], *, file: str | None, field: str) -> Any:
     if key in table:
         return table[key]
-    hint = closest(key, table)
-    msg = f"unknown {kind} {key!r}; known: {', '.join(sorted(table))}"
-    if hint:
-        msg += f". Did you mean '{hint}'?"
-    raise ConfigError(msg, file=file, field=field, value=key)
+    raise unknown_name(kind, key, table, field=field, file=file)
 
 
 def load_nic(nic_id: str, *, extra: dict[str, NICSpec] | None = None, file: str | None = None,

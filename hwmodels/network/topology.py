@@ -69,7 +69,7 @@ from hwmodels.network.nics import (
     specs_dir,
 )
 from workloads.errors import ConfigError
-from workloads.specfile import closest, get_number, get_str, normalise_name, read_toml, reject_unknown
+from workloads.specfile import catalog_file, get_number, get_str, read_toml, reject_unknown
 
 Edge = tuple[str, str]  # a directed link (u, v); the same alias as hwmodels.network.flows.Edge
 
@@ -461,16 +461,5 @@ def _table(data: dict[str, Any], key: str, file: str) -> dict[str, Any]:
 
 def load_cluster(name_or_path: str | Path, *, gpus: int | None = None) -> Cluster:
     """A cluster preset by id (``dgx-h100-superpod``) or a TOML path, sized to ``gpus`` GPUs (default: all)."""
-    p = Path(name_or_path)
-    if p.suffix == ".toml" or p.exists():
-        return parse_cluster(read_toml(p), file=str(p), cluster_id=p.stem, gpus=gpus)
-    key = normalise_name(str(name_or_path))
-    path = clusters_dir() / f"{key}.toml"
-    if not path.exists():
-        known = list_clusters()
-        hint = closest(key, known)
-        msg = f"unknown cluster {str(name_or_path)!r}; known: {', '.join(known)}"
-        if hint:
-            msg += f". Did you mean '{hint}'?"
-        raise ConfigError(msg, field="cluster", value=name_or_path)
+    path, key = catalog_file(name_or_path, clusters_dir(), list_clusters(), kind="cluster", field="cluster")
     return parse_cluster(read_toml(path), file=str(path), cluster_id=key, gpus=gpus)
