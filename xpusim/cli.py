@@ -44,11 +44,12 @@ def catalog() -> None:
 
 
 def _register() -> None:
-    from xpusim.commands import catalog_cmd, collective_cmd, demo_cmd, ops_cmd, serve_cmd, torch_cmd
+    from xpusim.commands import catalog_cmd, collective_cmd, demo_cmd, ops_cmd, serve_cmd, split_cmd, torch_cmd
 
     catalog_cmd.register(catalog)
     ops_cmd.register(validate)
     serve_cmd.register(simulate, validate)
+    split_cmd.register(simulate)
     collective_cmd.register(simulate, validate)
     torch_cmd.register(validate)
     demo_cmd.register(cli)

@@ -1,0 +1,128 @@
+"""Metrics of a phase-split run (:mod:`sim.split`), and of the colocated baseline in the same terms.
+
+Per request: TTFT = first token - arrival; TBT = (last - first) / (output - 1) (the mean time between its
+tokens; the KV transfer falls in its first gap); E2E = last - arrival. Each at p50/p90/p99, absolute and as
+slowdown against the request run alone: its prompt alone on a prefill instance (one iteration plus the
+iteration overhead), its tokens alone on a decode instance (``StepTimeModel.decode_times`` of one sequence),
+E2E alone = the sum. SLOs: limits on the slowdown percentiles; ``SPLITWISE_SLO`` is Splitwise's (Patel et al.,
+ISCA 2024, Table of SLOs: TTFT 2/3/6x, TBT and E2E 1.25/1.5/5x at p50/p90/p99). Cost and power: the machines'
+catalog figures (:mod:`hwmodels.machines`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hwmodels.step import StepTimeModel
+from workloads.llm_ops import Batch
+
+PCTS = (50, 90, 99)
+SPLITWISE_SLO: dict[str, tuple[float, float, float]] = {"ttft": (2.0, 3.0, 6.0), "tbt": (1.25, 1.5, 5.0),
+                                                        "e2e": (1.25, 1.5, 5.0)}
+SLO_PRESETS = {"splitwise": SPLITWISE_SLO}
+
+
+def isolated_times(prompt: np.ndarray, output: np.ndarray, pre: StepTimeModel, pre_overhead_s: float,
+                   dec: StepTimeModel, dec_overhead_s: float) -> dict[str, np.ndarray]:
+    """Per request: TTFT, TBT and E2E alone (seconds)."""
+    ttft = np.empty(prompt.size)
+    tbt = np.full(prompt.size, np.nan)
+    pmemo: dict[int, float] = {}
+    dmemo: dict[tuple[int, int], float] = {}
+    for i, (p, o) in enumerate(zip(prompt.tolist(), output.tolist())):
+        if p not in pmemo:
+            pmemo[p] = pre.iteration_time(Batch(prefill=((p, p),))) + pre_overhead_s
+        ttft[i] = pmemo[p]
+        if o > 1:
+            if (p, o) not in dmemo:
+                dmemo[(p, o)] = float(dec.decode_times([p + 1], o - 1).mean()) + dec_overhead_s
+            tbt[i] = dmemo[(p, o)]
+    e2e = ttft + np.where(output > 1, (output - 1) * np.nan_to_num(tbt), 0.0)
+    return {"ttft": ttft, "tbt": tbt, "e2e": e2e}
+
+
+def _pcts(x: np.ndarray) -> dict[str, float]:
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return {f"p{p}": float("nan") for p in PCTS}
+    return {f"p{p}": float(v) for p, v in zip(PCTS, np.percentile(x, PCTS))}
+
+
+def latency_summary(arrival_ns: np.ndarray, first_ns: np.ndarray, last_ns: np.ndarray, prompt: np.ndarray,
+                    output: np.ndarray, alone: dict[str, np.ndarray],
+                    slo: dict[str, tuple[float, float, float]] | None) -> dict[str, Any]:
+    ttft = (first_ns - arrival_ns) / 1e9
+    e2e = (last_ns - arrival_ns) / 1e9
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tbt = np.where(output > 1, (last_ns - first_ns) / 1e9 / np.maximum(output - 1, 1), np.nan)
+    got = {"ttft": ttft, "tbt": tbt, "e2e": e2e}
+    out: dict[str, Any] = {}
+    ok = True
+    for k, v in got.items():
+        slow = _pcts(v / alone[k])
+        out[f"{k}_s"] = _pcts(v)
+        out[f"{k}_slowdown"] = slow
+        if slo is not None:
+            for p, lim in zip(PCTS, slo[k]):
+                ok &= bool(slow[f"p{p}"] <= lim)
+    span = max(1e-9, (int(last_ns.max()) - int(arrival_ns.min())) / 1e9) if arrival_ns.size else 1e-9
+    out["throughput"] = {"requests_per_s": arrival_ns.size / span,
+                         "output_tokens_per_s": float(output.sum()) / span,
+                         "total_tokens_per_s": float(prompt.sum() + output.sum()) / span}
+    out["duration_s"] = span
+    if slo is not None:
+        out["slo"] = {"limits": {k: dict(zip((f"p{p}" for p in PCTS), v)) for k, v in slo.items()},
+                      "met": ok}
+    return out
+
+
+def cost_power(pools: dict[str, Any], throughput_rps: float) -> dict[str, Any]:
+    """``pools``: name -> (machine, count). $/hour, kW, and requests/s per $/hour and per kW."""
+    cost: float | None = 0.0
+    power = 0.0
+    machines = {}
+    for name, (m, n) in pools.items():
+        machines[name] = {"machine": m.id, "count": n, "gpus": n * m.gpus}
+        cost = None if cost is None or m.cost_per_hour is None else cost + n * m.cost_per_hour
+        power += n * m.power_w
+    return {"machines": machines, "cost_per_hour_usd": cost, "power_kw": power / 1e3,
+            "requests_per_s_per_usd_hour": None if not cost else throughput_rps / cost,
+            "requests_per_s_per_kw": throughput_rps / (power / 1e3) if power else None}
+
+
+def summarize_split(res: Any, slo: dict[str, tuple[float, float, float]] | None = None) -> dict[str, Any]:
+    cfg = res.cfg
+    alone = isolated_times(res.prompt, res.output, res.steps["prefill"], _ovh(cfg, "prefill"),
+                           res.steps["decode"], _ovh(cfg, "decode"))
+    out = {"layout": "split", "model": res.model.name, "requests": int(res.ids.size),
+           "transfer": cfg.transfer.value, "router": cfg.router.value,
+           "prefill": {"machine": cfg.prefill.machine.id, "count": cfg.prefill.count, "tp": cfg.prefill.tp,
+                       "instances": cfg.prefill.instances},
+           "decode": {"machine": cfg.decode.machine.id, "count": cfg.decode.count, "tp": cfg.decode.tp,
+                      "instances": cfg.decode.instances}}
+    out.update(latency_summary(res.arrival_ns, res.first_ns, res.last_ns, res.prompt, res.output, alone, slo))
+    moved = res.decode_instance >= 0
+    out["kv_transfer"] = {"requests": int(moved.sum()), "bytes": float(res.kv_bytes.sum()),
+                          "exposed_s": _pcts(res.transfer_ns[moved] / 1e9)}
+    out["cost_power"] = cost_power({"prefill": (cfg.prefill.machine, cfg.prefill.count),
+                                    "decode": (cfg.decode.machine, cfg.decode.count)},
+                                   out["throughput"]["requests_per_s"])
+    return out
+
+
+def _ovh(cfg: Any, pool: str) -> float:
+    return cfg.serve.iteration_overhead_s if cfg.engine is None else cfg.engine.iteration_s
+
+
+def summarize_colocated(res: Any, machine: Any, count: int, slo: dict[str, tuple[float, float, float]] | None,
+                        step: StepTimeModel) -> dict[str, Any]:
+    """The colocated baseline (:func:`sim.serving.simulate_serving`) in the same terms."""
+    ovh = res.cfg.iteration_overhead_s
+    alone = isolated_times(res.prompt, res.output, step, ovh, step, ovh)
+    out: dict[str, Any] = {"layout": "colocated", "model": res.model.name, "requests": int(res.ids.size),
+                           "machine": machine.id, "count": count, "tp": res.cfg.tp, "instances": res.cfg.replicas}
+    out.update(latency_summary(res.arrival_ns, res.first_ns, res.last_ns, res.prompt, res.output, alone, slo))
+    out["cost_power"] = cost_power({"colocated": (machine, count)}, out["throughput"]["requests_per_s"])
+    return out

@@ -1,0 +1,125 @@
+"""Phase-split serving (sim/split.py), the machine catalog and the power cap (hwmodels/machines.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hwmodels.gpu import load_gpu
+from hwmodels.machines import capped_gpu, load_machine
+from hwmodels.step import StepTimeModel
+from sim.config import RouterKind, ServeConfig
+from sim.serving import simulate_serving
+from sim.split import SplitConfig, SplitRouter, TransferMode, parse_pool, simulate_split
+from sim.split_metrics import SPLITWISE_SLO, summarize_split
+from workloads.catalog import load_model
+from workloads.errors import ConfigError
+from workloads.llm_ops import Batch
+from workloads.requests import Request
+from workloads.traces import load_workload
+from xpusim.cli import cli
+
+MODEL = load_model("llama-2-7b")
+
+
+@pytest.fixture(scope="module")
+def load():  # type: ignore[no-untyped-def]
+    return load_workload("azure-conv", rate=6, duration_s=20, seed=1)
+
+
+def _cfg(transfer: TransferMode, router: SplitRouter = SplitRouter.ROUND_ROBIN) -> SplitConfig:
+    return SplitConfig(parse_pool("dgx-h100:1", 4), parse_pool("dgx-a100:1", 4), transfer, router)
+
+
+def test_requests_conserved_and_kv_bytes(load) -> None:  # type: ignore[no-untyped-def]
+    res = simulate_split(MODEL, load, _cfg(TransferMode.SERIALIZED, SplitRouter.JSQ_TOKENS))
+    assert sorted(res.ids.tolist()) == sorted(r.id for r in load)
+    assert (res.first_ns >= res.arrival_ns).all() and (res.last_ns >= res.first_ns).all()
+    moved = res.output > 1
+    assert ((res.decode_instance >= 0) == moved).all()
+    # the KV bytes moved are the prompt's KV cache: prompt x 2 (K, V) x layers x kv heads x head_dim x 2 B
+    per_token = 2 * MODEL.num_layers * MODEL.num_kv_heads * MODEL.head_dim * 2
+    assert np.array_equal(res.kv_bytes[moved], res.prompt[moved] * float(per_token))
+    assert (res.kv_bytes[~moved] == 0).all()
+    s = summarize_split(res, SPLITWISE_SLO)
+    assert s["requests"] == len(load) and s["kv_transfer"]["requests"] == int(moved.sum())
+    assert s["cost_power"]["cost_per_hour_usd"] == pytest.approx(17.68 + 38.08)
+    assert s["cost_power"]["power_kw"] == pytest.approx(6.5 + 10.2)
+
+
+def test_layerwise_never_slower_than_serialized(load) -> None:  # type: ignore[no-untyped-def]
+    """Round-robin routing makes every request's (prefill, decode) instance pair the same in both runs,
+    so the exposed transfer compares request by request: max(T/L, T - P(L-1)/L) <= T."""
+    ser = simulate_split(MODEL, load, _cfg(TransferMode.SERIALIZED))
+    lay = simulate_split(MODEL, load, _cfg(TransferMode.LAYERWISE))
+    assert np.array_equal(ser.decode_instance, lay.decode_instance)
+    assert (lay.transfer_ns <= ser.transfer_ns).all()
+    assert (ser.transfer_ns[ser.output > 1] > 0).all()
+    assert np.array_equal(ser.first_ns, lay.first_ns)          # the transfer follows the first token
+    assert (lay.last_ns - lay.arrival_ns).mean() <= (ser.last_ns - ser.arrival_ns).mean()
+
+
+def test_zero_transfer_equals_colocated_for_requests_alone() -> None:
+    """What compares exactly: a request alone. With no transfer cost, the split cluster prefills it in the
+    same iteration a colocated replica would and decodes it from the same instant with the same step model,
+    so first and last token times are identical (to the ns). Under load they differ by design: colocated
+    replicas mix prefills into decode iterations, split ones never do."""
+    reqs = [Request(i, 100.0 * i, 200 + 300 * i, 5 + 20 * i) for i in range(4)]
+    split = simulate_split(MODEL, reqs, SplitConfig(parse_pool("dgx-a100:1", 8), parse_pool("dgx-a100:1", 8),
+                                                    TransferMode.NONE))
+    colo = simulate_serving(MODEL, load_gpu("a100-sxm-80gb"), reqs,
+                            ServeConfig(tp=8, replicas=1, router=RouterKind.ROUND_ROBIN))
+    order = np.argsort(colo.ids)
+    assert np.array_equal(split.first_ns, colo.first_ns[order])
+    assert np.array_equal(split.last_ns, colo.last_ns[order])
+
+
+def test_machine_catalog_ratios() -> None:
+    """Splitwise (ISCA 2024): H100:A100 cost ratio ~2.16 (CoreWeave 4.76 / 2.21 = 2.154), GPU power ratio
+    700 W / 400 W = 1.75; DGX TDPs 6.5 and 10.2 kW; the capped DGX-H100 draws 0.7 x 10.2 kW."""
+    a, h, c = load_machine("dgx-a100"), load_machine("dgx-h100"), load_machine("dgx-h100-pcap")
+    assert h.cost_per_hour / a.cost_per_hour == pytest.approx(2.16, abs=0.01)
+    assert h.gpu.tdp_w / a.gpu.tdp_w == pytest.approx(1.75)
+    assert (a.power_w, h.power_w, c.power_w) == (6500.0, 10200.0, pytest.approx(7140.0))
+    m = load_machine("l40sx4")
+    assert m.gpus == 4 and m.power_w == 4 * m.gpu.tdp_w
+
+
+def test_power_cap_slows_prompt_not_token() -> None:
+    """Clock under a cap c: c^(1/3) (P ~ f^3), compute peaks only. At 70 %: prefill (compute-bound) slower by
+    at most 1/0.888 = 1.126x, decode (bandwidth-bound) by under 2 %."""
+    m70 = load_model("llama-2-70b")
+    g = load_gpu("h100-sxm-80gb")
+    full, cap = StepTimeModel(m70, g, 8), StepTimeModel(m70, capped_gpu(g, 0.7), 8)
+    b = Batch(prefill=((4096, 4096),))
+    pre = cap.iteration_time(b) / full.iteration_time(b)
+    dec = float(cap.decode_times([1000] * 8, 1)[0] / full.decode_times([1000] * 8, 1)[0])
+    assert 1.05 < pre <= 1 / 0.7 ** (1 / 3) + 1e-9
+    assert dec < 1.02
+
+
+@pytest.mark.parametrize("spec", ["dgx-z100:1", "dgx-h100", "dgx-h100:0", "dgx-h100:x", ":2"])
+def test_bad_pool_is_config_error(spec: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_pool(spec, 8)
+
+
+def test_tp_must_divide_machine() -> None:
+    with pytest.raises(ConfigError):
+        parse_pool("dgx-h100:1", 3)
+
+
+def test_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    base = ["simulate", "split", "--model", "llama-2-7b", "--trace", "azure-conv", "--rate", "2",
+            "--duration", "10", "--tp", "8"]
+    r = CliRunner().invoke(cli, [*base, "--prefill", "dgx-h100:1", "--decode", "dgx-a100:1", "--slo", "splitwise",
+                                 "--colocated", "dgx-h100:1", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert set(d) == {"split", "colocated"} and "met" in d["split"]["slo"]
+    for bad in (["--prefill", "nope:1", "--decode", "dgx-a100:1"], ["--prefill", "dgx-h100", "--decode", "dgx-a100:1"]):
+        r = CliRunner().invoke(cli, [*base, *bad])
+        assert r.exit_code == 2 and "error:" in r.output

@@ -1,0 +1,92 @@
+"""``xpusim simulate split``: phase-split (prefill / decode pools) serving, with the colocated comparison."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from workloads.errors import ConfigError
+
+
+@click.command("split")
+@click.option("--model", required=True, help="catalog name, HF id or model file")
+@click.option("--trace", required=True, help="azure-code | azure-conv | trace file | vLLM bench folder")
+@click.option("--rate", type=float, default=None, help="requests/s")
+@click.option("--duration", type=float, default=None, help="seconds of arrivals")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--prefill", "prefill_spec", required=True, help="prefill pool <machine>:<count> (dgx-h100:2)")
+@click.option("--decode", "decode_spec", required=True, help="decode pool <machine>:<count> (dgx-a100:3)")
+@click.option("--tp", default=8, show_default=True, type=int, help="GPUs per instance in both pools")
+@click.option("--transfer", default="layerwise", show_default=True,
+              type=click.Choice(["layerwise", "serialized", "none"]))
+@click.option("--router", default="jsq", show_default=True, type=click.Choice(["jsq", "round-robin"]),
+              help="jsq: join the shortest queue by tokens")
+@click.option("--engine", default=None, help="engine profile (vllm, vllm-splitwise); default vLLM 0.19")
+@click.option("--slo", default=None, type=click.Choice(["splitwise"]), help="slowdown SLO preset")
+@click.option("--colocated", default=None,
+              help="also run the colocated baseline on <machine>:<count> (same tp, router least-outstanding-tokens)")
+@click.option("--max-num-seqs", default=256, show_default=True, type=int)
+@click.option("--max-num-batched-tokens", default=2048, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def simulate_split_cmd(model: str, trace: str, rate: float | None, duration: float | None, seed: int,
+                       prefill_spec: str, decode_spec: str, tp: int, transfer: str, router: str,
+                       engine: str | None, slo: str | None, colocated: str | None, max_num_seqs: int,
+                       max_num_batched_tokens: int, as_json: bool) -> None:
+    """Serve a trace on a prefill pool and a decode pool (Splitwise-style), KV moved over the fabric."""
+    import dataclasses
+
+    from hwmodels.engine import load_engine
+    from sim.config import RouterKind, ServeConfig
+    from sim.split import SplitConfig, SplitRouter, TransferMode, parse_pool, simulate_split
+    from sim.split_metrics import SLO_PRESETS, summarize_colocated, summarize_split
+    from workloads.catalog import load_model
+    from workloads.traces import load_workload, trace_choices
+
+    pre = parse_pool(prefill_spec, tp, "prefill")
+    dec = parse_pool(decode_spec, tp, "decode")
+    col = parse_pool(colocated, tp, "colocated") if colocated else None
+    eng = load_engine(engine) if engine else None
+    m = load_model(model)
+    if duration is None and trace in trace_choices():
+        raise ConfigError(f"the synthetic workload {trace!r} needs --duration (seconds of arrivals)",
+                          field="duration")
+    reqs = load_workload(trace, rate=rate, duration_s=duration, seed=seed)
+    if not reqs:
+        raise ConfigError("the workload has no requests", field="trace", value=trace)
+    serve = ServeConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
+    cfg = SplitConfig(pre, dec, TransferMode(transfer), SplitRouter(router), serve, eng)
+    preset = SLO_PRESETS[slo] if slo else None
+    out = {"split": summarize_split(simulate_split(m, reqs, cfg), preset)}
+    if col is not None:
+        from sim.serving import simulate_serving
+        from sim.split import _step_model
+
+        ccfg = dataclasses.replace(serve, tp=tp, replicas=col.instances, router=RouterKind.LEAST_OUTSTANDING_TOKENS,
+                                   iteration_overhead_s=eng.iteration_s if eng else serve.iteration_overhead_s)
+        step = _step_model(m, col, cfg)
+        res = simulate_serving(m, col.machine.effective_gpu, reqs, ccfg, step_model=step)
+        out["colocated"] = summarize_colocated(res, col.machine, col.count, preset, step)
+    if as_json:
+        click.echo(json.dumps(out, default=float))
+        return
+    t = Table(title=f"{m.name}, {len(reqs)} requests")
+    t.add_column("layout")
+    for c in ("TTFT p50/p99 (s)", "TBT p50/p99 (s)", "E2E p99 (s)", "req/s", "$/h", "kW", "SLO met"):
+        t.add_column(c, justify="right")
+    for name, s in out.items():
+        cp = s["cost_power"]
+        label = (f"split {s['prefill']['machine']}:{s['prefill']['count']} -> {s['decode']['machine']}:"
+                 f"{s['decode']['count']}") if name == "split" else f"colocated {s['machine']}:{s['count']}"
+        t.add_row(label, f"{s['ttft_s']['p50']:.3f}/{s['ttft_s']['p99']:.3f}",
+                  f"{s['tbt_s']['p50']:.4f}/{s['tbt_s']['p99']:.4f}", f"{s['e2e_s']['p99']:.2f}",
+                  f"{s['throughput']['requests_per_s']:.2f}",
+                  "-" if cp["cost_per_hour_usd"] is None else f"{cp['cost_per_hour_usd']:.2f}",
+                  f"{cp['power_kw']:.1f}", str(s["slo"]["met"]) if "slo" in s else "-")
+    Console().print(t)
+
+
+def register(simulate_group: click.Group) -> None:
+    simulate_group.add_command(simulate_split_cmd)
