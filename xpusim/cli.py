@@ -44,7 +44,16 @@ def catalog() -> None:
 
 
 def _register() -> None:
-    from xpusim.commands import catalog_cmd, collective_cmd, demo_cmd, ops_cmd, serve_cmd, split_cmd, torch_cmd
+    from xpusim.commands import (
+        catalog_cmd,
+        collective_cmd,
+        demo_cmd,
+        ops_cmd,
+        serve_cmd,
+        split_cmd,
+        torch_cmd,
+        train_cmd,
+    )
 
     catalog_cmd.register(catalog)
     ops_cmd.register(validate)
@@ -52,6 +61,7 @@ def _register() -> None:
     split_cmd.register(simulate)
     collective_cmd.register(simulate, validate)
     torch_cmd.register(validate)
+    train_cmd.register(simulate)
     demo_cmd.register(cli)
 
 

@@ -1,0 +1,479 @@
+"""One training step of a Megatron-style parallel layout, simulated: ``simulate_training(...) -> TrainReport``.
+
+What is an event: every micro-batch's forward and backward of every model chunk on every pipeline
+stage is a SimPy timeout on that stage's device (a process per stage, running its schedule's list in
+order); a chunk waits for its input from the previous (forward) or next (backward) virtual stage,
+which arrives a point-to-point send after the producer finished (the network fabric's send/recv
+closed form between the two stages' GPUs on the cluster; sends are asynchronous for the sender, as
+with Megatron's batched isend/irecv they overlap the sender's next compute). Time is integer ns.
+
+Inside a chunk (closed form, :class:`StageCosts`): its layers' kernels from the GPU kernel model
+(``GPUKernelModel(gpu, stack)``) and the tensor-parallel collectives from the fabric's closed form on
+the TP group's GPUs; TP collectives are on the critical path (Megatron runs them synchronously
+between the GEMMs), so they are exposed by construction and reported as such.
+
+Schedules (Megatron-LM ``pipeline_parallel/schedules.py``): GPipe (all forwards, then all
+backwards), 1F1B (``p - s - 1`` warm-up forwards on stage ``s``, then one forward one backward, then
+the cool-down backwards), interleaved 1F1B with ``v`` model chunks per stage (chunk ``c`` of stage
+``s`` is virtual stage ``c p + s``; warm-up ``2 (p - s - 1) + (v - 1) p`` forwards; micro-batches in
+groups of ``p``).
+
+Data parallelism: one DP replica's pipeline is simulated (the replicas are symmetric: same costs, same
+schedule); its gradients are reduced across the DP group on each stage's communication stream, a FIFO
+of buckets (Megatron's ``--overlap-grad-reduce``, buckets of ``bucket_params``): a chunk's gradients
+become ready, bucket by bucket, during its last backward, and each bucket's all-reduce (fp32 grads;
+ZeRO >= 1: reduce-scatter) starts when it is ready and the stream is free. After the last bucket the
+optimizer step (Adam: a memory-bound pass over the stage's (sharded) fp32 states) and, for ZeRO >= 1,
+the all-gather of the updated 16-bit weights. ZeRO-3 also all-gathers each chunk's weights before its
+forward and its backward, prefetched on the communication stream (a chunk takes max(compute, gather)).
+
+Reported: step time, Megatron model FLOP/s per GPU (Narayanan et al. 2021) and with recompute
+(hardware), MFU/HFU against the GPU's dense peak, bubble fraction (mean over stages of the idle share
+of the pipeline span, less the waits attributed to the sends), exposed communication by kind, memory
+breakdown, and a per-stage timeline.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import simpy
+
+from hwmodels.gpu import GPUSpec
+from hwmodels.kernels import GPUKernelModel
+from hwmodels.network.collectives import CollectiveOp, Geometry, collective_time, geometry
+from hwmodels.network.topology import Cluster
+from hwmodels.train_memory import TrainMemory, check_fits, train_memory
+from workloads.model_spec import ModelSpec
+from workloads.ops import MemoryOp, OpKind
+from workloads.train_ops import (
+    Recompute,
+    Schedule,
+    TrainLayout,
+    TrainOp,
+    check_layout,
+    head_passes,
+    layer_passes,
+    model_flops_per_iteration,
+)
+
+DEFAULT_STACK = "cublas"          # Megatron's GEMMs are cuBLAS calls; memory-bound ops fused grid kernels
+DEFAULT_BUCKET_PARAMS = 40_000_000  # Megatron-LM DistributedDataParallel bucket size (params)
+ADAM_BYTES_PER_PARAM = 30.0       # fused Adam: reads fp32 grad, master, m, v (16 B); writes master, m, v, fp16 (14 B)
+
+# ---- schedules -----------------------------------------------------------------------------------
+Item = tuple[bool, int, int]  # (is_forward, micro-batch, chunk)
+
+
+def schedule_items(schedule: Schedule, p: int, stage: int, n: int, v: int = 1) -> list[Item]:
+    """The order in which pipeline ``stage`` runs its forwards and backwards (Megatron-LM)."""
+    if schedule is Schedule.GPIPE:
+        return [(True, m, 0) for m in range(n)] + [(False, m, 0) for m in range(n)]
+    if schedule is Schedule.ONE_F_ONE_B or v == 1:
+        warm = min(p - stage - 1, n)
+        items: list[Item] = [(True, m, 0) for m in range(warm)]
+        for i in range(n - warm):
+            items += [(True, warm + i, 0), (False, i, 0)]
+        items += [(False, m, 0) for m in range(n - warm, n)]
+        return items
+    total = n * v
+    warm = min((p - stage - 1) * 2 + (v - 1) * p, total)
+
+    def mb(k: int) -> int:
+        return (k // (p * v)) * p + k % p
+
+    def fwd(k: int) -> Item:
+        return (True, mb(k), (k // p) % v)
+
+    def bwd(k: int) -> Item:
+        return (False, mb(k), v - 1 - (k // p) % v)
+
+    items = [fwd(k) for k in range(warm)]
+    for i in range(total - warm):
+        items += [fwd(warm + i), bwd(i)]
+    items += [bwd(k) for k in range(total - warm, total)]
+    return items
+
+
+# ---- costs ---------------------------------------------------------------------------------------
+_COLL = {"all_reduce": CollectiveOp.ALL_REDUCE, "all_gather": CollectiveOp.ALL_GATHER,
+         "reduce_scatter": CollectiveOp.REDUCE_SCATTER}
+
+
+@dataclass
+class PassCost:
+    """Seconds of one pass over some ops, split into compute and TP collectives by kind."""
+
+    compute: float = 0.0
+    comm: dict[str, float] = field(default_factory=dict)
+    flops: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.compute + sum(self.comm.values())
+
+    def add(self, other: PassCost, times: float = 1.0) -> PassCost:
+        comm = dict(self.comm)
+        for k, v in other.comm.items():
+            comm[k] = comm.get(k, 0.0) + times * v
+        return PassCost(self.compute + times * other.compute, comm, self.flops + times * other.flops)
+
+
+class StageCosts:
+    """Closed-form times of a layer's passes on one GPU (kernels) and its TP group (collectives)."""
+
+    def __init__(self, gpu: GPUSpec, stack: str = DEFAULT_STACK) -> None:
+        self.kernels = GPUKernelModel(gpu, stack=stack)
+        self._memo: dict[Any, float] = {}
+
+    def op_time(self, op: TrainOp, tp_geo: Geometry | None) -> tuple[float, str | None]:
+        if op.comm is not None:
+            if tp_geo is None or op.comm.group <= 1:
+                return 0.0, None
+            key: Any = (op.comm, tp_geo)
+            if key not in self._memo:
+                self._memo[key] = collective_time(None, _COLL[op.comm.collective], op.comm.nbytes,
+                                                  geo=tp_geo).time_s
+            return self._memo[key], f"tp_{op.comm.collective}"
+        assert op.op is not None
+        key = op.op
+        if key not in self._memo:
+            self._memo[key] = self.kernels.time(op.op)
+        return op.scale * self._memo[key], None
+
+    def pass_cost(self, ops: Sequence[TrainOp], tp_geo: Geometry | None) -> PassCost:
+        pc = PassCost()
+        for op in ops:
+            t, kind = self.op_time(op, tp_geo)
+            if kind is None:
+                pc.compute += t
+                pc.flops += op.flops
+            else:
+                pc.comm[kind] = pc.comm.get(kind, 0.0) + t
+        return pc
+
+
+# ---- the report ----------------------------------------------------------------------------------
+@dataclass
+class TrainReport:
+    step_time_s: float
+    tflops_per_gpu: float            # Megatron model FLOPs (72 form) / step / GPU
+    hardware_tflops_per_gpu: float   # with the recompute's extra forward counted (96 form for full)
+    mfu: float
+    hfu: float
+    bubble_fraction: float
+    exposed_comm_s: dict[str, float]
+    memory: TrainMemory
+    stage_compute_s: list[float]
+    chunk_times_s: dict[str, float]
+    # (stage, "F" | "B", micro-batch, chunk, start ns, end ns); filled when record_events
+    events: list[tuple[int, str, int, int, int, int]] = field(default_factory=list)
+    layout: TrainLayout | None = None
+    gpus: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        gib = 1024**3
+        return {"step_time_s": self.step_time_s, "tflops_per_gpu": self.tflops_per_gpu,
+                "hardware_tflops_per_gpu": self.hardware_tflops_per_gpu, "mfu": self.mfu, "hfu": self.hfu,
+                "bubble_fraction": self.bubble_fraction, "memory_gib_per_gpu": self.memory.total / gib,
+                "memory_gib": self.memory.to_gib(), "exposed_comm_s": dict(self.exposed_comm_s),
+                "chunk_times_s": dict(self.chunk_times_s), "gpus": self.gpus}
+
+
+# ---- the simulation ------------------------------------------------------------------------------
+def _rank(layout: TrainLayout, stage: int, dp_rank: int = 0, tp_rank: int = 0) -> int:
+    """Megatron-LM's default rank order: TP fastest, then DP, then PP."""
+    return tp_rank + layout.tp * (dp_rank + layout.dp * stage)
+
+
+@functools.lru_cache(maxsize=256)
+def _geo(cluster: Cluster, ranks: tuple[int, ...]) -> Geometry:
+    return geometry(cluster, [cluster.gpus[r] for r in ranks])
+
+
+def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, cluster: Cluster, *,
+                      stack: str = DEFAULT_STACK, grad_bytes: int = 4, bucket_params: int = DEFAULT_BUCKET_PARAMS,
+                      check_memory: bool = True, stage_slowdown: dict[int, float] | None = None,
+                      record_events: bool = False, engine: str = "list") -> TrainReport:
+    """Simulate one training step of ``model`` under ``layout`` on ``cluster`` (sized to at least
+    ``layout.gpus`` GPUs of ``gpu``). ``stage_slowdown``: {stage: factor} makes a stage a straggler
+    (its compute and TP collectives take ``factor`` x as long). ``engine``: ``"simpy"`` runs every
+    forward/backward as a SimPy event on its stage; ``"list"`` (default) evaluates the same dependency
+    graph in list-scheduling order without the event heap, giving identical times (tests assert it)
+    at a fraction of the cost (a PP 64 pipeline of 512 micro-batches has 65,536 items)."""
+    lay = layout
+    check_layout(model, lay)
+    if len(cluster.gpus) < lay.gpus:
+        from workloads.errors import ConfigError
+
+        raise ConfigError(f"the layout needs {lay.gpus} GPUs, the cluster was sized to {len(cluster.gpus)}",
+                          field="gpus", value=len(cluster.gpus))
+    mem = train_memory(model, lay, grad_bytes=grad_bytes)
+    if check_memory:
+        check_fits(mem, gpu.memory_bytes, f"{model.name} with tp={lay.tp} pp={lay.pp} dp={lay.dp} "
+                   f"micro-batch {lay.micro_batch} recompute {lay.recompute.value}")
+    p, v, n = lay.pp, lay.chunks, lay.num_micro_batches
+    costs = StageCosts(gpu, stack)
+    passes = layer_passes(model, lay)
+    first, last = head_passes(model, lay)
+    layers_per_chunk = model.num_layers // (p * v)
+    slow = stage_slowdown or {}
+
+    # per (stage, chunk): forward and backward (recompute included) costs
+    fwd_c: dict[tuple[int, int], PassCost] = {}
+    bwd_c: dict[tuple[int, int], PassCost] = {}
+    zero3_gather: dict[tuple[int, int], float] = {}
+    for s in range(p):
+        tp_geo = _geo(cluster, tuple(_rank(lay, s, 0, r) for r in range(lay.tp))) if lay.tp > 1 else None
+        lf = costs.pass_cost(passes.forward, tp_geo)
+        lb = costs.pass_cost(passes.recompute, tp_geo).add(costs.pass_cost(passes.backward, tp_geo))
+        for c in range(v):
+            vs = c * p + s
+            f, b = PassCost().add(lf, layers_per_chunk), PassCost().add(lb, layers_per_chunk)
+            if vs == 0:
+                f, b = f.add(costs.pass_cost(first.forward, tp_geo)), b.add(costs.pass_cost(first.backward, tp_geo))
+            if vs == p * v - 1:
+                f, b = f.add(costs.pass_cost(last.forward, tp_geo)), b.add(costs.pass_cost(last.backward, tp_geo))
+            k = slow.get(s, 1.0)
+            fwd_c[s, c] = PassCost().add(f, k)
+            bwd_c[s, c] = PassCost().add(b, k)
+            if lay.zero >= 3 and lay.dp > 1:
+                dgeo = _geo(cluster, tuple(_rank(lay, s, d) for d in range(lay.dp)))
+                chunk_params = layers_per_chunk * model.layer_params() / lay.tp
+                zero3_gather[s, c] = collective_time(None, CollectiveOp.ALL_GATHER,
+                                                     chunk_params * lay.dtype.bytes, geo=dgeo).time_s
+
+    def dur_ns(s: int, c: int, fwd: bool) -> int:
+        t = (fwd_c if fwd else bwd_c)[s, c].total
+        if zero3_gather:
+            t = max(t, zero3_gather[s, c])
+        return max(1, round(t * 1e9))
+
+    # point-to-point sends between consecutive stages: Megatron's scatter-gather optimisation (Narayanan
+    # et al. 2021, Sec. 4.1) sends s b h / t per TP rank over each rank's own NIC; without sequence
+    # parallelism the receiver all-gathers the full activation over the node's NVLink
+    sp = lay.sequence_parallel and lay.tp > 1
+    full = lay.seq * lay.micro_batch * model.hidden_size * lay.dtype.bytes
+    msg = full / lay.tp
+    send_ns: dict[tuple[int, int], int] = {}
+    if p > 1:
+        for s in range(p):
+            for dst in ((s + 1) % p, (s - 1) % p):
+                src_r, dst_r = _rank(lay, s), _rank(lay, dst)
+                t = collective_time(None, CollectiveOp.SEND_RECV, msg, geo=_geo(cluster, (src_r, dst_r))).time_s
+                if lay.tp > 1 and not sp:
+                    tp_geo = _geo(cluster, tuple(_rank(lay, dst, 0, r) for r in range(lay.tp)))
+                    t += collective_time(None, CollectiveOp.ALL_GATHER, full, geo=tp_geo).time_s
+                send_ns[s, dst] = round(t * 1e9)
+
+    lists = [schedule_items(lay.schedule, p, s, n, v) for s in range(p)]
+    dur = {(s, c, f): dur_ns(s, c, f) for s in range(p) for c in range(v) for f in (True, False)}
+    run = _run_simpy if engine == "simpy" else _run_list
+    tl = run(lists, dur, send_ns, p, v, record_events)
+    busy_ns, end_ns, wait_comm_ns, last_bwd, events = tl.busy_ns, tl.end_ns, tl.comm_ns, tl.last_bwd, tl.events
+
+    # ---- DP gradient reduction on each stage's communication stream, then the optimizer ------------
+    exposed: dict[str, float] = {}
+    for s in range(p):
+        for c in range(v):
+            for kind, t in fwd_c[s, c].comm.items():
+                exposed[kind] = exposed.get(kind, 0.0) + n * t
+            for kind, t in bwd_c[s, c].comm.items():
+                exposed[kind] = exposed.get(kind, 0.0) + n * t
+    # TP collectives: per GPU, the worst stage's sum (every stage runs them; report stage 0's share)
+    exposed = {k: t / p for k, t in exposed.items()}
+    exposed["pp_send_recv"] = max(wait_comm_ns) / 1e9 if p > 1 else 0.0
+    finish = []
+    dp_exposed = 0.0
+    param_gather = 0.0
+    optim_s = 0.0
+    for s in range(p):
+        t_end = end_ns[s] / 1e9
+        params = {c: layers_per_chunk * model.layer_params() / lay.tp for c in range(v)}
+        stage_params = sum(params.values())
+        if s == 0:
+            params[0] += model.embedding_params() / lay.tp
+        if s == p - 1:
+            params[v - 1] += model.vocab_size * model.hidden_size / lay.tp
+        stream = 0.0
+        if lay.dp > 1:
+            dgeo = _geo(cluster, tuple(_rank(lay, s, d) for d in range(lay.dp)))
+            op = CollectiveOp.ALL_REDUCE if lay.zero == 0 else CollectiveOp.REDUCE_SCATTER
+            # chunks in the order their last backward finishes
+            for c in sorted(range(v), key=lambda c: last_bwd[s, c][1]):
+                b0, b1 = (x / 1e9 for x in last_bwd[s, c])
+                nb = max(1, math.ceil(params[c] / bucket_params))
+                size = params[c] / nb * grad_bytes
+                t_b = collective_time(None, op, size, geo=dgeo).time_s
+                for k in range(nb):
+                    ready_t = b0 + (k + 1) / nb * (b1 - b0)
+                    stream = max(stream, ready_t) + t_b
+        sync_end = max(t_end, stream)
+        dp_exposed = max(dp_exposed, sync_end - t_end)
+        shard = (stage_params + (params[0] - layers_per_chunk * model.layer_params() / lay.tp if s == 0 else 0.0)
+                 ) / (lay.dp if lay.zero >= 1 else 1)
+        opt = MemoryOp("adam_step", OpKind.ELEMENTWISE, max(1, int(shard // 4096)), 16.0 * shard, 14.0 * shard)
+        t_opt = costs.kernels.time(opt)
+        optim_s = max(optim_s, t_opt)
+        gather = 0.0
+        if lay.zero >= 1 and lay.dp > 1:
+            dgeo = _geo(cluster, tuple(_rank(lay, s, d) for d in range(lay.dp)))
+            gather = collective_time(None, CollectiveOp.ALL_GATHER, sum(params.values()) * lay.dtype.bytes,
+                                     geo=dgeo).time_s
+        param_gather = max(param_gather, gather)
+        finish.append(sync_end + t_opt + gather)
+    step = max(finish)
+    exposed["dp_grad_reduce"] = dp_exposed
+    if param_gather:
+        exposed["dp_param_all_gather"] = param_gather
+    if zero3_gather:
+        exposed["zero3_param_all_gather"] = max(
+            sum(max(0.0, zero3_gather[s, c] - fwd_c[s, c].total) + max(0.0, zero3_gather[s, c] - bwd_c[s, c].total)
+                for c in range(v)) * n for s in range(p))
+
+    span = max(end_ns) / 1e9
+    idle = [(span - busy_ns[s] / 1e9 - wait_comm_ns[s] / 1e9) / span for s in range(p)]
+    bubble = sum(idle) / p if p > 1 else 0.0
+    gpus = lay.gpus
+    peak = gpu.peak_flops(lay.dtype)
+    mf = model_flops_per_iteration(model, lay)
+    hf = model_flops_per_iteration(model, lay, lay.recompute if lay.recompute is not Recompute.NONE else None)
+    chunk_times = {"forward_s": fwd_c[0, 0].total, "backward_s": bwd_c[0, 0].total,
+                   "optimizer_s": optim_s}
+    return TrainReport(step_time_s=step, tflops_per_gpu=mf / step / gpus / 1e12,
+                       hardware_tflops_per_gpu=hf / step / gpus / 1e12, mfu=mf / step / gpus / peak,
+                       hfu=hf / step / gpus / peak, bubble_fraction=bubble, exposed_comm_s=exposed, memory=mem,
+                       stage_compute_s=[b / 1e9 for b in busy_ns], chunk_times_s=chunk_times,
+                       events=events, layout=lay, gpus=gpus)
+
+
+# ---- the pipeline: two engines over one dependency graph -------------------------------------------
+@dataclass
+class Timeline:
+    busy_ns: list[int]                          # compute per stage
+    end_ns: list[int]                           # when each stage finished its last item
+    comm_ns: list[int]                          # blocked on point-to-point sends / late receives
+    last_bwd: dict[tuple[int, int], tuple[int, int]]  # (stage, chunk) -> its last backward's (start, end)
+    events: list[tuple[int, str, int, int, int, int]]
+
+
+def _needs(fwd: bool, vs: int, nvs: int) -> bool:
+    return (fwd and vs > 0) or (not fwd and vs < nvs - 1)
+
+
+def _target(fwd: bool, mb: int, vs: int, nvs: int) -> tuple[bool, int, int] | None:
+    """The item whose input this one produces (None: the pipeline's ends)."""
+    if fwd:
+        return (True, mb, vs + 1) if vs < nvs - 1 else None
+    return (False, mb, vs - 1) if vs > 0 else None
+
+
+def _run_simpy(lists: list[list[Item]], dur: dict[tuple[int, int, bool], int], send_ns: dict[tuple[int, int], int],
+               p: int, v: int, record: bool) -> Timeline:
+    """A SimPy process per stage: each item waits for its input, computes (a timeout), then sends its
+    output (blocking the stage for the send: Megatron waits on its isend/irecv pair); the receiver's
+    input arrives at the end of the send."""
+    env = simpy.Environment()
+    nvs = p * v
+    ready: dict[tuple[bool, int, int], simpy.Event] = {}
+    tl = Timeline([0] * p, [0] * p, [0] * p, {}, [])
+
+    def arrival(key: tuple[bool, int, int]) -> simpy.Event:
+        ev = ready.get(key)
+        if ev is None:
+            ev = ready[key] = env.event()
+        return ev
+
+    def stage(s: int, items: list[Item]):  # type: ignore[no-untyped-def]
+        for fwd, mb, c in items:
+            vs = c * p + s
+            if _needs(fwd, vs, nvs):
+                ev = arrival((fwd, mb, vs))
+                if not ev.processed:
+                    t0 = env.now
+                    delay = yield ev
+                    tl.comm_ns[s] += min(env.now - t0, delay)
+            start = int(env.now)
+            d = dur[s, c, fwd]
+            yield env.timeout(d)
+            tl.busy_ns[s] += d
+            end = int(env.now)
+            if record:
+                tl.events.append((s, "F" if fwd else "B", mb, c, start, end))
+            if not fwd:
+                tl.last_bwd[s, c] = (start, end)
+            tgt = _target(fwd, mb, vs, nvs)
+            if tgt is not None:
+                delay = send_ns[s, tgt[2] % p]
+                if delay > 0:
+                    yield env.timeout(delay)
+                    tl.comm_ns[s] += delay
+                arrival(tgt).succeed(delay)
+        tl.end_ns[s] = int(env.now)
+
+    for s in range(p):
+        env.process(stage(s, lists[s]))
+    env.run()
+    if any(not ev.processed for ev in ready.values()):
+        raise RuntimeError("pipeline schedule deadlocked")  # a schedule bug, not a user error
+    return tl
+
+
+def _run_list(lists: list[list[Item]], dur: dict[tuple[int, int, bool], int], send_ns: dict[tuple[int, int], int],
+              p: int, v: int, record: bool) -> Timeline:
+    """The same dependency graph as :func:`_run_simpy`, evaluated stage by stage as far as each
+    stage's inputs have arrived (list scheduling): every item starts at max(its stage free, its input
+    arrived), the times the event simulation gives."""
+    nvs = p * v
+    arrived: dict[tuple[bool, int, int], tuple[int, int]] = {}   # key -> (arrival time, send delay)
+    tl = Timeline([0] * p, [0] * p, [0] * p, {}, [])
+    ptr = [0] * p
+    now = [0] * p
+    left = sum(len(x) for x in lists)
+    while left:
+        progressed = False
+        for s in range(p):
+            items, i, t = lists[s], ptr[s], now[s]
+            busy = comm = 0
+            while i < len(items):
+                fwd, mb, c = items[i]
+                vs = c * p + s
+                if _needs(fwd, vs, nvs):
+                    got = arrived.pop((fwd, mb, vs), None)
+                    if got is None:
+                        break
+                    arr, delay = got
+                    if arr > t:
+                        comm += min(arr - t, delay)
+                        t = arr
+                start = t
+                d = dur[s, c, fwd]
+                t += d
+                busy += d
+                if record:
+                    tl.events.append((s, "F" if fwd else "B", mb, c, start, t))
+                if not fwd:
+                    tl.last_bwd[s, c] = (start, t)
+                tgt = _target(fwd, mb, vs, nvs)
+                if tgt is not None:
+                    delay = send_ns[s, tgt[2] % p]
+                    t += delay
+                    comm += delay
+                    arrived[tgt] = (t, delay)
+                i += 1
+            if i != ptr[s]:
+                progressed = True
+                left -= i - ptr[s]
+                ptr[s], now[s] = i, t
+                tl.busy_ns[s] += busy
+                tl.comm_ns[s] += comm
+        if not progressed:
+            raise RuntimeError("pipeline schedule deadlocked")
+    tl.end_ns = now
+    if record:
+        tl.events.sort(key=lambda e: (e[4], e[0]))
+    return tl
