@@ -100,14 +100,7 @@ def collectives(fmt: str, cluster: str, as_json: bool, file: Path) -> None:
     if as_json:
         click.echo(json.dumps(result.to_dict()))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from xpusim.commands.tables import print_error_table
 
-    table = Table(title=f"{file.name}: {fmt} on {result.cluster}")
-    for col in ("group", "n", "WAPE", "MAPE"):
-        table.add_column(col, justify="left" if col == "group" else "right")
-    for name, s in result.per_group.items():
-        table.add_row(name, str(s.n), f"{s.wape:.3f}", f"{s.mape:.3f}")
-    o = result.overall
-    table.add_row("[bold]all[/bold]", str(o.n), f"[bold]{o.wape:.3f}[/bold]", f"[bold]{o.mape:.3f}[/bold]")
-    Console().print(table)
+    print_error_table(f"{file.name}: {fmt} on {result.cluster}", "group", result.per_group.items(),
+                      [("all", result.overall)])

@@ -54,18 +54,10 @@ def ops(fmt: str, hardware: str, model: str | None, tp: int, stack: str | None, 
     if as_json:
         click.echo(json.dumps(result.to_dict()))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from xpusim.commands.tables import print_error_table
 
-    table = Table(title=f"{file.name}: {fmt} on {gpu.name}, {result.stack} stack")
-    for col in ("op", "n", "WAPE", "MAPE"):
-        table.add_column(col, justify="left" if col == "op" else "right")
-    for name, s in result.per_op.items():
-        table.add_row(name, str(s.n), f"{s.wape:.3f}", f"{s.mape:.3f}")
-    o = result.overall
-    table.add_row("[bold]all[/bold]", str(o.n), f"[bold]{o.wape:.3f}[/bold]", f"[bold]{o.mape:.3f}[/bold]")
-    console = Console()
-    console.print(table)
+    console = print_error_table(f"{file.name}: {fmt} on {gpu.name}, {result.stack} stack", "op",
+                                result.per_op.items(), [("all", result.overall)])
     if result.skipped:
         console.print("skipped rows of layers this model does not have: "
                       + ", ".join(f"{k} ({v})" for k, v in result.skipped.items()))

@@ -20,6 +20,19 @@ def _load(model: str, hardware: str):  # type: ignore[no-untyped-def]
     return load_model(model), load_gpu(hardware)
 
 
+def load_cli_workload(trace: str, rate: float | None, duration: float | None, seed: int) -> list:
+    """The requests of ``--trace`` (a synthetic generator needs ``--duration``); none is an error."""
+    from workloads.traces import load_workload, trace_choices
+
+    if duration is None and trace in trace_choices():
+        raise ConfigError(f"the synthetic workload {trace!r} needs --duration (seconds of arrivals)",
+                          field="duration")
+    reqs = load_workload(trace, rate=rate, duration_s=duration, seed=seed)
+    if not reqs:
+        raise ConfigError("the workload has no requests", field="trace", value=trace)
+    return reqs
+
+
 def _metrics_table(title: str, summary: dict) -> Table:
     t = Table(title=title)
     for col in ("metric", "mean", "p50", "p90", "p99"):
@@ -59,21 +72,13 @@ def simulate_serve(model: str, hardware: str, tp: int, pp: int, replicas: int, r
     from sim.config import RouterKind, ServeConfig
     from sim.metrics import SLO, summarize
     from sim.serving import simulate_serving
-    from workloads.traces import load_workload
     from xpusim.report import write_outputs
 
     m, g = _load(model, hardware)
     cfg = ServeConfig(tp=tp, pp=pp, replicas=replicas, router=RouterKind(router), max_num_seqs=max_num_seqs,
                       max_num_batched_tokens=max_num_batched_tokens,
                       gpu_memory_utilization=gpu_memory_utilization)
-    from workloads.traces import trace_choices
-
-    if duration is None and trace in trace_choices():
-        raise ConfigError(f"the synthetic workload {trace!r} needs --duration (seconds of arrivals)",
-                          field="duration")
-    reqs = load_workload(trace, rate=rate, duration_s=duration, seed=seed)
-    if not reqs:
-        raise ConfigError("the workload has no requests", field="trace", value=trace)
+    reqs = load_cli_workload(trace, rate, duration, seed)
     console = Console(stderr=True)
     with Progress(console=console, transient=True, disable=as_json) as prog:
         task = prog.add_task("simulating", total=len(reqs))

@@ -8,8 +8,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from workloads.errors import ConfigError
-
 
 @click.command("split")
 @click.option("--model", required=True, help="catalog name, HF id or model file")
@@ -43,19 +41,14 @@ def simulate_split_cmd(model: str, trace: str, rate: float | None, duration: flo
     from sim.split import SplitConfig, SplitRouter, TransferMode, parse_pool, simulate_split
     from sim.split_metrics import SLO_PRESETS, summarize_colocated, summarize_split
     from workloads.catalog import load_model
-    from workloads.traces import load_workload, trace_choices
+    from xpusim.commands.serve_cmd import load_cli_workload
 
     pre = parse_pool(prefill_spec, tp, "prefill")
     dec = parse_pool(decode_spec, tp, "decode")
     col = parse_pool(colocated, tp, "colocated") if colocated else None
     eng = load_engine(engine) if engine else None
     m = load_model(model)
-    if duration is None and trace in trace_choices():
-        raise ConfigError(f"the synthetic workload {trace!r} needs --duration (seconds of arrivals)",
-                          field="duration")
-    reqs = load_workload(trace, rate=rate, duration_s=duration, seed=seed)
-    if not reqs:
-        raise ConfigError("the workload has no requests", field="trace", value=trace)
+    reqs = load_cli_workload(trace, rate, duration, seed)
     serve = ServeConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
     cfg = SplitConfig(pre, dec, TransferMode(transfer), SplitRouter(router), serve, eng)
     preset = SLO_PRESETS[slo] if slo else None

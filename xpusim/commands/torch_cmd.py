@@ -152,16 +152,7 @@ def _report(result: Any, title: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result.to_dict()))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from xpusim.commands.tables import print_error_table
 
-    table = Table(title=title)
-    for col in ("what", "n", "WAPE", "MAPE"):
-        table.add_column(col, justify="left" if col == "what" else "right")
-    for name, s in result.per_kind.items():
-        table.add_row(f"op {name}", str(s.n), f"{s.wape:.3f}", f"{s.mape:.3f}")
-    o = result.overall
-    table.add_row("[bold]all ops[/bold]", str(o.n), f"{o.wape:.3f}", f"{o.mape:.3f}")
-    for name, s in result.steps.items():
-        table.add_row(f"[bold]step {name}[/bold]", str(s.n), f"{s.wape:.3f}", f"{s.mape:.3f}")
-    Console().print(table)
+    print_error_table(title, "what", [(f"op {name}", s) for name, s in result.per_kind.items()],
+                      [("all ops", result.overall), *((f"step {name}", s) for name, s in result.steps.items())])
