@@ -7,6 +7,8 @@ Runs, each where its data and modules are present (a missing piece is a row sayi
 * the kernel model on every shared measured file (``accuracy_ops.run``: ``xpusim validate ops``);
 * the kernel model on xpusim's own GPU measurements (``validation/measured/<gpu>/``, ``accuracy_ops.KIT_FILES``):
   GEMMs, attention, memory-bound ops and whole prefill/decode steps of the built-in Llama modules, per op;
+* the committed ``xpusim validate torch --device cuda`` runs (``validation/measured/<gpu>/validate_torch_<model>/``),
+  re-simulated offline (``--from``): per op kind and whole prefill/decode steps;
 * the serving simulation replaying the shared vLLM run (``sim.validation``, ``xpusim validate serve``);
 * collectives on the shared Vidur network files (``hwmodels.network.validate``, ``xpusim validate collectives``);
 * with ``--cpu``: the built-in Llama-3.2-1B module run for real on this machine's CPU and simulated from
@@ -69,7 +71,7 @@ def kit_ops(data: Path) -> list[Row]:
         if not file_path(f, data).is_file():
             out.append(row(f"validation/measured/{f.path}", f.hardware, f.format, "-", note="file not found"))
             continue
-        res = validate_ops(load_shared(f, data), load_gpu(f.hardware))
+        res = validate_ops(load_shared(f, data), load_gpu(f.hardware), stack=f.stack)
         role = "fitted" if f.fitted else "held out"
         src = f"validation/measured/{f.path}"
         out.append(row(src, f.hardware, f"{f.format} (stack {res.stack}): all rows", role, res.overall.n,
@@ -117,6 +119,34 @@ def collectives(data: Path) -> list[Row]:
                        res.overall.n, res.overall.wape, res.overall.mape))
         for key, s in res.per_group.items():
             out.append(row(rel, cluster, f"collective times: {key}", "fitted", s.n, s.wape, s.mape))
+    return out
+
+
+# committed `validate torch --device cuda` runs: (directory under validation/measured/, catalog GPU, role); the
+# torch-step stack and the host profile were fitted on the 1B run (hwmodels/stacks/torch-step.toml)
+CUDA_RUNS = (("h200/validate_torch_llama-3.2-1b", "h200-sxm-141gb", "fitted (torch-step, host)"),
+             ("h200/validate_torch_llama-3.1-8b", "h200-sxm-141gb", "held out"))
+
+
+def cuda_torch() -> list[Row]:
+    """The committed CUDA ``validate torch`` runs, re-simulated from their CSVs (no GPU, no torch)."""
+    from hwmodels.validate_torch import CudaStepCost, validate_steps
+    from workloads.measured_xpusim import read_validate_torch
+
+    out = []
+    for rel, hw, role in CUDA_RUNS:
+        src = f"validation/measured/{rel}"
+        d = ROOT / "validation" / "measured" / rel
+        if not d.is_dir():
+            out.append(row(src, hw, "validate torch (cuda)", "-", note="run not found"))
+            continue
+        res = validate_steps(read_validate_torch(d).steps, CudaStepCost(load_gpu(hw)))
+        out.append(row(src, hw, "validate torch (cuda, torch-step): per-op device times (all ops)", role,
+                       res.overall.n, res.overall.wape, res.overall.mape))
+        for k, s in res.per_kind.items():
+            out.append(row(src, hw, f"per-op device times: {k}", role, s.n, s.wape, s.mape))
+        for k, s in res.steps.items():
+            out.append(row(src, hw, f"whole {k} steps (host + GPU co-executed)", role, s.n, s.wape, s.mape))
     return out
 
 
@@ -181,7 +211,7 @@ def _write_atomic(path: Path, text: str) -> None:
 def collect(data: Path, cpu: bool = False) -> list[Row]:
     sections: list[tuple[str, Callable[[], list[Row]]]] = [
         ("shared kernel files", lambda: shared_ops(data)), ("xpusim GPU measurements", lambda: kit_ops(data)),
-        ("serving", lambda: serving(data)), ("collectives", lambda: collectives(data))]
+        ("cuda torch", cuda_torch), ("serving", lambda: serving(data)), ("collectives", lambda: collectives(data))]
     if cpu:
         sections.append(("cpu torch", cpu_torch))
     rows: list[Row] = []

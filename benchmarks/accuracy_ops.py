@@ -32,6 +32,7 @@ class SharedFile:
     tp: int = 1
     fitted: bool = False  # used by the family's calibration fit
     kit: bool = False     # measured by xpusim's own kit: ``path`` is relative to ``validation/measured/``
+    stack: str | None = None  # the software stack it ran under, where not its format's (validate_ops' default)
 
 
 SHARED_FILES: tuple[SharedFile, ...] = (
@@ -56,6 +57,10 @@ KIT_FILES: tuple[SharedFile, ...] = (
     # gemm.csv fits nothing: the Hopper GEMM constants are the published-figure ones (hopper.toml says why)
     SharedFile("xpusim-gemm", "h200/gemm.csv", "h200-sxm-141gb", kit=True),
     SharedFile("xpusim-attention", "h200/attention.csv", "h200-sxm-141gb", fitted=True, kit=True),
+    # the same SDPA grid with cuDNN's backend first: PyTorch's default dispatch on Hopper, the `torch` stack
+    # (its [attention_cudnn] table was fitted on it)
+    SharedFile("xpusim-attention", "h200/attention_cudnn.csv", "h200-sxm-141gb", fitted=True, kit=True,
+               stack="torch"),
     SharedFile("xpusim-memory-ops", "h200/memory_ops.csv", "h200-sxm-141gb", fitted=True, kit=True),
     SharedFile("xpusim-steps", "h200/steps.csv", "h200-sxm-141gb", kit=True),
 )

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from accuracy_ops import DEFAULT_DATA, FIT_FILES, SharedFile, load_shared
+from accuracy_ops import DEFAULT_DATA, FIT_FILES, load_shared
 
 from hwmodels.gpu import GPUSpec, load_gpu
 from hwmodels.kernels import load_stack
@@ -49,11 +49,6 @@ PARAMS = {
 _ATTN = {OpKind.ATTN_PREFILL, OpKind.ATTN_DECODE}
 TARGET_PER_REGIME = 1500  # stride-subsample larger regimes (speed; the report scores every row)
 ATTENTION_FORMATS = ("vidur-attention", "lss-attention", "xpusim-attention")  # per-kernel attention files
-# Files measured under another stack than their format's (FIT_FILES take stack_for(format)): the SDPA grid
-# with cuDNN's backend first, which is what the torch stacks' default dispatch runs on Hopper.
-STACK_FILES: tuple[tuple[SharedFile, str], ...] = (
-    (SharedFile("xpusim-attention", "h200/attention_cudnn.csv", "h200-sxm-141gb", fitted=True, kit=True), "torch"),
-)
 
 
 def op_time(op: Op, gpu: GPUSpec, a: AttentionCalibration) -> float:
@@ -76,7 +71,8 @@ def family_rows(family: str, data: Path, kernel: str | None = None) -> list[tupl
     and xpusim's own) whose stack runs the ``kernel`` generation (default: the family's own)."""
     out = []
     kernel = kernel or load_attention_calibration(family).kernel.value
-    for f, stack in [(f, None) for f in FIT_FILES] + list(STACK_FILES):
+    for f in FIT_FILES:  # a file measured under another stack than its format's names it (SharedFile.stack)
+        stack = f.stack
         gpu = load_gpu(f.hardware)
         if gpu.architecture.value != family or f.format not in ATTENTION_FORMATS:
             continue

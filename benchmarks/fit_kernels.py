@@ -121,7 +121,7 @@ def fit(family: str, data: Path, max_nfev: int = 40,
         if f.fitted and gpu.architecture.value == family:
             m = _subsample(load_shared(f, data))
             if m.records:
-                files.append((m, gpu, stack_for(m.format)))
+                files.append((m, gpu, f.stack or stack_for(m.format)))
     if not files:
         raise SystemExit(f"no shared files for family {family}")
     base = load_calibration(family)
@@ -187,7 +187,7 @@ def fit_gemm(family: str, data: Path, max_nfev: int = 60) -> tuple[dict[str, flo
             recs = [(r.ops[0], r.seconds) for r in m.records if len(r.ops) == 1 and isinstance(r.ops[0], Gemm)]
             if recs:
                 extra = m.timing.value == "wall_clock"
-                files.append((gpu, stack_for(m.format), recs, extra))
+                files.append((gpu, f.stack or stack_for(m.format), recs, extra))
     if not files:
         raise SystemExit(f"no shared GEMM rows for family {family}")
     base = load_calibration(family)
@@ -253,7 +253,7 @@ def fit_memory(family: str, data: Path, max_nfev: int = 60, family_keys: tuple[s
         if not (f.fitted and gpu.architecture.value == family):
             continue
         m = load_shared(f, data)
-        st = load_stack(stack_for(m.format))
+        st = load_stack(f.stack or stack_for(m.format))
         rows = [kind for kind, impl in st.ops.items() if impl.geometry is Geometry.ROW]
         recs = [(r.ops[0], r.seconds) for r in m.records
                 if len(r.ops) == 1 and getattr(r.ops[0], "kind", None) in rows]

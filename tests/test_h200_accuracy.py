@@ -153,7 +153,12 @@ def test_accuracy_report_writes_its_table(tmp_path: Path) -> None:
     import accuracy
 
     rows = accuracy.kit_ops(tmp_path / "no-shared-data")
-    assert {r["source"] for r in rows} == {f"validation/measured/h200/{n}" for n in FILES.values()}
+    # attention_cudnn.csv under the torch stack (KIT_FILES' per-file stack: PyTorch's default SDPA on Hopper)
+    assert {r["source"] for r in rows} == {f"validation/measured/h200/{n}"
+                                           for n in (*FILES.values(), "attention_cudnn.csv")}
+    cudnn = [r for r in rows if r["source"].endswith("attention_cudnn.csv") and "all rows" in r["compared"]]
+    assert len(cudnn) == 1 and "stack torch" in cudnn[0]["compared"]
+    assert cudnn[0]["wape"] == pytest.approx(0.037, abs=0.01) and cudnn[0]["wape"] <= CUDA_TARGET
     accuracy._write_atomic(tmp_path / "r.json", json.dumps(rows))
     accuracy._write_atomic(tmp_path / "r.md", accuracy.markdown(rows))
     assert json.loads((tmp_path / "r.json").read_text()) == rows

@@ -152,22 +152,24 @@ def test_attention(scored: dict[str, TorchValidation]) -> None:
 
 
 def test_steps(scored: dict[str, TorchValidation]) -> None:
-    """Co-executed steps. 1B (fitted: the host constants): prefill 0.076, decode 0.016. 8B (held out):
+    """Co-executed steps. 1B (fitted: the host constants): prefill 0.088, decode 0.016. 8B (held out):
     decode 0.036 (target met: 746 launches at 17.2 us + 900 views at 3.6 us against 16.3-18.4 ms measured);
-    prefill 0.140 (missed: its GEMMs are 19 % slow and its 34-50 MB RoPE/add kernels 20-100 % slow)."""
+    prefill 0.122 (missed: its m = 2048 GEMMs come out 19-24 % slow; it was 0.143 while the torch-step stack took the
+    family's L2 credit, which made its 34-50 MB RoPE/add kernels 20-100 % slow)."""
     s1, s8 = scored["1b"].steps, scored["8b"].steps
     assert s1["decode"].wape == pytest.approx(0.016, abs=0.01)
-    assert s1["prefill"].wape == pytest.approx(0.076, abs=0.01)
+    assert s1["prefill"].wape == pytest.approx(0.088, abs=0.01)
     assert s8["decode"].wape <= TARGET and s8["decode"].wape == pytest.approx(0.036, abs=0.01)
-    assert s8["prefill"].wape == pytest.approx(0.140, abs=0.01)
+    assert s8["prefill"].wape == pytest.approx(0.122, abs=0.01)
 
 
 def test_memory_op_kinds(scored: dict[str, TorchValidation]) -> None:
-    """The ``torch-step`` stack (fitted on the 1B) against the 8B (held out): norm 0.040, embedding 0.033,
-    elementwise 0.090, activation 0.226, add 0.280, rope 0.250; with the ``torch`` stack and the launch they
-    were 0.78, 0.49, 0.44, 0.24, 0.80, 0.40 (result.json of the run)."""
-    want = {"norm": 0.040, "embedding": 0.033, "elementwise": 0.090, "activation": 0.226, "add": 0.280,
-            "rope": 0.250}
+    """The ``torch-step`` stack (fitted on the 1B, no L2 credit: ``benchmarks/fit_torch_step.py``) against the 8B
+    (held out): norm 0.041, embedding 0.033, elementwise 0.090, activation 0.218, add 0.151, rope 0.224 (add 0.289
+    and rope 0.252 with the family's L2 credit); with the ``torch`` stack and the launch they were 0.78, 0.49, 0.44,
+    0.24, 0.80, 0.40 (result.json of the run)."""
+    want = {"norm": 0.041, "embedding": 0.033, "elementwise": 0.090, "activation": 0.218, "add": 0.151,
+            "rope": 0.224}
     got = scored["8b"].per_kind
     for kind, w in want.items():
         assert got[kind].wape == pytest.approx(w, abs=0.01), kind
@@ -175,16 +177,17 @@ def test_memory_op_kinds(scored: dict[str, TorchValidation]) -> None:
 
 def test_collect_cuda_eager_steps_held_out(runs: dict[str, RecordedTorchRun]) -> None:
     """validation/measured/h200/steps.csv, eager rows (1B/3B/8B, batch 1-128; held out): decode 0.189 (was
-    0.595 as kernels alone), prefill 0.111 (0.080 as kernels alone with the ``torch`` stack: the large prefills'
-    memory-bound ops are slow under torch-step). The decode miss is host noise: the same 3B module's decode
-    took 12.6-21.9 ms across configurations whose GPU work is 3-7 ms; the model gives 14.3 ms for all."""
+    0.595 as kernels alone), prefill 0.055 (0.080 as kernels alone with the ``torch`` stack; 0.111 while torch-step
+    took the L2 credit, which made the large prefills' memory-bound ops slow). The decode miss is host noise: the same
+    3B module's decode took 12.6-21.9 ms across configurations whose GPU work is 3-7 ms; the model gives 14.3 ms
+    for all."""
     cost = CudaStepCost(load_gpu("h200-sxm-141gb"))
     ops = runs["1b"].steps[1].graph.ops
     vpl = sum(not o.costs for o in ops) / sum(o.costs for o in ops)
     f = read_measured("xpusim-steps", H200 / "steps.csv")
     from workloads.accuracy import ErrorStats
 
-    for name, want in (("decode.eager", 0.189), ("prefill.eager", 0.111)):
+    for name, want in (("decode.eager", 0.189), ("prefill.eager", 0.055)):
         recs = [r for r in f.records if r.op == name]
         st = ErrorStats.from_pairs([cost.kernels_step_time(r.ops, vpl) for r in recs], [r.seconds for r in recs])
         assert st.n == 18 and st.wape == pytest.approx(want, abs=0.01), name
@@ -196,3 +199,27 @@ def test_unknown_host_profile_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="h200-xeon-torch2.11"):
         load_host("no-such-host")
     assert dataclasses.is_dataclass(load_host("h200-xeon-torch2.11"))
+
+
+def test_torch_step_takes_no_l2_credit() -> None:
+    """``l2_credit = false`` (torch-step): a residual add moves its bytes at one rate whether they fit in half the
+    L2 (12 MiB of a 60 MiB L2) or not (48 MiB): the body per byte is equal. The ``torch`` stack keeps the
+    family's credit (Hopper ``l2_bw_mult`` = 2): the small add is faster per byte by more than 30 %.
+    A non-boolean value is a ConfigError naming the key."""
+    from hwmodels.kernels import GPUKernelModel
+    from hwmodels.kernels.stack import parse_stack
+    from workloads.errors import ConfigError
+    from workloads.ops import MemoryOp, OpKind
+
+    gpu = load_gpu("h200-sxm-141gb")
+
+    def body_per_byte(stack: str, nbytes: int) -> float:
+        op = MemoryOp("add", OpKind.ADD, 4096, nbytes * 2 // 3, nbytes // 3, 0.0)
+        t, bd = GPUKernelModel(gpu, stack=stack).cost(op)
+        return bd["memory_s"] / nbytes
+
+    small, large = 12 * 2**20, 48 * 2**20
+    assert body_per_byte("torch-step", small) == pytest.approx(body_per_byte("torch-step", large), rel=1e-9)
+    assert body_per_byte("torch", small) < 0.7 * body_per_byte("torch", large)
+    with pytest.raises(ConfigError, match="l2_credit"):
+        parse_stack({"extends": "torch", "stack": {"l2_credit": "no"}}, file="x.toml", name="x")

@@ -24,6 +24,8 @@ from workloads.ops import MemoryOp, OpKind
 
 
 def l2_hit_fraction(gpu: GPUSpec, working_set: float) -> float:
+    """Share of traffic served by L2: 1 up to half the L2, falling linearly to 0 at the full L2; a
+    ``working_set`` of ``inf`` never hits (a stack without the L2 credit, :attr:`Stack.l2_credit`)."""
     l2 = gpu.l2_cache_bytes
     if l2 <= 0:
         return 0.0
@@ -98,7 +100,8 @@ def gather_cost(op: MemoryOp, gpu: GPUSpec, cal: Calibration, stack: Stack) -> t
 def memory_op_cost(op: MemoryOp, gpu: GPUSpec, cal: Calibration, stack: Stack) -> tuple[float, dict[str, float]]:
     """``kernels`` launches (the op's own count, times the stack's): a row kernel's latency chain plus
     its transfer (:func:`_row_time`); a grid kernel's one latency or its bytes at the bandwidth the
-    stack's kernel reaches, whichever is longer."""
+    stack's kernel reaches, whichever is longer. A stack without the L2 credit (``l2_credit = false``)
+    moves the bytes at the DRAM-side rate wherever they sit."""
     if op.tokens <= 0:
         return 0.0, {}
     if op.kind is OpKind.EMBEDDING:
@@ -108,12 +111,14 @@ def memory_op_cost(op: MemoryOp, gpu: GPUSpec, cal: Calibration, stack: Stack) -
     per_kernel = op.bytes / kernels
     if impl.geometry is Geometry.ROW:
         width = op.bytes_written / (kernels * op.tokens * 2.0)  # 16-bit elements per row
-        chain, mem = _row_time(op.tokens, width, per_kernel / op.tokens, impl, gpu, cal, per_kernel)
+        ws = per_kernel if stack.l2_credit else math.inf
+        chain, mem = _row_time(op.tokens, width, per_kernel / op.tokens, impl, gpu, cal, ws)
         body = kernels * (chain + mem)
     else:
         chain = impl.passes * cal.mem_latency_s
         ctas = max(float(op.tokens), per_kernel / ROW_BYTES_PER_CTA)
-        mem = stream_time(gpu, cal, per_kernel, ctas, impl.bw_eff)
+        mem = stream_time(gpu, cal, per_kernel, ctas, impl.bw_eff,
+                          None if stack.l2_credit else math.inf)
         body = kernels * max(chain, mem)
     launch = kernels * cal.launch_s
     return launch + body, {"memory_s": kernels * mem, "chain_s": kernels * chain, "launch_s": launch,

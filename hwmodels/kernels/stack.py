@@ -72,6 +72,9 @@ class Stack:
     # CUDA-event time of one isolated SDPA call beyond its kernels' device time; a stack timed by the
     # profiler's device time subtracts it from the attention constants (fitted on event-timed files)
     attention_event_s: float = 0.0
+    # memory-bound kernels read a working set that fits in L2 at the family's l2_bw_mult x the DRAM rate;
+    # False: at the DRAM rate wherever their bytes sit (eager kernels whose rate the kernel sets, not the data)
+    l2_credit: bool = True
     attention_kernel: str | None = None  # attention kernel the stack runs on every family (None: the family's own)
     # per family, where it differs by GPU generation: ((family, kernel), ...); wins over attention_kernel
     attention_kernel_by_family: tuple[tuple[str, str], ...] = ()
@@ -143,7 +146,7 @@ def parse_stack(data: dict[str, Any], *, file: str, name: str) -> Stack:
     s = data.get("stack", {} if parent is not None else None)
     if not isinstance(s, dict):
         raise ConfigError("missing required table", file=file, field="[stack]")
-    reject_unknown(s, (*STACK_KEYS, *OPTIONAL_KEYS, "attention_kernel"), file=file, section="stack")
+    reject_unknown(s, (*STACK_KEYS, *OPTIONAL_KEYS, "attention_kernel", "l2_credit"), file=file, section="stack")
     vals: dict[str, Any] = {k: get_number(s, k, file=file, section="stack", allow_zero=True,
                                           integer=k in _INT_KEYS) for k in STACK_KEYS
                             if parent is None or k in s}
@@ -151,6 +154,10 @@ def parse_stack(data: dict[str, Any], *, file: str, name: str) -> Stack:
                  for k, d in OPTIONAL_KEYS.items() if parent is None or k in s})
     if parent is None or "attention_kernel" in s:
         vals.update(_attention_kernel(s, file))
+    if "l2_credit" in s:
+        if not isinstance(s["l2_credit"], bool):
+            raise ConfigError("must be true or false", file=file, field="stack.l2_credit", value=s["l2_credit"])
+        vals["l2_credit"] = s["l2_credit"]
     ops = _parse_impls(data, file)
     src = data.get("source", {})
     source = str(src.get("fitted_on", "")) if isinstance(src, dict) else ""
