@@ -1,0 +1,31 @@
+"""Terminal tables shared by the commands: the n / WAPE / MAPE table every ``xpusim validate`` prints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rich.console import Console
+from rich.table import Table
+
+from workloads.accuracy import ErrorStats
+
+
+def error_table(title: str, key: str, rows: Iterable[tuple[str, ErrorStats]],
+                totals: Iterable[tuple[str, ErrorStats]] = ()) -> Table:
+    """One row per ``(name, stats)``, then the ``totals`` rows in bold."""
+    table = Table(title=title)
+    for col in (key, "n", "WAPE", "MAPE"):
+        table.add_column(col, justify="left" if col == key else "right")
+    for name, s in rows:
+        table.add_row(name, str(s.n), f"{s.wape:.3f}", f"{s.mape:.3f}")
+    for name, s in totals:
+        table.add_row(f"[bold]{name}[/bold]", str(s.n), f"[bold]{s.wape:.3f}[/bold]", f"[bold]{s.mape:.3f}[/bold]")
+    return table
+
+
+def print_error_table(title: str, key: str, rows: Iterable[tuple[str, ErrorStats]],
+                      totals: Iterable[tuple[str, ErrorStats]] = ()) -> Console:
+    """Print :func:`error_table` on stdout; returns the console for any lines after it."""
+    console = Console()
+    console.print(error_table(title, key, rows, totals))
+    return console
