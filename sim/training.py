@@ -49,7 +49,7 @@ from hwmodels.network.collectives import CollectiveOp, Geometry, collective_time
 from hwmodels.network.topology import Cluster
 from hwmodels.train_memory import TrainMemory, check_fits, train_memory
 from workloads.model_spec import ModelSpec
-from workloads.ops import MemoryOp, OpKind
+from workloads.ops import Gemm, MemoryOp, OpKind
 from workloads.train_ops import (
     Recompute,
     Schedule,
@@ -63,7 +63,13 @@ from workloads.train_ops import (
 
 DEFAULT_STACK = "cublas"          # Megatron's GEMMs are cuBLAS calls; memory-bound ops fused grid kernels
 DEFAULT_BUCKET_PARAMS = 40_000_000  # Megatron-LM DistributedDataParallel bucket size (params)
-ADAM_BYTES_PER_PARAM = 30.0       # fused Adam: reads fp32 grad, master, m, v (16 B); writes master, m, v, fp16 (14 B)
+# Megatron-LM's mixed-precision optimizer step (``Float16OptimizerWithFloat16Params.step``), passes over
+# the (sharded) fp32 state, bytes per parameter (read, written):
+UNSCALE_BYTES = (4.0, 4.0)        # _amp_foreach_non_finite_check_and_unscale_ on the fp32 main grads
+GRAD_NORM_BYTES = (4.0, 0.0)      # clip_grad_norm_fp32: multi_tensor_l2norm over the grads
+ADAM_BYTES = (16.0, 12.0)         # apex FusedAdam: reads grad, master, m, v; writes master, m, v
+COPY_BYTES = (4.0, 2.0)           # _copy_main_params_to_model_params: fp32 master -> 16-bit weights
+ZERO_GRAD_BYTES = (0.0, 4.0)      # zero_grad_buffer: the fp32 main_grad buffer cleared before the step
 
 # ---- schedules -----------------------------------------------------------------------------------
 Item = tuple[bool, int, int]  # (is_forward, micro-batch, chunk)
@@ -140,10 +146,36 @@ class StageCosts:
                                                   geo=tp_geo).time_s
             return self._memo[key], f"tp_{op.comm.collective}"
         assert op.op is not None
-        key = op.op
+        key = (op.op, op.fp32_accumulate)
         if key not in self._memo:
-            self._memo[key] = self.kernels.time(op.op)
+            if op.fp32_accumulate and isinstance(op.op, Gemm):
+                self._memo[key] = self.fp32_accumulate_time(op.op)
+            else:
+                self._memo[key] = self.kernels.time(op.op)
         return op.scale * self._memo[key], None
+
+    def fp32_accumulate_time(self, g: Gemm) -> float:
+        """A weight-gradient GEMM that accumulates into Megatron's fp32 ``main_grad`` (``C += A B``, C fp32,
+        beta = 1; apex ``wgrad_gemm_accum_fp32``): the kernel model's time for the 16-bit GEMM, with C
+        read and written in fp32 (8 B per element instead of a 16-bit write) added where the kernel model
+        puts C traffic: the epilogue of each round of co-resident CTAs (the C tile through the SM's L2
+        port) and the kernel's DRAM traffic (at the rate the model drew for this GEMM), combined by the
+        same rule (the larger of compute and memory plus ``gemm_overlap_loss`` of the smaller)."""
+        t, bd = self.kernels.cost(g)
+        cal, gpu = self.kernels.cal, self.kernels.gpu
+        extra_per_elem = 8.0 - g.dtype.bytes
+        split = bd.get("split_k", 1.0)
+        nbytes = g.bytes + (8.0 * g.m * g.n * split if split > 1 else 0.0)
+        c0, m0 = bd["compute_s"], bd["memory_s"]
+        rounds = math.ceil(bd["waves"] / bd["ctas_per_sm"])
+        feed_sm = cal.gemm_l2_bytes_per_clk_sm * (gpu.boost_clock_hz or 1.5e9)
+        c1 = c0 + rounds * bd["tile_m"] * bd["tile_n"] * extra_per_elem / feed_sm
+        m1 = m0 + m0 / nbytes * extra_per_elem * g.m * g.n
+
+        def comb(c: float, m: float) -> float:
+            return max(c, m) + cal.gemm_overlap_loss * min(c, m)
+
+        return t + comb(c1, m1) - comb(c0, m0)
 
     def pass_cost(self, ops: Sequence[TrainOp], tp_geo: Geometry | None) -> PassCost:
         pc = PassCost()
@@ -287,10 +319,18 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
     # TP collectives: per GPU, the worst stage's sum (every stage runs them; report stage 0's share)
     exposed = {k: t / p for k, t in exposed.items()}
     exposed["pp_send_recv"] = max(wait_comm_ns) / 1e9 if p > 1 else 0.0
-    finish = []
+    sync_end: list[float] = []
     dp_exposed = 0.0
     param_gather = 0.0
-    optim_s = 0.0
+    opt_pre: list[float] = []
+    opt_norm: list[float] = []
+    opt_post: list[float] = []
+    zero_grad: list[float] = []
+
+    def pass_s(name: str, n_params: float, rw: tuple[float, float]) -> float:
+        op = MemoryOp(name, OpKind.ELEMENTWISE, max(1, int(n_params // 4096)), rw[0] * n_params, rw[1] * n_params)
+        return costs.kernels.time(op)
+
     for s in range(p):
         t_end = end_ns[s] / 1e9
         params = {c: layers_per_chunk * model.layer_params() / lay.tp for c in range(v)}
@@ -312,22 +352,39 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
                 for k in range(nb):
                     ready_t = b0 + (k + 1) / nb * (b1 - b0)
                     stream = max(stream, ready_t) + t_b
-        sync_end = max(t_end, stream)
-        dp_exposed = max(dp_exposed, sync_end - t_end)
-        shard = (stage_params + (params[0] - layers_per_chunk * model.layer_params() / lay.tp if s == 0 else 0.0)
-                 ) / (lay.dp if lay.zero >= 1 else 1)
-        opt = MemoryOp("adam_step", OpKind.ELEMENTWISE, max(1, int(shard // 4096)), 16.0 * shard, 14.0 * shard)
-        t_opt = costs.kernels.time(opt)
-        optim_s = max(optim_s, t_opt)
+        sync_end.append(max(t_end, stream))
+        dp_exposed = max(dp_exposed, sync_end[-1] - t_end)
+        full_params = stage_params + (params[0] - layers_per_chunk * model.layer_params() / lay.tp if s == 0 else 0.0)
+        shard = full_params / (lay.dp if lay.zero >= 1 else 1)
+        opt_pre.append(pass_s("unscale_check_inf", shard, UNSCALE_BYTES))
+        opt_norm.append(pass_s("grad_norm", shard, GRAD_NORM_BYTES))
+        t_opt = pass_s("adam_step", shard, ADAM_BYTES) + pass_s("copy_main_to_model", shard, COPY_BYTES)
         gather = 0.0
         if lay.zero >= 1 and lay.dp > 1:
             dgeo = _geo(cluster, tuple(_rank(lay, s, d) for d in range(lay.dp)))
             gather = collective_time(None, CollectiveOp.ALL_GATHER, sum(params.values()) * lay.dtype.bytes,
                                      geo=dgeo).time_s
         param_gather = max(param_gather, gather)
-        finish.append(sync_end + t_opt + gather)
-    step = max(finish)
+        opt_post.append(t_opt + gather)
+        zero_grad.append(pass_s("zero_grad_buffer", sum(params.values()), ZERO_GRAD_BYTES))
+    # tied input/output embedding (Megatron GPT): the first and last stage hold a copy of the word
+    # embedding and all-reduce its fp32 gradient (``_allreduce_embedding_grads``, after the DP reduction)
+    emb_s = 0.0
+    if p > 1 and model.tied_embeddings:
+        egeo = _geo(cluster, (_rank(lay, 0), _rank(lay, p - 1)))
+        emb_s = collective_time(None, CollectiveOp.ALL_REDUCE, model.vocab_size * model.hidden_size / lay.tp * 4.0,
+                                geo=egeo).time_s
+        for s in (0, p - 1):
+            sync_end[s] = max(sync_end[0], sync_end[p - 1]) + emb_s
+    # the optimizer step: the found-inf flag and the gradient norm are all-reduced over the model-parallel
+    # group (every stage waits for the slowest: two barriers), then Adam and the copy to the 16-bit
+    # weights (and ZeRO's all-gather); the grad buffer is zeroed before the step's first forward, which
+    # delays the pipeline's start on stage 0 (the other stages zero while they wait for their input)
+    optim_s = max(opt_pre) + max(opt_norm) + max(opt_post)
+    step = max(a + b for a, b in zip(sync_end, opt_pre, strict=True)) + max(opt_norm) + max(opt_post) + zero_grad[0]
     exposed["dp_grad_reduce"] = dp_exposed
+    if emb_s:
+        exposed["pp_embedding_all_reduce"] = emb_s
     if param_gather:
         exposed["dp_param_all_gather"] = param_gather
     if zero3_gather:

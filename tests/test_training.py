@@ -145,14 +145,12 @@ TABLE5 = {
     "530B": (105, 20480, 128, 35, 1, 280, 3, 49.05, 37.83),
     "1T": (128, 25600, 160, 64, 1, 512, 1, 94.42, 71.49),
 }
-# simulated / published - 1 as built (cublas stack, A100 calibration, Megatron-2022 unfused attention), the
-# figures the xfail reasons quote (all eight in docs/training.md); none of them was used to set a constant
-MISSED = ("the kernel model prices the GEMMs at the isolated-benchmark rate (~265-273 TFLOP/s, cf. LLMCompass "
-          "2048x12288x12288: 262 measured) and the memory-bound ops at ~0.95 of HBM; the sustained training rate "
-          "is lower (clock under power, fp32 wgrad accumulation into main_grad, launch gaps, tied-embedding "
-          "all-reduce and grad-norm not modelled)")
-REACHED = {("22B", "full"): -0.108, ("22B", "sel"): -0.158, ("175B", "full"): -0.106, ("175B", "sel"): -0.140,
-           ("530B", "full"): -0.113, ("530B", "sel"): -0.150, ("1T", "full"): -0.109, ("1T", "sel"): -0.119}
+# simulated / published - 1 as built (cublas stack, A100 calibration, Megatron-2022 unfused attention, the
+# Megatron-2022 passes: fp32 main_grad accumulation in the weight-gradient GEMMs, bias gradients, the
+# vocab-parallel cross-entropy, the optimizer's unscale / grad-norm / copy / zero-grad passes and the
+# tied-embedding all-reduce): the figures docs/training.md quotes; none of them was used to set a constant
+REACHED = {("22B", "full"): -0.078, ("22B", "sel"): -0.124, ("175B", "full"): -0.087, ("175B", "sel"): -0.118,
+           ("530B", "full"): -0.095, ("530B", "sel"): -0.128, ("1T", "full"): -0.091, ("1T", "sel"): -0.097}
 
 
 def _table5(name: str, mode: str) -> tuple[float, float]:
@@ -166,11 +164,49 @@ def _table5(name: str, mode: str) -> tuple[float, float]:
     return rep.step_time_s, full if mode == "full" else sel
 
 
-@pytest.mark.parametrize(("name", "mode"), [
-    pytest.param(n, md, marks=pytest.mark.xfail(strict=True, reason=f"{REACHED[n, md]:+.3f} vs 10%: {MISSED}"))
-    for n, md in (("175B", "full"), ("1T", "full"), ("1T", "sel"))])
+@pytest.mark.parametrize(("name", "mode"), [("175B", "full"), ("1T", "full"), ("1T", "sel")])
 def test_table5_targets(name: str, mode: str) -> None:
     """Issue 5's targets: GPT-3 175B full recompute and 1T (full; SP + selective) within 10%."""
     sim, paper = _table5(name, mode)
     assert sim == pytest.approx(paper, rel=0.10)
 
+
+@pytest.mark.parametrize(("name", "mode"), sorted(REACHED))
+def test_table5_figures_as_documented(name: str, mode: str) -> None:
+    """Every Table 5 row at the figure docs/training.md quotes (to 0.005), so a change that moves the
+    validation shows here; the model stays fast on every row (the sign, not a tolerance)."""
+    sim, paper = _table5(name, mode)
+    assert sim / paper - 1 == pytest.approx(REACHED[name, mode], abs=0.005)
+    assert sim < paper
+
+
+def test_wgrad_accumulates_into_fp32_main_grad() -> None:
+    """The 1T QKV weight gradient (25600 x 9600 over 2048 tokens, fp16, TP 8) accumulating into fp32
+    main_grad: the C traffic grows by 6 B per element (fp32 read + write instead of a 16-bit write), 1.47 GB.
+    The kernel is compute-bound, so the added time lies between 0 and that traffic streamed at full HBM
+    bandwidth (2.04 TB/s, A100 80GB) plus the epilogue's share (bounded here by the same traffic at the L2
+    port's rate, which is higher)."""
+    from sim.training import StageCosts
+    from workloads.ops import Gemm
+
+    g = Gemm("qkv_proj_wgrad", 25600, 9600, 2048, DType.FP16)
+    costs = StageCosts(load_gpu("a100-sxm-80gb"))
+    plain, acc = costs.kernels.time(g), costs.fp32_accumulate_time(g)
+    extra_bytes = 6.0 * 25600 * 9600
+    assert 0 < acc - plain < 2 * extra_bytes / 2.039e12
+
+
+def test_bias_grads_and_tied_embedding_all_reduce() -> None:
+    """A Megatron GPT layer's backward reduces four bias gradients (QKV, O, FC1, FC2); a bias-free Llama
+    none. With PP > 1 the first and last stage all-reduce the tied embedding's gradient; PP 1 does not."""
+    gpt = load_train_model(GPT.format(4, 1024, 16))
+    names = [op.name for op in layer_passes(gpt, TrainLayout(tp=2, global_batch=2)).backward]
+    assert sum(n.endswith("_bias_grad") for n in names) == 4
+    llama = load_train_model("llama-2-13b")
+    assert not any(op.name.endswith("_bias_grad")
+                   for op in layer_passes(llama, TrainLayout(tp=2, global_batch=2)).backward)
+    gpu, cl = load_gpu("a100-sxm-80gb"), load_cluster("dgx-a100-superpod", gpus=8)
+    two = simulate_training(gpt, TrainLayout(tp=2, pp=2, global_batch=4), gpu, cl)
+    one = simulate_training(gpt, TrainLayout(tp=2, pp=1, global_batch=4), gpu, cl)
+    assert two.exposed_comm_s["pp_embedding_all_reduce"] > 0
+    assert "pp_embedding_all_reduce" not in one.exposed_comm_s

@@ -84,6 +84,10 @@ class TrainOp:
     op: Op | None = None
     comm: TPComm | None = None
     scale: float = 1.0
+    # a weight-gradient GEMM that accumulates into Megatron's fp32 ``main_grad`` (C read and written in
+    # fp32, beta = 1: apex ``fused_weight_gradient_mlp_cuda.wgrad_gemm_accum_fp32``, Megatron-LM's
+    # ``--gradient-accumulation-fusion`` in ``LinearWithGradAccumulationAndAsyncCommunication``)
+    fp32_accumulate: bool = False
 
     @property
     def name(self) -> str:
@@ -222,10 +226,19 @@ def _mem(name: str, kind: OpKind, tokens: int, read: float, write: float, flops:
     return TrainOp(MemoryOp(name, kind, tokens, read, write, flops=flops))
 
 
-def _gemm_bwd(g: Gemm) -> list[TrainOp]:
-    """dX[m, k] = dY[m, n] W^T and dW[k, n] = X^T dY: two GEMMs of the forward's FLOPs."""
+def _gemm_bwd(g: Gemm, weight: bool = True) -> list[TrainOp]:
+    """dX[m, k] = dY[m, n] W^T and dW[k, n] = X^T dY: two GEMMs of the forward's FLOPs; a weight's
+    gradient accumulates into the fp32 ``main_grad`` (Megatron's gradient-accumulation fusion), the
+    attention core's B operand (K, V: activations) gets a plain 16-bit gradient (``weight=False``)."""
     return [TrainOp(Gemm(f"{g.name}_dgrad", g.m, g.k, g.n, g.dtype)),
-            TrainOp(Gemm(f"{g.name}_wgrad", g.k, g.n, g.m, g.dtype))]
+            TrainOp(Gemm(f"{g.name}_wgrad", g.k, g.n, g.m, g.dtype), fp32_accumulate=weight)]
+
+
+def _bias_grad(name: str, rows: int, cols: int, eb: int) -> TrainOp:
+    """A bias gradient: the sum over the rows of the incoming gradient (Megatron's ``grad_output.sum(dim=0)``
+    in the linear layer's backward, or autograd's reduction of the fused bias-GeLU / bias-dropout-add
+    kernels' broadcast bias): one read of ``rows x cols`` elements, ``cols`` fp32 written."""
+    return _mem(f"{name}_bias_grad", OpKind.ELEMENTWISE, rows, rows * cols * eb, cols * 4.0, float(rows * cols))
 
 
 def _mem_bwd(op: TrainOp) -> TrainOp:
@@ -279,10 +292,18 @@ def layer_passes(model: ModelSpec, layout: TrainLayout) -> LayerPasses:
     fwd: list[TrainOp] = [ln1, *tp_comm("attn_in", "f"), TrainOp(qkv), *core_fwd, TrainOp(o),
                           *tp_comm("attn_out", "g"), bda1, ln2, *tp_comm("mlp_in", "f"), TrainOp(fc1), act_op,
                           TrainOp(fc2), *tp_comm("mlp_out", "g"), bda2]
-    bwd: list[TrainOp] = [_mem_bwd(bda2), *tp_comm_bwd("mlp_out", "g"), *_gemm_bwd(fc2), _mem_bwd(act_op),
-                          *_gemm_bwd(fc1), *tp_comm_bwd("mlp_in", "f"), _mem_bwd(ln2), _mem_bwd(bda1),
-                          *tp_comm_bwd("attn_out", "g"), *_gemm_bwd(o), *core_bwd, *_gemm_bwd(qkv),
-                          *tp_comm_bwd("attn_in", "f"), _mem_bwd(ln1)]
+    def bias(name: str, rows: int, cols: int, has: bool) -> list[TrainOp]:
+        return [_bias_grad(name, rows, cols, eb)] if has else []
+
+    # the row-parallel biases (O, FC2) are added in the bias-dropout-add on the (SP-split) rows; the
+    # column-parallel ones (QKV, FC1: in the fused bias-GeLU) on all rows of this rank's columns
+    bwd: list[TrainOp] = [_mem_bwd(bda2), *bias("mlp_fc2", ln_tok, h, model.mlp_bias),
+                          *tp_comm_bwd("mlp_out", "g"), *_gemm_bwd(fc2), _mem_bwd(act_op),
+                          *bias("mlp_fc1", tok, mats * ffn, model.mlp_bias), *_gemm_bwd(fc1),
+                          *tp_comm_bwd("mlp_in", "f"), _mem_bwd(ln2), _mem_bwd(bda1),
+                          *bias("attn_out_proj", ln_tok, h, model.out_bias), *tp_comm_bwd("attn_out", "g"),
+                          *_gemm_bwd(o), *core_bwd, *bias("qkv_proj", tok, qkv.n, model.qkv_bias),
+                          *_gemm_bwd(qkv), *tp_comm_bwd("attn_in", "f"), _mem_bwd(ln1)]
     if layout.recompute is Recompute.FULL:
         rec = tuple(fwd)
     elif layout.recompute is Recompute.SELECTIVE and layout.attention is AttentionImpl.UNFUSED:
@@ -314,10 +335,15 @@ def _attention_core(layout: TrainLayout, q_heads: int, kv_heads: int, d: int,
     pv = Gemm("attn_pv", batches * s, d, s, dt)
     softmax = _mem("scale_mask_softmax", OpKind.ELEMENTWISE, tok, scores * eb, scores * eb, 5.0 * scores)
     dropout = _mem("attn_dropout", OpKind.ELEMENTWISE, tok, scores * eb, scores * (eb + 1), float(scores))
-    fwd = [*pre, TrainOp(qk), softmax, dropout, TrainOp(pv)]
+    # the context [b a/t, s, d] back to [s, b, h/t]: Megatron's ``context_layer.permute(2, 0, 1, 3).contiguous()``,
+    # a copy; its backward is the inverse permute-copy of the gradient
+    ctx_b = tok * q_heads * d * eb
+    ctx_copy = _mem("context_permute", OpKind.ELEMENTWISE, tok, ctx_b, ctx_b)
+    fwd = [*pre, TrainOp(qk), softmax, dropout, TrainOp(pv), ctx_copy]
     # backward: dP = dO V^T, dV = P^T dO (PV's two gradients), dropout and softmax backward (read the
     # gradient and the saved output / mask), dQ = dS K, dK = dS^T Q (QK^T's two gradients)
-    bwd = [*_gemm_bwd(pv), _mem_bwd(dropout), _mem_bwd(softmax), *_gemm_bwd(qk), *[_mem_bwd(p) for p in pre]]
+    bwd = [_mem("context_permute_bwd", OpKind.ELEMENTWISE, tok, ctx_b, ctx_b), *_gemm_bwd(pv, False), _mem_bwd(dropout),
+           _mem_bwd(softmax), *_gemm_bwd(qk, False), *[_mem_bwd(p) for p in pre]]
     return fwd, bwd
 
 
@@ -336,10 +362,18 @@ def head_passes(model: ModelSpec, layout: TrainLayout) -> tuple[LayerPasses, Lay
     vocab = math.ceil(model.vocab_size / t)
     lm = Gemm("lm_head", tok, vocab, h, dt)
     ln = _mem("final_layernorm", OpKind.NORM, ln_tok, ln_tok * h * eb, ln_tok * h * eb, 5.0 * ln_tok * h)
-    ce = _mem("cross_entropy", OpKind.ELEMENTWISE, tok, tok * vocab * eb, tok * vocab * 4, 5.0 * tok * vocab)
+    # Megatron's vocab-parallel cross-entropy (``_VocabParallelCrossEntropy`` on ``logits.float()``), passes over
+    # the [tokens, V/t] logits: the fp32 copy (read 16-bit, write 4 B), max (read 4), subtract the max in
+    # place (4 + 4), exp in place (4 + 4), sum (4), divide by the sum in place (4 + 4; the softmax kept for
+    # backward). Backward: the gradient scaled in place by the loss gradient (4 + 4), then cast back to
+    # the GEMM's dtype (4 + eb). The all-reduces of [tokens] max / sum / target logit are not costed.
+    n_logit = tok * vocab
+    ce = _mem("cross_entropy", OpKind.ELEMENTWISE, tok, n_logit * (eb + 20), n_logit * 16.0, 5.0 * n_logit)
+    ce_bwd = _mem("cross_entropy_bwd", OpKind.ELEMENTWISE, tok, n_logit * 8.0, n_logit * (4.0 + eb),
+                  float(n_logit))
     comm = [TrainOp(comm=TPComm("lm_head_in", "all_gather", tok * h * eb, t))] if sp else []
     last = LayerPasses((ln, *comm, TrainOp(lm), ce),
-                       (_mem_bwd(ce), *_gemm_bwd(lm), _mem_bwd(ln)), ())
+                       (ce_bwd, *_gemm_bwd(lm), _mem_bwd(ln)), ())
     return first, last
 
 
