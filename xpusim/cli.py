@@ -49,6 +49,7 @@ def _register() -> None:
         collective_cmd,
         demo_cmd,
         ops_cmd,
+        plan_cmd,
         serve_cmd,
         split_cmd,
         torch_cmd,
@@ -63,6 +64,7 @@ def _register() -> None:
     torch_cmd.register(validate)
     train_cmd.register(simulate)
     demo_cmd.register(cli)
+    plan_cmd.register(cli)
 
 
 _register()

@@ -1,0 +1,142 @@
+"""The serving planner (planners/serve.py, planners/capacity.py) and ``xpusim plan serve``.
+
+The ILP is held to an exhaustive grid over machine counts with the same capacities, constraints and
+objective (its answers must be equal, not close); the verified plan is re-simulated independently.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from hwmodels.machines import load_machine
+from planners.capacity import Capacity, Mix, capacities
+from planners.serve import Layout, Objective, grid, plan_serve, solve, solve_max_rate
+from sim.split import Pool, SplitConfig, simulate_split
+from sim.split_metrics import SPLITWISE_SLO, summarize_split
+from workloads.catalog import load_model
+from workloads.errors import Infeasible
+from workloads.traces import load_workload
+from xpusim.cli import cli
+
+MODEL = load_model("llama-2-70b")
+MACHINES = [load_machine(m) for m in ("dgx-a100", "dgx-h100", "dgx-h100-pcap")]
+
+
+@pytest.fixture(scope="module")
+def mix() -> Mix:
+    return Mix.of(load_workload("azure-conv", rate=20, duration_s=30, seed=0))
+
+
+@pytest.fixture(scope="module")
+def caps(mix: Mix) -> list[Capacity]:
+    return capacities(MODEL, MACHINES, (2, 4, 8), mix, tbt_slowdown=SPLITWISE_SLO["tbt"][0])
+
+
+def test_capacities_are_physical(caps: list[Capacity]) -> None:
+    """Llama-2-70B fits TP2 and up on 80 GB GPUs (140 GB of weights); H100 prefills faster than A100 at
+    every TP (compute-bound), the 70 % cap slows prefill by at most 1 / 0.7^(1/3) = 1.126x
+    (hwmodels/machines.py) and decode by < 2 % (memory-bound), and the decode batch never exceeds the KV."""
+    by = {c.key: c for c in caps}
+    assert {c.tp for c in caps} == {2, 4, 8}
+    for tp in (2, 4, 8):
+        a, h, hc = by[f"dgx-a100/tp{tp}"], by[f"dgx-h100/tp{tp}"], by[f"dgx-h100-pcap/tp{tp}"]
+        assert h.prefill_tokens_s > a.prefill_tokens_s
+        assert 1.0 <= h.prefill_tokens_s / hc.prefill_tokens_s <= 0.7 ** (-1 / 3) + 1e-9
+        assert hc.decode_tokens_s / h.decode_tokens_s > 0.98
+    for c in caps:
+        assert c.decode_batch >= 1
+
+
+@pytest.mark.parametrize("objective", list(Objective))
+@pytest.mark.parametrize("rate,budget", [(5.0, None), (20.0, None), (20.0, 300.0)])
+def test_ilp_equals_exhaustive_grid(caps: list[Capacity], mix: Mix, objective: Objective, rate: float,
+                                    budget: float | None) -> None:
+    """The k best distinct type choices: the same objective values, best first, as every machine count
+    of every type choice enumerated (budget, when given, in the objective's unit: $/h, or W for power)."""
+    if objective is Objective.POWER and budget is not None:
+        budget *= 200.0        # 300 $/h -> 60 kW: a cap that binds for some type choices at 20 req/s
+    kw = dict(objective=objective, k=6, max_count=24, budget=budget)
+    got = solve(caps, mix, rate, **kw)   # type: ignore[arg-type]
+    ref = grid(caps, mix, rate, **kw)    # type: ignore[arg-type]
+    assert [c.objective for c in got] == pytest.approx([c.objective for c in ref], rel=1e-12)
+    assert len({c.types for c in got}) == len(got)             # distinct type choices
+    dp, dd = 1.2 * rate * mix.mean_prompt, 1.2 * rate * mix.mean_decode
+    for c in got:                                              # every candidate meets the demand it claims
+        roles = {r: (cp, n) for r, cp, n in c.pools}
+        if c.layout is Layout.SPLIT:
+            assert roles["prefill"][0].prefill_tokens_s * roles["prefill"][1] >= dp
+            assert roles["decode"][0].decode_tokens_s * roles["decode"][1] >= dd
+        else:
+            assert roles["colocated"][0].colocated_rps * roles["colocated"][1] >= 1.2 * rate
+
+
+def test_max_rate_equals_grid(caps: list[Capacity], mix: Mix) -> None:
+    """--max-rate: the ILP's best rate within $300/h equals the best over every count pair within it."""
+    budget, h, u = 300.0, 1.2, 24
+    best = 0.0
+    for p in caps:
+        for d in caps:
+            for nx in range(1, u + 1):
+                for ny in range(1, u + 1):
+                    if nx * p.objective("cost") + ny * d.objective("cost") <= budget:
+                        best = max(best, min(nx * p.prefill_tokens_s / mix.mean_prompt,
+                                             ny * d.decode_tokens_s / mix.mean_decode) / h)
+        nz = min(u, math.floor(budget / p.objective("cost")))
+        best = max(best, nz * p.colocated_rps / h)
+    got = solve_max_rate(caps, mix, budget, k=2, max_count=u, headroom=h)
+    assert got[0].rate == pytest.approx(best, rel=1e-6)
+    assert got[0].cost_per_hour <= budget + 1e-9
+    assert got[1].rate <= got[0].rate + 1e-9
+
+
+def test_infeasible_demands_raise(caps: list[Capacity], mix: Mix) -> None:
+    with pytest.raises(Infeasible, match=r"at most 4 machines per pool .* serves 1000 req/s"):
+        solve(caps, mix, 1000.0, max_count=4)
+    with pytest.raises(Infeasible, match=r"within a budget of 10"):
+        solve_max_rate(caps, mix, 10.0)          # cheaper than one machine
+    # Llama-2-70B at TP1: 140 GB of weights on one 80 GB GPU -> no option left
+    assert capacities(MODEL, MACHINES, (1,), mix) == []
+    with pytest.raises(Infeasible, match="no machine x TP option"):
+        solve([], mix, 1.0)
+
+
+def test_verified_plan_meets_slos_in_simulation() -> None:
+    """A small plan (2 req/s for 12 s of arrivals) verified by simulation; the chosen cluster re-simulated
+    here, independently of the planner, meets the Splitwise SLOs."""
+    def workload(r: float):  # type: ignore[no-untyped-def]
+        return load_workload("azure-conv", rate=r, duration_s=12, seed=3)
+
+    plan = plan_serve(MODEL, workload, MACHINES[:2], rate=2.0, tps=(4, 8), slo=SPLITWISE_SLO, k=2, rounds=2,
+                      bisect_steps=1, layouts=(Layout.SPLIT,))
+    assert plan.chosen is not None and plan.chosen.met
+    cd = plan.chosen.candidate
+    roles = {r: (c, n) for r, c, n in cd.pools}
+    (pc, pn), (dc, dn) = roles["prefill"], roles["decode"]
+    res = simulate_split(MODEL, workload(2.0), SplitConfig(Pool(pc.machine, pn, pc.tp), Pool(dc.machine, dn, dc.tp)))
+    assert summarize_split(res, SPLITWISE_SLO)["slo"]["met"]
+    assert all(v.candidate.objective >= cd.objective or not v.met for v in plan.runner_ups)
+
+
+def test_cli_errors_exit_2() -> None:
+    r = CliRunner()
+    base = ["plan", "serve", "--model", "llama-2-70b", "--trace", "azure-conv"]
+    out = r.invoke(cli, [*base, "--rate", "2", "--machines", "dgx-a1000"])
+    assert out.exit_code == 2 and "dgx-a1000" in out.output
+    out = r.invoke(cli, [*base, "--rate", "2", "--max-rate", "--budget", "100", "--machines", "dgx-a100"])
+    assert out.exit_code == 2 and "--max-rate" in out.output
+    out = r.invoke(cli, [*base, "--rate", "1e6", "--duration", "1", "--max-count", "2", "--machines", "dgx-a100"])
+    assert out.exit_code == 2 and "serves 1e+06 req/s" in out.output
+
+
+def test_cli_json() -> None:
+    out = CliRunner().invoke(cli, ["plan", "serve", "--model", "llama-2-70b", "--trace", "azure-conv", "--rate", "1",
+                                   "--duration", "8", "--machines", "dgx-a100", "--tp", "8", "--slo", "none",
+                                   "--k", "2", "--json"])
+    assert out.exit_code == 0, out.output
+    d = json.loads(out.output)
+    assert d["chosen"]["candidate"]["pools"] and d["chosen"]["metrics"]["requests"] > 0
+    assert len(d["runner_ups"]) == 1 and d["capacities"][0]["option"] == "dgx-a100/tp8"

@@ -1,0 +1,116 @@
+"""``xpusim plan serve``: the cheapest (or lowest-power) phase-split or colocated cluster for a rate, verified
+by simulation (:mod:`planners.serve`); ``--max-rate``: the highest rate a budget sustains."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from workloads.errors import ConfigError
+
+
+def _int_list(text: str, name: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"expected comma-separated integers, got {text!r}", field=name, value=text) from None
+    if not vals or min(vals) < 1:
+        raise ConfigError(f"expected positive integers, got {text!r}", field=name, value=text)
+    return vals
+
+
+@click.command("serve")
+@click.option("--model", required=True, help="catalog name, HF id or model file")
+@click.option("--trace", required=True, help="azure-code | azure-conv | trace file | vLLM bench folder")
+@click.option("--rate", type=float, default=None, help="requests/s to serve (not with --max-rate)")
+@click.option("--max-rate", "max_rate", is_flag=True, help="find the highest rate --budget sustains")
+@click.option("--budget", type=float, default=None,
+              help="$/hour (--objective cost) or kW (--objective power): the max-rate budget, or a cap with --rate")
+@click.option("--duration", type=float, default=30.0, show_default=True, help="seconds of arrivals simulated")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--machines", required=True, help="comma-separated machine types (dgx-a100,dgx-h100,dgx-h100-pcap)")
+@click.option("--tp", "tps", default="2,4,8", show_default=True, help="TP degrees to consider")
+@click.option("--slo", default="splitwise", show_default=True, type=click.Choice(["splitwise", "none"]))
+@click.option("--objective", default="cost", show_default=True, type=click.Choice(["cost", "power"]))
+@click.option("--layouts", default="split,colocated", show_default=True, help="split, colocated or both")
+@click.option("--k", "k", default=3, show_default=True, type=int, help="candidates verified by simulation")
+@click.option("--headroom", default=1.2, show_default=True, type=float, help="capacity / demand the ILP keeps")
+@click.option("--max-count", default=64, show_default=True, type=int, help="machines per pool at most")
+@click.option("--rounds", default=3, show_default=True, type=int, help="ILP + simulation rounds")
+@click.option("--bisect", "bisect_steps", default=3, show_default=True, type=int, help="bisection steps on load")
+@click.option("--transfer", default="layerwise", show_default=True,
+              type=click.Choice(["layerwise", "serialized", "none"]))
+@click.option("--engine", default=None, help="engine profile (vllm, vllm-splitwise); default vLLM 0.19")
+@click.option("--json", "as_json", is_flag=True, help="print the plan, runner-ups and metrics as JSON")
+def plan_serve_cmd(model: str, trace: str, rate: float | None, max_rate: bool, budget: float | None,
+                   duration: float, seed: int, machines: str, tps: str, slo: str, objective: str, layouts: str,
+                   k: int, headroom: float, max_count: int, rounds: int, bisect_steps: int, transfer: str,
+                   engine: str | None, as_json: bool) -> None:
+    """Plan a serving cluster (prefill/decode pools or colocated replicas) that meets the SLOs."""
+    from hwmodels.engine import load_engine
+    from hwmodels.machines import load_machine
+    from planners.serve import Layout, Objective, plan_serve
+    from sim.split import TransferMode
+    from sim.split_metrics import SLO_PRESETS
+    from workloads.catalog import load_model
+    from xpusim.commands.serve_cmd import load_cli_workload
+
+    if max_rate == (rate is not None):
+        raise ConfigError("give either --rate or --max-rate (with --budget)", field="rate", value=rate)
+    if max_rate and budget is None:
+        raise ConfigError("--max-rate needs --budget ($/hour, or kW with --objective power)", field="budget")
+    names = [m.strip() for m in machines.split(",") if m.strip()]
+    if not names:
+        raise ConfigError("no machine types given", field="machines", value=machines)
+    mach = [load_machine(n) for n in names]
+    try:
+        lay = [Layout(v.strip()) for v in layouts.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError("expected split, colocated or both", field="layouts", value=layouts) from None
+    obj = Objective(objective)
+    bud = None if budget is None else (budget * 1e3 if obj is Objective.POWER else budget)   # kW -> W
+    m = load_model(model)
+    eng = load_engine(engine) if engine else None
+    cache: dict[float, Any] = {}
+
+    def workload(r: float) -> Any:
+        if r not in cache:
+            cache[r] = load_cli_workload(trace, r, duration, seed)
+        return cache[r]
+
+    plan = plan_serve(m, workload, mach, rate=rate, budget=bud, tps=_int_list(tps, "tp"),
+                      slo=None if slo == "none" else SLO_PRESETS[slo], objective=obj, headroom=headroom, k=k,
+                      max_count=max_count, rounds=rounds, bisect_steps=bisect_steps, engine=eng,
+                      transfer=TransferMode(transfer), layouts=lay)
+    out = plan.to_dict()
+    if as_json:
+        click.echo(json.dumps(out, default=float))
+        return
+    con = Console()
+    t = Table(title=f"{m.name}: " + (f"{rate:g} req/s" if rate is not None else f"max rate within {budget:g}")
+              + f", objective {objective}")
+    for c in ("", "cluster", "$/h", "kW", "SLO met", "sustained req/s", "TTFT p99 x", "TBT p99 x", "E2E p99 x"):
+        t.add_column(c, justify="left" if c in ("", "cluster") else "right")
+    rows = ([("chosen", plan.chosen)] if plan.chosen else []) + [("runner-up", v) for v in plan.runner_ups]
+    for tag, v in rows:
+        cd, s = v.candidate, v.summary
+        t.add_row(tag, cd.label(), "-" if cd.cost_per_hour is None else f"{cd.cost_per_hour:.2f}",
+                  f"{cd.power_w / 1e3:.1f}", str(v.met),
+                  "-" if v.sustained_rps is None else f"{v.sustained_rps:.2f}",
+                  *(f"{s[f'{key}_slowdown']['p99']:.2f}" for key in ("ttft", "tbt", "e2e")))
+    con.print(t)
+    if plan.chosen is None:
+        con.print(f"no candidate met the SLOs in simulation after {len(plan.rounds)} rounds; "
+                  "raise --headroom or --rounds")
+
+
+def register(cli: click.Group) -> None:
+    @cli.group()
+    def plan() -> None:
+        """Plan deployments (ILP, verified by simulation)."""
+
+    plan.add_command(plan_serve_cmd)
