@@ -180,9 +180,19 @@ def _ilp(caps: Sequence[Capacity], mix: Mix, rate: float | None, objective: Obje
         prob += s == 0
     if Layout.COLOCATED not in layouts:
         prob += s == 1
-    for v, sel in ((x, a), (y, b), (z, c)):
+    # per-option count bounds, as tight as the answer allows (a weak big-M makes the branch and bound
+    # slow): minimising, a pool never needs more than ceil(demand / capacity) machines of its one type;
+    # maximising the rate, never more than the budget buys
+    if rate is not None:
+        dp, dd, dr = _demand(mix, rate, headroom)
+        ub = [[_ceil(dp, cp.prefill_tokens_s, u), _ceil(dd, cp.decode_tokens_s, u), _ceil(dr, cp.colocated_rps, u)]
+              for cp in caps]
+    else:
+        assert budget is not None
+        ub = [[min(u, math.floor(budget / w[i] + 1e-9))] * 3 for i in range(n)]
+    for r, (v, sel) in enumerate(((x, a), (y, b), (z, c))):
         for i in range(n):
-            prob += v[i] <= u * sel[i]
+            prob += v[i] <= ub[i][r] * sel[i]
             prob += v[i] >= sel[i]
     prob += pulp.lpSum(a) == s
     prob += pulp.lpSum(b) == s
@@ -191,7 +201,6 @@ def _ilp(caps: Sequence[Capacity], mix: Mix, rate: float | None, objective: Obje
     dec = pulp.lpSum(caps[i].decode_tokens_s * y[i] for i in range(n))
     col = pulp.lpSum(caps[i].colocated_rps * z[i] for i in range(n))
     if rate is not None:
-        dp, dd, dr = _demand(mix, rate, headroom)
         prob += pre >= dp * s
         prob += dec >= dd * s
         prob += col >= dr * (1 - s)
@@ -238,6 +247,11 @@ def _ilp(caps: Sequence[Capacity], mix: Mix, rate: float | None, objective: Obje
                          f"(headroom {headroom:g}; mean prompt {mix.mean_prompt:.0f}, "
                          f"decode {mix.mean_decode:.0f} tokens)")
     return out
+
+
+def _ceil(demand: float, per_machine: float, cap: int) -> int:
+    """Machines of ``per_machine`` capacity that ``demand`` needs, at most ``cap`` (>= 1)."""
+    return max(1, min(cap, math.ceil(demand / per_machine))) if per_machine > 0 else cap
 
 
 def _sustained(caps: Sequence[Capacity], mix: Mix, pools: Sequence[tuple[str, Capacity, int]],
