@@ -49,9 +49,10 @@ class Calibration:
     comm_eff: float            # fraction of the link bandwidth a ring all-reduce reaches (bus bandwidth)
     comm_step_s: float         # latency of one ring step
     source: str = ""
+    gemm_stream_k: bool = False  # GEMM work spread evenly over the SMs (persistent stream-K kernels: no partial waves)
 
 
-_KEYS = {f.name for f in dataclasses.fields(Calibration)} - {"family", "source"}
+_KEYS = {f.name for f in dataclasses.fields(Calibration)} - {"family", "source", "gemm_stream_k"}
 _INT_KEYS = {"attn_block_m", "attn_block_n", "threads_per_sm"}
 
 
@@ -68,14 +69,17 @@ def parse_calibration(data: dict[str, Any], *, file: str, family: str) -> Calibr
     k = data.get("kernels")
     if not isinstance(k, dict):
         raise ConfigError("missing required table", file=file, field="[kernels]")
-    reject_unknown(k, _KEYS, file=file, section="kernels")
+    reject_unknown(k, {*_KEYS, "gemm_stream_k"}, file=file, section="kernels")
     src = data.get("source", {})
     values: dict[str, Any] = {}
     for key in sorted(_KEYS):
         values[key] = get_number(k, key, file=file, section="kernels", allow_zero=True,
                                  integer=key in _INT_KEYS)
+    stream_k = k.get("gemm_stream_k", False)
+    if not isinstance(stream_k, bool):
+        raise ConfigError("must be true or false", file=file, field="kernels.gemm_stream_k", value=stream_k)
     return Calibration(family=family, source=str(src.get("fitted_on", "")) if isinstance(src, dict) else "",
-                       **values)
+                       gemm_stream_k=stream_k, **values)
 
 
 def family_file(family: str) -> Path:

@@ -13,7 +13,8 @@ most at small K. Memory time is the A, B and C traffic (B, the weight, read once
 re-reads of a wave, but not the next use: weights stream cold) at the bandwidth the grid can draw
 (the stack's ``gemm_bw_eff``). Compute and memory overlap, but not perfectly: the kernel takes the
 larger plus ``gemm_overlap_loss`` of the smaller; the best candidate wins, as a heuristic or
-autotuner would pick it.
+autotuner would pick it. A family whose library runs persistent stream-K kernels (``gemm_stream_k``: Hopper's
+cuBLASLt) spreads the grid's K iterations evenly over the SMs instead of running whole waves of tiles.
 
 One implementation, vectorised over m: :func:`gemm_times` costs a GEMM of fixed (n, k) for a whole
 array of m at once (every candidate tile and split-K factor as one numpy array of shape
@@ -103,7 +104,12 @@ def _candidates(gpu: GPUSpec, cal: Calibration, stack: Stack, n: int, k: int, ms
     # per CTA, exposed once per round (co-resident CTAs overlap each other's): the pipeline fill
     # (stages K tiles in flight) and the epilogue (the bm x bn tile through shared memory to C)
     edges = cal.gemm_tile_s + _STAGES * load + _BM * _BN * b / feed_sm
-    compute = per_sm * kiters * kiter + rounds * edges
+    if cal.gemm_stream_k:
+        # stream-K (Hopper cuBLAS's persistent kernels): the grid's K iterations are spread evenly over the
+        # SMs, so a partial last wave costs its share, not a whole wave
+        compute = -(-(ctas * kiters) // sms) * kiter + rounds * edges
+    else:
+        compute = per_sm * kiters * kiter + rounds * edges
     nbytes = (b * (m * k + k * n + m * n)).astype(np.float64)
     nbytes = np.where(split > 1, nbytes + 4.0 * m * n * split * 2, nbytes)  # fp32 partials written and reduced
     # Weights stream cold: in a forward pass every other layer's weights pass through L2 between two
