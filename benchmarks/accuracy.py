@@ -125,7 +125,8 @@ def collectives(data: Path) -> list[Row]:
 # committed `validate torch --device cuda` runs: (directory under validation/measured/, catalog GPU, role); the
 # torch-step stack and the host profile were fitted on the 1B run (hwmodels/stacks/torch-step.toml)
 CUDA_RUNS = (("h200/validate_torch_llama-3.2-1b", "h200-sxm-141gb", "fitted (torch-step, host)"),
-             ("h200/validate_torch_llama-3.1-8b", "h200-sxm-141gb", "held out"))
+             ("h200/validate_torch_llama-3.1-8b", "h200-sxm-141gb", "held out"),
+             ("h100/validate_torch_llama-3.1-8b", "h100-sxm-80gb", "held out"))
 
 
 def cuda_torch() -> list[Row]:

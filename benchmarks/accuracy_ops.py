@@ -63,6 +63,12 @@ KIT_FILES: tuple[SharedFile, ...] = (
                stack="torch"),
     SharedFile("xpusim-memory-ops", "h200/memory_ops.csv", "h200-sxm-141gb", fitted=True, kit=True),
     SharedFile("xpusim-steps", "h200/steps.csv", "h200-sxm-141gb", kit=True),
+    # the same kit on an H100 SXM: nothing is fitted on it (held out for the Hopper constants)
+    SharedFile("xpusim-gemm", "h100/gemm.csv", "h100-sxm-80gb", kit=True),
+    SharedFile("xpusim-attention", "h100/attention.csv", "h100-sxm-80gb", kit=True),
+    SharedFile("xpusim-attention", "h100/attention_cudnn.csv", "h100-sxm-80gb", kit=True, stack="torch"),
+    SharedFile("xpusim-memory-ops", "h100/memory_ops.csv", "h100-sxm-80gb", kit=True),
+    SharedFile("xpusim-steps", "h100/steps.csv", "h100-sxm-80gb", kit=True),
 )
 FIT_FILES = SHARED_FILES + KIT_FILES   # what the fit scripts may use (those marked fitted)
 

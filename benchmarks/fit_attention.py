@@ -74,8 +74,8 @@ def family_rows(family: str, data: Path, kernel: str | None = None) -> list[tupl
     for f in FIT_FILES:  # a file measured under another stack than its format's names it (SharedFile.stack)
         stack = f.stack
         gpu = load_gpu(f.hardware)
-        if gpu.architecture.value != family or f.format not in ATTENTION_FORMATS:
-            continue
+        if not f.fitted or gpu.architecture.value != family or f.format not in ATTENTION_FORMATS:
+            continue  # held-out files (the H100's) never enter a fit
         if file_kernel(f.format, family, stack) != kernel:
             continue
         m = load_shared(f, data)
