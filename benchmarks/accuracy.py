@@ -11,6 +11,8 @@ Runs, each where its data and modules are present (a missing piece is a row sayi
   re-simulated offline (``--from``): per op kind and whole prefill/decode steps;
 * the serving simulation replaying the shared vLLM run (``sim.validation``, ``xpusim validate serve``);
 * collectives on the shared Vidur network files (``hwmodels.network.validate``, ``xpusim validate collectives``);
+* SplitwiseSim's A100 perf model (``xpusim validate serve --format splitwise-perf``) and the published
+  Selene training iteration times (``sim.training_validation``);
 * with ``--cpu``: the built-in Llama-3.2-1B module run for real on this machine's CPU and simulated from
   its trace (``hwmodels.validate_torch``; slow on a shared machine, so not by default).
 
@@ -122,6 +124,38 @@ def collectives(data: Path) -> list[Row]:
     return out
 
 
+SPLITWISE_FILE = "measured/splitwise/perf_model_a100.csv"
+
+
+def splitwise(data: Path) -> list[Row]:
+    """SplitwiseSim's A100 perf model (prompt_time, token_time) by the isolated-batch model under the
+    engine it was measured with (its constants were fitted on this file: benchmarks/fit_splitwise.py)."""
+    from hwmodels.gpu import load_gpu
+    from sim.splitwise_perf import validate_splitwise_perf
+    from workloads.measured_splitwise import read_splitwise_perf
+
+    path = data / SPLITWISE_FILE
+    if not path.is_file():
+        return [row(SPLITWISE_FILE, "a100-sxm-80gb", "isolated batch times", "-", note="shared data not found")]
+    res = validate_splitwise_perf(read_splitwise_perf(path), load_gpu("a100-sxm-80gb"))
+    return [row(SPLITWISE_FILE, "a100-sxm-80gb", f"{col} (engine {res.engine})", "fitted", s.n, s.wape, s.mape)
+            for col, s in res.columns.items()]
+
+
+def training() -> list[Row]:
+    """Korthikanti et al. 2022 Table 5 iteration times on Selene (published; no constant set from them)."""
+    from sim.training_validation import MODES, TABLE5, table5
+
+    out = []
+    for name in TABLE5:
+        for mode in MODES:
+            sim, paper = table5(name, mode)
+            what = "full recompute" if mode == "full" else "SP + selective recompute"
+            out.append(row("Korthikanti et al. 2022 Table 5 (Selene)", "a100-sxm-80gb",
+                           f"GPT {name} iteration time, {what}", "held out", rel_err=sim / paper - 1))
+    return out
+
+
 # committed `validate torch --device cuda` runs: (directory under validation/measured/, catalog GPU, role); the
 # torch-step stack and the host profile were fitted on the 1B run (hwmodels/stacks/torch-step.toml)
 CUDA_RUNS = (("h200/validate_torch_llama-3.2-1b", "h200-sxm-141gb", "fitted (torch-step, host)"),
@@ -212,7 +246,8 @@ def _write_atomic(path: Path, text: str) -> None:
 def collect(data: Path, cpu: bool = False) -> list[Row]:
     sections: list[tuple[str, Callable[[], list[Row]]]] = [
         ("shared kernel files", lambda: shared_ops(data)), ("xpusim GPU measurements", lambda: kit_ops(data)),
-        ("cuda torch", cuda_torch), ("serving", lambda: serving(data)), ("collectives", lambda: collectives(data))]
+        ("cuda torch", cuda_torch), ("serving", lambda: serving(data)), ("collectives", lambda: collectives(data)),
+        ("splitwise", lambda: splitwise(data)), ("training", training)]
     if cpu:
         sections.append(("cpu torch", cpu_torch))
     rows: list[Row] = []

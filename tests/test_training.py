@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from hwmodels.gpu import load_gpu
 from hwmodels.network.topology import load_cluster
 from sim.training import _run_list, _run_simpy, schedule_items, simulate_training
+from sim.training_validation import table5
 from workloads.errors import ConfigError
 from workloads.ops import DType
 from workloads.train_ops import (
@@ -138,13 +139,7 @@ def test_cli_json_and_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
 
 # ---- Korthikanti et al. 2022, Table 5: Selene (DGX A100 80GB, 8 HDR per node), seq 2048, fp16 --------------
-# name: (layers, hidden, heads, pp, micro-batch, global batch, interleaved chunks, full recompute s, SP+selective s)
-TABLE5 = {
-    "22B": (48, 6144, 64, 1, 4, 4, 1, 1.42, 1.10),
-    "175B": (96, 12288, 96, 8, 1, 64, 3, 18.13, 13.75),
-    "530B": (105, 20480, 128, 35, 1, 280, 3, 49.05, 37.83),
-    "1T": (128, 25600, 160, 64, 1, 512, 1, 94.42, 71.49),
-}
+# the rows and their published times: sim/training_validation.py
 # simulated / published - 1 as built (cublas stack, A100 calibration, Megatron-2022 unfused attention, the
 # Megatron-2022 passes: fp32 main_grad accumulation in the weight-gradient GEMMs, bias gradients, the
 # vocab-parallel cross-entropy, the optimizer's unscale / grad-norm / copy / zero-grad passes and the
@@ -153,21 +148,10 @@ REACHED = {("22B", "full"): -0.078, ("22B", "sel"): -0.124, ("175B", "full"): -0
            ("530B", "full"): -0.095, ("530B", "sel"): -0.128, ("1T", "full"): -0.091, ("1T", "sel"): -0.097}
 
 
-def _table5(name: str, mode: str) -> tuple[float, float]:
-    L, h, a, p, b, gb, v, full, sel = TABLE5[name]
-    m = load_train_model(GPT.format(L, h, a))
-    lay = TrainLayout(tp=8, pp=p, micro_batch=b, global_batch=gb, dtype=DType.FP16, attention=AttentionImpl.UNFUSED,
-                      recompute=Recompute.FULL if mode == "full" else Recompute.SELECTIVE,
-                      sequence_parallel=mode == "sel", schedule=Schedule.INTERLEAVED if v > 1 else Schedule.ONE_F_ONE_B,
-                      virtual_stages=v)
-    rep = simulate_training(m, lay, load_gpu("a100-sxm-80gb"), load_cluster("dgx-a100-superpod", gpus=8 * p))
-    return rep.step_time_s, full if mode == "full" else sel
-
-
 @pytest.mark.parametrize(("name", "mode"), [("175B", "full"), ("1T", "full"), ("1T", "sel")])
 def test_table5_targets(name: str, mode: str) -> None:
     """Issue 5's targets: GPT-3 175B full recompute and 1T (full; SP + selective) within 10%."""
-    sim, paper = _table5(name, mode)
+    sim, paper = table5(name, mode)
     assert sim == pytest.approx(paper, rel=0.10)
 
 
@@ -175,7 +159,7 @@ def test_table5_targets(name: str, mode: str) -> None:
 def test_table5_figures_as_documented(name: str, mode: str) -> None:
     """Every Table 5 row at the figure docs/training.md quotes (to 0.005), so a change that moves the
     validation shows here; the model stays fast on every row (the sign, not a tolerance)."""
-    sim, paper = _table5(name, mode)
+    sim, paper = table5(name, mode)
     assert sim / paper - 1 == pytest.approx(REACHED[name, mode], abs=0.005)
     assert sim < paper
 
