@@ -1,5 +1,6 @@
 """``xpusim plan serve``: the cheapest (or lowest-power) phase-split or colocated cluster for a rate, verified
-by simulation (:mod:`planners.serve`); ``--max-rate``: the highest rate a budget sustains."""
+by simulation (:mod:`planners.serve`); ``--max-rate``: the highest rate a budget sustains. ``xpusim plan train``:
+the fastest training layout on N GPUs (:mod:`planners.train`)."""
 
 from __future__ import annotations
 
@@ -108,9 +109,55 @@ def plan_serve_cmd(model: str, trace: str, rate: float | None, max_rate: bool, b
                   "raise --headroom or --rounds")
 
 
+@click.command("train")
+@click.option("--model", required=True,
+              help="catalog name, HF id, model file, or inline gpt:layers=..,hidden=..,heads=..,vocab=..")
+@click.option("--hardware", required=True, help="GPU id or spec file")
+@click.option("--cluster", required=True, help="cluster preset (selene, dgx-a100-superpod, ...) or TOML path")
+@click.option("--gpus", required=True, type=int, help="GPUs to train on")
+@click.option("--global-batch", required=True, type=int, help="sequences per step")
+@click.option("--seq", default=2048, show_default=True, type=int, help="sequence length (tokens)")
+@click.option("--top", default=5, show_default=True, type=int, help="layouts simulated (best by closed-form estimate)")
+@click.option("--attention", default="flash", show_default=True, help="flash | unfused (Megatron-LM 2022)")
+@click.option("--dtype", default="bf16", show_default=True, help="bf16 | fp16 | fp8 GEMMs and activations")
+@click.option("--json", "as_json", is_flag=True, help="print the plan, runner-ups and search counts as JSON")
+def plan_train_cmd(model: str, hardware: str, cluster: str, gpus: int, global_batch: int, seq: int, top: int,
+                   attention: str, dtype: str, as_json: bool) -> None:
+    """Plan a training layout: TP, PP, DP, micro-batch, virtual stages, recompute and ZeRO (simulated)."""
+    from hwmodels.gpu import load_gpu
+    from hwmodels.network.topology import load_cluster
+    from planners.train import plan_train
+    from workloads.ops import DType
+    from workloads.train_ops import AttentionImpl, load_train_model
+    from xpusim.commands.train_cmd import _enum
+
+    if gpus < 1:
+        raise ConfigError(f"must be >= 1, got {gpus}", field="gpus", value=gpus)
+    spec = load_train_model(model, seq)
+    gpu = load_gpu(hardware)
+    cl = load_cluster(cluster, gpus=gpus)
+    plan = plan_train(spec, gpu, cl, gpus, global_batch, seq=seq, top=top,
+                      attention=_enum(AttentionImpl, attention, "attention"), dtype=_enum(DType, dtype, "dtype"))
+    if as_json:
+        click.echo(json.dumps(plan.to_dict(), default=float))
+        return
+    con = Console()
+    t = Table(title=f"{spec.name} on {gpus} x {gpu.name}, global batch {global_batch}, seq {seq}: "
+              f"{plan.enumerated} layouts, {plan.fit} fit, {plan.simulated} simulated in {plan.wall_s:.1f} s")
+    for col in ("", "layout", "step s", "estimate s", "TFLOP/s/GPU", "MFU", "bubble", "GiB/GPU"):
+        t.add_column(col, justify="left" if col in ("", "layout") else "right")
+    for tag, c in [("chosen", plan.best)] + [("runner-up", r) for r in plan.runner_ups]:
+        rep = c.report
+        assert rep is not None
+        t.add_row(tag, c.label(), f"{rep.step_time_s:.3f}", f"{c.estimate_s:.3f}", f"{rep.tflops_per_gpu:.1f}",
+                  f"{rep.mfu:.3f}", f"{rep.bubble_fraction:.3f}", f"{rep.memory.total / 1024**3:.1f}")
+    con.print(t)
+
+
 def register(cli: click.Group) -> None:
     @cli.group()
     def plan() -> None:
         """Plan deployments (ILP, verified by simulation)."""
 
     plan.add_command(plan_serve_cmd)
+    plan.add_command(plan_train_cmd)
