@@ -275,35 +275,42 @@ def _no_layout(model: ModelSpec, gpus: int, global_batch: int, gpn: int) -> Infe
 
 def feasible(model: ModelSpec, gpu: GPUSpec, gpus: int, global_batch: int, *, seq: int = 2048, gpus_per_node: int = 8,
              attention: AttentionImpl = AttentionImpl.FLASH, dtype: DType = DType.BF16,
-             grad_bytes: int = 4) -> tuple[int, list[tuple[TrainLayout, float]]]:
-    """(layouts enumerated, [(layout, memory bytes) of those that fit the GPU's memory]).
-    ``Infeasible`` when none is enumerated or none fits."""
+             grad_bytes: int = 4, headroom_bytes: float = 0.0) -> tuple[int, list[tuple[TrainLayout, float]]]:
+    """(layouts enumerated, [(layout, memory bytes) of those that fit the GPU's memory less
+    ``headroom_bytes``]). ``Infeasible`` when none is enumerated or none fits."""
     if gpus < 1 or global_batch < 1:
         raise ConfigError(f"gpus and global batch must be >= 1, got {gpus} and {global_batch}", field="gpus",
                           value=gpus)
+    if not 0.0 <= headroom_bytes < gpu.memory_bytes:
+        raise ConfigError(f"memory headroom must be >= 0 and below the GPU's memory, got {headroom_bytes / 1024**3:g} "
+                          "GiB", field="memory_headroom", value=headroom_bytes)
+    limit = gpu.memory_bytes - headroom_bytes
     count, fits, least = 0, [], math.inf
     for lay in enumerate_layouts(model, gpus, global_batch, seq=seq, gpus_per_node=gpus_per_node,
                                  attention=attention, dtype=dtype):
         count += 1
         mem = train_memory(model, lay, grad_bytes=grad_bytes).total
         least = min(least, mem)
-        if mem <= gpu.memory_bytes:
+        if mem <= limit:
             fits.append((lay, mem))
     if not count:
         raise _no_layout(model, gpus, global_batch, gpus_per_node)
     if not fits:
         raise Infeasible(f"none of the {count} layouts of {model.name} on {gpus} GPUs fits in {gpu.name}'s "
-                         f"{gpu.memory_bytes / 1024**3:.1f} GiB: the smallest needs {least / 1024**3:.1f} GiB per GPU")
+                         f"{gpu.memory_bytes / 1024**3:.1f} GiB (less {headroom_bytes / 1024**3:g} GiB headroom): "
+                         f"the smallest needs {least / 1024**3:.1f} GiB per GPU")
     return count, fits
 
 
 def plan_train(model: ModelSpec, gpu: GPUSpec, cluster: Cluster, gpus: int, global_batch: int, *, seq: int = 2048,
                top: int = 5, attention: AttentionImpl = AttentionImpl.FLASH, dtype: DType = DType.BF16,
-               stack: str = DEFAULT_STACK, grad_bytes: int = 4,
+               stack: str = DEFAULT_STACK, grad_bytes: int = 4, headroom_bytes: float = 0.0,
                progress: Progress | None = None) -> TrainPlan:
     """The fastest layout of ``model`` on ``gpus`` GPUs of ``cluster`` (sized to at least ``gpus``) for
     ``global_batch`` sequences of ``seq`` tokens: enumerate, prune by memory, rank by the closed-form
-    estimate, simulate the ``top`` best; the fastest simulated layout with its report and the runner-ups."""
+    estimate, simulate the ``top`` best; the fastest simulated layout with its report and the runner-ups.
+    ``headroom_bytes``: memory per GPU kept free beyond the memory model (CUDA context, NCCL buffers,
+    allocator fragmentation, which the model does not count)."""
     t0 = time.perf_counter()
     if top < 1:
         raise ConfigError(f"top must be >= 1, got {top}", field="top", value=top)
@@ -311,7 +318,7 @@ def plan_train(model: ModelSpec, gpu: GPUSpec, cluster: Cluster, gpus: int, glob
         raise ConfigError(f"the plan needs {gpus} GPUs, the cluster was sized to {len(cluster.gpus)}", field="gpus",
                           value=gpus)
     count, fits = feasible(model, gpu, gpus, global_batch, seq=seq, gpus_per_node=cluster.gpus_per_node,
-                           attention=attention, dtype=dtype, grad_bytes=grad_bytes)
+                           attention=attention, dtype=dtype, grad_bytes=grad_bytes, headroom_bytes=headroom_bytes)
     est = Estimator(model, gpu, cluster, stack=stack, grad_bytes=grad_bytes)
     ranked = sorted((Candidate(lay, est.step_time(lay), mem) for lay, mem in fits),
                     key=lambda c: (c.estimate_s, c.memory_bytes))

@@ -65,6 +65,10 @@ def test_plan_fits_memory_and_pruned_layouts_do_not() -> None:
     pruned = next(lay for lay in enumerate_layouts(model, 16, 32) if lay.tp == 1 and lay.pp == 1 and lay.zero == 0)
     with pytest.raises(CapacityError):
         simulate_training(model, pruned, GPU, cl)
+    # headroom: the plan leaves the asked GiB free (the memory model does not count CUDA context / NCCL)
+    kept = plan_train(model, GPU, cl, 16, 32, top=1, headroom_bytes=8 * 1024**3)
+    assert kept.fit <= plan.fit
+    assert kept.best.memory_bytes <= GPU.memory_bytes - 8 * 1024**3
 
 
 def test_no_layout_is_infeasible_naming_the_numbers() -> None:

@@ -120,9 +120,11 @@ def plan_serve_cmd(model: str, trace: str, rate: float | None, max_rate: bool, b
 @click.option("--top", default=5, show_default=True, type=int, help="layouts simulated (best by closed-form estimate)")
 @click.option("--attention", default="flash", show_default=True, help="flash | unfused (Megatron-LM 2022)")
 @click.option("--dtype", default="bf16", show_default=True, help="bf16 | fp16 | fp8 GEMMs and activations")
+@click.option("--memory-headroom-gib", default=0.0, show_default=True, type=float,
+              help="GiB per GPU kept free beyond the memory model (CUDA context, NCCL, fragmentation)")
 @click.option("--json", "as_json", is_flag=True, help="print the plan, runner-ups and search counts as JSON")
 def plan_train_cmd(model: str, hardware: str, cluster: str, gpus: int, global_batch: int, seq: int, top: int,
-                   attention: str, dtype: str, as_json: bool) -> None:
+                   attention: str, dtype: str, memory_headroom_gib: float, as_json: bool) -> None:
     """Plan a training layout: TP, PP, DP, micro-batch, virtual stages, recompute and ZeRO (simulated)."""
     from hwmodels.gpu import load_gpu
     from hwmodels.network.topology import load_cluster
@@ -137,7 +139,8 @@ def plan_train_cmd(model: str, hardware: str, cluster: str, gpus: int, global_ba
     gpu = load_gpu(hardware)
     cl = load_cluster(cluster, gpus=gpus)
     plan = plan_train(spec, gpu, cl, gpus, global_batch, seq=seq, top=top,
-                      attention=_enum(AttentionImpl, attention, "attention"), dtype=_enum(DType, dtype, "dtype"))
+                      attention=_enum(AttentionImpl, attention, "attention"), dtype=_enum(DType, dtype, "dtype"),
+                      headroom_bytes=memory_headroom_gib * 1024**3)
     if as_json:
         click.echo(json.dumps(plan.to_dict(), default=float))
         return
