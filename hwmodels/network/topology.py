@@ -53,9 +53,7 @@ import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from hwmodels.network.nics import (
     IntraFabric,
@@ -70,6 +68,9 @@ from hwmodels.network.nics import (
 )
 from workloads.errors import ConfigError
 from workloads.specfile import catalog_file, get_number, get_str, read_toml, reject_unknown
+
+if TYPE_CHECKING:  # networkx costs ~0.25 s to import; loading a cluster spec (the CLI's catalog) needs none
+    import networkx as nx
 
 Edge = tuple[str, str]  # a directed link (u, v); the same alias as hwmodels.network.flows.Edge
 
@@ -259,6 +260,8 @@ class Cluster:
     @functools.cached_property
     def graph(self) -> nx.DiGraph:
         """The whole sized cluster as a ``networkx.DiGraph`` (built on first use)."""
+        import networkx as nx
+
         g = nx.DiGraph(name=self.name)
         for n in range(self.num_nodes):
             spec, nic = self.node_spec(n), self.nic_spec(n)
@@ -311,6 +314,8 @@ def _link(g: nx.DiGraph, a: str, b: str, capacity: float, latency: float, **extr
 @functools.cache
 def _node_template(spec: NodeSpec) -> nx.DiGraph:
     """One node's devices and links with local names (gpu0, nic0, nvswitch, pcie0, cpu)."""
+    import networkx as nx
+
     g = nx.DiGraph()
     gpu_kind = "gcd" if spec.fabric is IntraFabric.XGMI else "gpu"
     g.add_node("cpu", kind="cpu")
@@ -363,6 +368,8 @@ def _local_path(spec: NodeSpec, a: str, b: str) -> tuple[Edge, ...]:
     g = _node_template(spec)
     if spec.fabric is not IntraFabric.PCIE and a.startswith("gpu") and b.startswith("gpu"):
         g = g.subgraph([v for v in g if v.startswith("gpu") or v == "nvswitch"])
+    import networkx as nx
+
     nodes = nx.shortest_path(g, a, b)
     return tuple(zip(nodes[:-1], nodes[1:]))
 

@@ -42,8 +42,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from workloads.errors import ConfigError
 from workloads.ops import AllReduce, DecodeAttention, DType, Gemm, MemoryOp, Op, OpKind, PrefillAttention
 
@@ -484,6 +482,8 @@ def _region_elems(refs: Iterable[TensorRef]) -> int:
     refs = list({(r.offset, r.shape, r.stride): r for r in refs}.values())
     if len(refs) == 1:
         return refs[0].numel
+    import numpy as np  # only the fusion view needs it; tracing and reading a run do not
+
     size = max(r.storage_elems for r in refs)
     mask = np.zeros(size, dtype=bool)
     for r in refs:
