@@ -21,6 +21,7 @@ logged reason, not an error; none left is the caller's ``Infeasible``.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -92,9 +93,12 @@ class Capacity:
         return self.machine.cost_per_hour
 
 
+@functools.lru_cache(maxsize=32)
 def step_model(model: ModelSpec, machine: Machine, tp: int, serve: ServeConfig,
                engine: EngineProfile | None) -> StepTimeModel:
-    """The step model a pool instance runs (as :mod:`sim.split` builds it)."""
+    """The step model a pool instance runs (as :mod:`sim.split` builds it). Memoised (the arguments are frozen):
+    its GEMM tables and attention memos, built while the capacities are computed, then serve every simulation of
+    a colocated candidate and every later plan over the same options (a pure memo: the same times)."""
     max_len = serve.max_model_len or model.max_position_embeddings
     if engine is None:
         return StepTimeModel(model, machine.effective_gpu, tp, max_kv_len=max_len)

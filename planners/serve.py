@@ -120,10 +120,19 @@ def _silence_highs_banner() -> None:
         os.close(saved)
 
 
+@functools.cache
+def _have_highs() -> bool:
+    """Whether pulp finds HiGHS; asked once per process (``listSolvers`` probes every solver pulp knows, on the
+    PATH and by import: ~15 ms, a quarter of a K = 3 plan's solver time, spent again on every call before)."""
+    import pulp
+
+    return "HiGHS" in pulp.listSolvers(onlyAvailable=True)
+
+
 def _solver(msg: bool = False) -> Any:
     import pulp
 
-    if "HiGHS" in pulp.listSolvers(onlyAvailable=True):
+    if _have_highs():
         _silence_highs_banner()
         return pulp.HiGHS(msg=msg)
     return pulp.PULP_CBC_CMD(msg=msg)      # pragma: no cover - highspy is a dependency; CBC ships with pulp
