@@ -37,7 +37,7 @@ from workloads.errors import ConfigError
 from workloads.llm_ops import Batch, head_ops, layer_ops
 from workloads.model_spec import ModelSpec
 from workloads.ops import DType
-from workloads.specfile import closest, get_number, get_str, read_toml, reject_unknown
+from workloads.specfile import get_number, get_str, read_toml, reject_unknown, unknown_name
 
 _KEYS = ("description", "stack", "host_op_us", "iteration_us", "source")
 
@@ -86,10 +86,7 @@ def list_engines() -> list[str]:
 def load_engine(name: str) -> EngineProfile:
     cat = _catalog()
     if name not in cat:
-        hint = closest(name, cat)
-        msg = f"unknown engine profile {name!r}; known: {', '.join(sorted(cat))}"
-        raise ConfigError(msg + (f". Did you mean '{hint}'?" if hint else ""), file=str(engines_file()),
-                          field="engine", value=name)
+        raise unknown_name("engine profile", name, cat, field="engine", file=str(engines_file()))
     return cat[name]
 
 

@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 
 from workloads.errors import ConfigError
-from workloads.specfile import get_number, get_str, read_toml, reject_unknown
+from workloads.specfile import catalog_file, get_number, get_str, read_toml, reject_unknown
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,8 @@ def parse_host(data: dict[str, object], *, file: str, name: str) -> HostDispatch
 @functools.cache
 def load_host(name: str) -> HostDispatch:
     """A host dispatch profile by id (``hwmodels/specs/host/<id>.toml``) or TOML path."""
-    path = Path(name) if name.endswith(".toml") else _specs_dir() / f"{name}.toml"
-    if not path.exists():
-        raise ConfigError(f"no host dispatch profile {name!r}; known: {', '.join(list_hosts())}", field="host",
-                          value=name)
-    return parse_host(read_toml(path), file=str(path), name=path.stem)
+    path, key = catalog_file(name, _specs_dir(), list_hosts(), kind="host dispatch profile", field="host")
+    return parse_host(read_toml(path), file=str(path), name=key)
 
 
 def co_execute(ops: Iterable[tuple[float, float]], gap_s: float) -> tuple[float, float, float]:

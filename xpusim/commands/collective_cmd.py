@@ -88,11 +88,9 @@ def collectives(fmt: str, cluster: str, as_json: bool, file: Path) -> None:
     from hwmodels.network.validate import FORMATS, read_collective_file, validate_collectives
 
     if fmt not in FORMATS:
-        from workloads.specfile import closest
+        from workloads.specfile import unknown_name
 
-        hint = closest(fmt, FORMATS)
-        raise ConfigError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}"
-                          + (f". Did you mean '{hint}'?" if hint else ""), field="format", value=fmt)
+        raise unknown_name("format", fmt, FORMATS, field="format")
     load_cluster(cluster, gpus=1)  # a bad name is a ConfigError before the file is read
     if not file.is_file():
         raise WorkloadError("file not found", file=str(file))

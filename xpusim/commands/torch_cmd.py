@@ -9,9 +9,8 @@ path has not been run on a GPU by the tests (the CI has none).
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +36,17 @@ def gpu_id_for(device_name: str) -> str:
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], prov: dict[str, Any]) -> None:
-    """Rows under '# key: value' provenance lines, through a temp file (nothing half-written)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as fh:
-        for k, v in prov.items():
-            fh.write(f"# {k}: {v}\n")
-        if rows:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-    os.replace(tmp, path)
+    """Rows under '# key: value' provenance lines, written atomically (nothing half-written)."""
+    from xpusim.report import atomic_write_text
+
+    buf = io.StringIO(newline="")
+    for k, v in prov.items():
+        buf.write(f"# {k}: {v}\n")
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 @click.command("torch")

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from workloads.errors import ConfigError
+from workloads.specfile import unknown_name
 
 
 def register(simulate_group: click.Group) -> None:
@@ -32,8 +32,7 @@ def _enum(cls: Any, value: str, field: str) -> Any:
     try:
         return cls(value.lower())
     except ValueError:
-        known = ", ".join(e.value for e in cls)
-        raise ConfigError(f"unknown {field} {value!r}; known: {known}", field=field, value=value) from None
+        raise unknown_name(field, value, [e.value for e in cls], field=field) from None
 
 
 @click.command("train")
