@@ -29,7 +29,7 @@ fastest simulated one is the plan; the others are its runner-ups. :func:`exhaust
 feasible layout: the reference the tests hold the planner to.
 
 Not done here: NIC-aware placement of stages and DP groups on heterogeneous-NIC clusters (Holmes,
-Li et al. 2024); the layouts use Megatron's default rank order (TP fastest, then DP, then PP).
+Yang et al. 2023, arXiv:2312.03549); the layouts use Megatron's default rank order (TP fastest, then DP, then PP).
 """
 
 from __future__ import annotations
