@@ -445,7 +445,8 @@ def _view(index: int) -> TracedOp:
 
 
 class _CommentedRows(_Rows):
-    """:class:`_Rows` of a CSV under ``# key: value`` lines (what ``validate torch --out`` writes)."""
+    """:class:`_Rows` of a CSV under ``# key: value`` lines (what ``validate torch --out`` writes);
+    those lines are ``provenance``."""
 
     def __init__(self, path: Path, required: set[str]) -> None:
         try:
@@ -455,6 +456,10 @@ class _CommentedRows(_Rows):
         self._skip = 0
         while self._skip < len(lines) and lines[self._skip].startswith("#"):
             self._skip += 1
+        self.provenance: dict[str, str] = {}
+        for line in lines[:self._skip]:
+            key, _, value = line[1:].partition(":")
+            self.provenance[key.strip()] = value.strip()
         self.path = path
         self._fh = io.StringIO("".join(lines[self._skip:]))  # type: ignore[assignment]
         self._reader = csv.DictReader(self._fh)
@@ -469,17 +474,6 @@ class _CommentedRows(_Rows):
         for row in self._reader:
             self.line = self._reader.line_num + self._skip
             yield row
-
-
-def _provenance(path: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    with path.open() as fh:
-        for line in fh:
-            if not line.startswith("#"):
-                break
-            key, _, value = line[1:].partition(":")
-            out[key.strip()] = value.strip()
-    return out
 
 
 def read_validate_torch(directory: Path | str) -> RecordedTorchRun:
@@ -497,7 +491,8 @@ def read_validate_torch(directory: Path | str) -> RecordedTorchRun:
         if not p.is_file():
             raise WorkloadError("a validate torch run directory needs ops.csv and steps.csv (--out DIR)",
                                 file=str(p))
-    prov = _provenance(steps_p)
+    srows = _CommentedRows(steps_p, {"phase", "step", "context", "measured_s"})
+    prov = srows.provenance
     dtype = prov.get("dtype", "bf16")
     by_step: dict[tuple[str, int], list[tuple[TracedOp, float]]] = {}
     rows = _CommentedRows(ops_p, {"phase", "step", "op_index", "aten", "kind", "class", "scope", "input_shapes",
@@ -507,7 +502,6 @@ def read_validate_torch(directory: Path | str) -> RecordedTorchRun:
         meas = _positive_time(rows.number(row, "measured_s"), rows, "measured_s")
         by_step.setdefault(key, []).append((_rebuild_op(row, rows, dtype), meas))
     steps: list[RunStep] = []
-    srows = _CommentedRows(steps_p, {"phase", "step", "context", "measured_s"})
     for row in srows:
         phase = (row.get("phase") or "").strip()
         idx = srows.integer(row, "step", minimum=0)
