@@ -156,9 +156,11 @@ def test_accuracy_report_writes_its_table(tmp_path: Path) -> None:
 
     rows = accuracy.kit_ops(tmp_path / "no-shared-data")
     # attention_cudnn.csv under the torch stack (KIT_FILES' per-file stack: PyTorch's default SDPA on Hopper)
-    assert {r["source"] for r in rows} == {f"validation/measured/h200/{n}"
+    # the same kit on both GPUs (the H100's files are held out)
+    assert {r["source"] for r in rows} == {f"validation/measured/{gpu}/{n}" for gpu in ("h200", "h100")
                                            for n in (*FILES.values(), "attention_cudnn.csv")}
-    cudnn = [r for r in rows if r["source"].endswith("attention_cudnn.csv") and "all rows" in r["compared"]]
+    cudnn = [r for r in rows if r["source"] == "validation/measured/h200/attention_cudnn.csv"
+             and "all rows" in r["compared"]]
     assert len(cudnn) == 1 and "stack torch" in cudnn[0]["compared"]
     assert cudnn[0]["wape"] == pytest.approx(0.037, abs=0.01) and cudnn[0]["wape"] <= CUDA_TARGET
     accuracy._write_atomic(tmp_path / "r.json", json.dumps(rows))
