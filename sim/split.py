@@ -101,6 +101,11 @@ class SplitConfig:
     serve: ServeConfig = ServeConfig()      # engine limits of every instance (its tp is the pool's)
     engine: EngineProfile | None = None     # None: vLLM 0.19 (the serving simulation's default)
 
+    @property
+    def iteration_overhead_s(self) -> float:
+        """Every instance's iteration overhead: the engine profile's, else the serving config's."""
+        return self.serve.iteration_overhead_s if self.engine is None else self.engine.iteration_s
+
 
 @dataclass
 class SplitResult:
@@ -145,8 +150,8 @@ def _step_model(model: ModelSpec, pool: Pool, cfg: SplitConfig) -> StepTimeModel
 def _serve_cfg(pool: Pool, cfg: SplitConfig) -> ServeConfig:
     import dataclasses
 
-    ovh = cfg.serve.iteration_overhead_s if cfg.engine is None else cfg.engine.iteration_s
-    return dataclasses.replace(cfg.serve, tp=pool.tp, pp=1, replicas=pool.instances, iteration_overhead_s=ovh)
+    return dataclasses.replace(cfg.serve, tp=pool.tp, pp=1, replicas=pool.instances,
+                               iteration_overhead_s=cfg.iteration_overhead_s)
 
 
 def build_cluster(prefill: Pool, decode: Pool) -> tuple[Cluster, int]:

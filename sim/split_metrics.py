@@ -94,26 +94,20 @@ def cost_power(pools: dict[str, Any], throughput_rps: float) -> dict[str, Any]:
 
 def summarize_split(res: Any, slo: dict[str, tuple[float, float, float]] | None = None) -> dict[str, Any]:
     cfg = res.cfg
-    alone = isolated_times(res.prompt, res.output, res.steps["prefill"], _ovh(cfg, "prefill"),
-                           res.steps["decode"], _ovh(cfg, "decode"))
+    ovh = cfg.iteration_overhead_s
+    alone = isolated_times(res.prompt, res.output, res.steps["prefill"], ovh, res.steps["decode"], ovh)
+    pools = {"prefill": cfg.prefill, "decode": cfg.decode}
     out = {"layout": "split", "model": res.model.name, "requests": int(res.ids.size),
            "transfer": cfg.transfer.value, "router": cfg.router.value,
-           "prefill": {"machine": cfg.prefill.machine.id, "count": cfg.prefill.count, "tp": cfg.prefill.tp,
-                       "instances": cfg.prefill.instances},
-           "decode": {"machine": cfg.decode.machine.id, "count": cfg.decode.count, "tp": cfg.decode.tp,
-                      "instances": cfg.decode.instances}}
+           **{role: {"machine": p.machine.id, "count": p.count, "tp": p.tp, "instances": p.instances}
+              for role, p in pools.items()}}
     out.update(latency_summary(res.arrival_ns, res.first_ns, res.last_ns, res.prompt, res.output, alone, slo))
     moved = res.decode_instance >= 0
     out["kv_transfer"] = {"requests": int(moved.sum()), "bytes": float(res.kv_bytes.sum()),
                           "exposed_s": _pcts(res.transfer_ns[moved] / 1e9)}
-    out["cost_power"] = cost_power({"prefill": (cfg.prefill.machine, cfg.prefill.count),
-                                    "decode": (cfg.decode.machine, cfg.decode.count)},
+    out["cost_power"] = cost_power({role: (p.machine, p.count) for role, p in pools.items()},
                                    out["throughput"]["requests_per_s"])
     return out
-
-
-def _ovh(cfg: Any, pool: str) -> float:
-    return cfg.serve.iteration_overhead_s if cfg.engine is None else cfg.engine.iteration_s
 
 
 def summarize_colocated(res: Any, machine: Any, count: int, slo: dict[str, tuple[float, float, float]] | None,
