@@ -253,7 +253,10 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
     passes = layer_passes(model, lay)
     first, last = head_passes(model, lay)
     layers_per_chunk = model.num_layers // (p * v)
+    chunk_params = layers_per_chunk * model.layer_params() / lay.tp     # one chunk's layers, per TP rank
     slow = stage_slowdown or {}
+    # each stage's data-parallel group (DP gradient reduction, ZeRO gathers)
+    dp_geo = [_geo(cluster, tuple(_rank(lay, s, d) for d in range(lay.dp))) for s in range(p)] if lay.dp > 1 else []
 
     # per (stage, chunk): forward and backward (recompute included) costs
     fwd_c: dict[tuple[int, int], PassCost] = {}
@@ -274,10 +277,8 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
             fwd_c[s, c] = PassCost().add(f, k)
             bwd_c[s, c] = PassCost().add(b, k)
             if lay.zero >= 3 and lay.dp > 1:
-                dgeo = _geo(cluster, tuple(_rank(lay, s, d) for d in range(lay.dp)))
-                chunk_params = layers_per_chunk * model.layer_params() / lay.tp
                 zero3_gather[s, c] = collective_time(None, CollectiveOp.ALL_GATHER,
-                                                     chunk_params * lay.dtype.bytes, geo=dgeo).time_s
+                                                     chunk_params * lay.dtype.bytes, geo=dp_geo[s]).time_s
 
     def dur_ns(s: int, c: int, fwd: bool) -> int:
         t = (fwd_c if fwd else bwd_c)[s, c].total
@@ -312,10 +313,9 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
     exposed: dict[str, float] = {}
     for s in range(p):
         for c in range(v):
-            for kind, t in fwd_c[s, c].comm.items():
-                exposed[kind] = exposed.get(kind, 0.0) + n * t
-            for kind, t in bwd_c[s, c].comm.items():
-                exposed[kind] = exposed.get(kind, 0.0) + n * t
+            for pc in (fwd_c[s, c], bwd_c[s, c]):
+                for kind, t in pc.comm.items():
+                    exposed[kind] = exposed.get(kind, 0.0) + n * t
     # TP collectives: per GPU, the worst stage's sum (every stage runs them; report stage 0's share)
     exposed = {k: t / p for k, t in exposed.items()}
     exposed["pp_send_recv"] = max(wait_comm_ns) / 1e9 if p > 1 else 0.0
@@ -333,7 +333,7 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
 
     for s in range(p):
         t_end = end_ns[s] / 1e9
-        params = {c: layers_per_chunk * model.layer_params() / lay.tp for c in range(v)}
+        params = {c: chunk_params for c in range(v)}
         stage_params = sum(params.values())
         if s == 0:
             params[0] += model.embedding_params() / lay.tp
@@ -341,7 +341,7 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
             params[v - 1] += model.vocab_size * model.hidden_size / lay.tp
         stream = 0.0
         if lay.dp > 1:
-            dgeo = _geo(cluster, tuple(_rank(lay, s, d) for d in range(lay.dp)))
+            dgeo = dp_geo[s]
             op = CollectiveOp.ALL_REDUCE if lay.zero == 0 else CollectiveOp.REDUCE_SCATTER
             # chunks in the order their last backward finishes
             for c in sorted(range(v), key=lambda c: last_bwd[s, c][1]):
@@ -354,16 +354,15 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
                     stream = max(stream, ready_t) + t_b
         sync_end.append(max(t_end, stream))
         dp_exposed = max(dp_exposed, sync_end[-1] - t_end)
-        full_params = stage_params + (params[0] - layers_per_chunk * model.layer_params() / lay.tp if s == 0 else 0.0)
+        full_params = stage_params + (params[0] - chunk_params if s == 0 else 0.0)
         shard = full_params / (lay.dp if lay.zero >= 1 else 1)
         opt_pre.append(pass_s("unscale_check_inf", shard, UNSCALE_BYTES))
         opt_norm.append(pass_s("grad_norm", shard, GRAD_NORM_BYTES))
         t_opt = pass_s("adam_step", shard, ADAM_BYTES) + pass_s("copy_main_to_model", shard, COPY_BYTES)
         gather = 0.0
         if lay.zero >= 1 and lay.dp > 1:
-            dgeo = _geo(cluster, tuple(_rank(lay, s, d) for d in range(lay.dp)))
             gather = collective_time(None, CollectiveOp.ALL_GATHER, sum(params.values()) * lay.dtype.bytes,
-                                     geo=dgeo).time_s
+                                     geo=dp_geo[s]).time_s
         param_gather = max(param_gather, gather)
         opt_post.append(t_opt + gather)
         zero_grad.append(pass_s("zero_grad_buffer", sum(params.values()), ZERO_GRAD_BYTES))
