@@ -58,7 +58,7 @@ def simulate_split_cmd(model: str, trace: str, rate: float | None, duration: flo
         from sim.split import _step_model
 
         ccfg = dataclasses.replace(serve, tp=tp, replicas=col.instances, router=RouterKind.LEAST_OUTSTANDING_TOKENS,
-                                   iteration_overhead_s=eng.iteration_s if eng else serve.iteration_overhead_s)
+                                   iteration_overhead_s=cfg.iteration_overhead_s)
         step = _step_model(m, col, cfg)
         res = simulate_serving(m, col.machine.effective_gpu, reqs, ccfg, step_model=step)
         out["colocated"] = summarize_colocated(res, col.machine, col.count, preset, step)
