@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hwmodels.gpu import GPUSpec, list_gpus, load_gpu
+from hwmodels.network.nics import node_catalog
 from workloads.errors import ConfigError
 from workloads.specfile import closest, get_number, get_str, read_toml, reject_unknown
 
@@ -110,8 +111,11 @@ def list_machines() -> list[str]:
 
 
 _GPU_X = re.compile(r"^(?P<gpu>.+)x(?P<n>[0-9]+)$")
-_NODE_OF_GPU = {"a100-sxm-80gb": "dgx-a100", "h100-sxm-80gb": "dgx-h100", "h200-sxm-141gb": "hgx-h200",
-                "b200-sxm-180gb": "dgx-b200", "rtx-4090": "pcie-4xrtx4090"}   # nodes.toml types of each GPU
+
+
+def _node_of_gpu(gpu_id: str) -> str | None:
+    """The first node type of the network catalog (``hwmodels/network/specs/nodes.toml``) built of this GPU."""
+    return next((nid for nid, node in node_catalog().items() if node.gpu == gpu_id), None)
 
 
 def load_machine(name: str) -> Machine:
@@ -126,7 +130,7 @@ def load_machine(name: str) -> Machine:
             raise ConfigError(f"GPU count must be >= 1, got {n}", field="machine", value=name)
         gpu = load_gpu(m.group("gpu"))
         price = prices.get(gpu.id)
-        return Machine(name, f"{n}x {gpu.name}", gpu, n, _NODE_OF_GPU.get(gpu.id), n * gpu.tdp_w,
+        return Machine(name, f"{n}x {gpu.name}", gpu, n, _node_of_gpu(gpu.id), n * gpu.tdp_w,
                        None if price is None else n * price, 1.0, "GPU catalog; power = GPUs' TDP")
     known = list_machines()
     hint = closest(name, known)
