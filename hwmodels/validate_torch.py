@@ -59,13 +59,18 @@ def gpu_cost_fn(gpu: Any, stack: str = "torch") -> CostFn:
     def cost(op: TracedOp) -> float:
         if not op.costs:
             return 0.0
-        if op.op is not None:
-            return model.time(op.op)
-        rows = op.outputs[0].numel // max(1, op.outputs[0].shape[-1]) if op.outputs and op.outputs[0].shape else 1
-        kind = op.kind if op.kind is not None else OpKind.ELEMENTWISE
-        return model.time(MemoryOp(op.aten, kind, max(1, rows), op.bytes_read, op.bytes_written, op.flops))
+        return model.time(op.op if op.op is not None else _memory_op(op))
 
     return cost
+
+
+def _memory_op(op: TracedOp) -> MemoryOp:
+    """A traced op without an xpusim op as a memory-bound kernel: its output's rows, its kind
+    (elementwise when the tracer gave none), its bytes and FLOPs."""
+    out = op.outputs[0] if op.outputs else None
+    rows = out.numel // max(1, out.shape[-1]) if out is not None and out.shape else 1
+    kind = op.kind if op.kind is not None else OpKind.ELEMENTWISE
+    return MemoryOp(op.aten, kind, max(1, rows), op.bytes_read, op.bytes_written, op.flops)
 
 
 class CudaStepCost:
@@ -90,10 +95,7 @@ class CudaStepCost:
             return 0.0
         if op.op is not None:
             return self.model.time(op.op)
-        out = op.outputs[0] if op.outputs else None
-        rows = out.numel // max(1, out.shape[-1]) if out is not None and out.shape else 1
-        kind = op.kind if op.kind is not None else OpKind.ELEMENTWISE
-        t, bd = self.model.cost(MemoryOp(op.aten, kind, max(1, rows), op.bytes_read, op.bytes_written, op.flops))
+        t, bd = self.model.cost(_memory_op(op))
         return max(0.0, t - bd.get("launch_s", 0.0))
 
     def step_time(self, ops: Sequence[TracedOp], sims: Sequence[float]) -> float:
@@ -152,11 +154,12 @@ def validate_steps(steps: Sequence[_Step], cost: CostFn) -> TorchValidation:
     triples: list[tuple[str, float, float]] = []
     op_rows: list[dict[str, Any]] = []
     step_rows: list[dict[str, Any]] = []
+    step_triples: list[tuple[str, float, float]] = []
     unmatched = 0
-    by_phase: dict[str, tuple[list[float], list[float]]] = {}
+    step_costs = getattr(cost, "step_costs", None)
+    step_time = getattr(cost, "step_time", None)
     for st in steps:
         sim_total = 0.0
-        step_costs = getattr(cost, "step_costs", None)
         sims: list[float] = (step_costs(st.graph.ops) if step_costs is not None  # the host CPU: in context
                              else [cost(op) for op in st.graph.ops])
         for op, meas, sim in zip(st.graph.ops, st.op_seconds, sims):
@@ -172,15 +175,12 @@ def validate_steps(steps: Sequence[_Step], cost: CostFn) -> TorchValidation:
                             "input_shapes": ";".join("x".join(map(str, s)) for s in op.input_shapes),
                             "flops": op.flops, "bytes": op.bytes, "bytes_read": op.bytes_read,
                             "bytes_written": op.bytes_written, "measured_s": meas, "simulated_s": sim})
-        step_time = getattr(cost, "step_time", None)
         if step_time is not None:  # a CUDA step: host and GPU co-execute (CudaStepCost)
             sim_total = float(step_time(st.graph.ops, sims))
-        phase_sims, meas_l = by_phase.setdefault(st.phase, ([], []))
-        phase_sims.append(sim_total)
-        meas_l.append(st.step_seconds)
+        step_triples.append((st.phase, sim_total, st.step_seconds))
         step_rows.append({"phase": st.phase, "step": st.index, "context": st.context,
                           "measured_s": st.step_seconds, "simulated_s": sim_total,
                           "ops": sum(1 for o in st.graph.ops if o.costs)})
     overall, per = grouped(triples)
-    step_stats = {p: ErrorStats.from_pairs(s, m) for p, (s, m) in by_phase.items()}
+    _, step_stats = grouped(step_triples)
     return TorchValidation(overall, dict(sorted(per.items())), step_stats, op_rows, step_rows, unmatched)
