@@ -42,9 +42,8 @@ from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 import simpy
@@ -60,6 +59,9 @@ from hwmodels.network.decompose import FlowBatch, decompose, fabric_graph
 from hwmodels.network.flows import Edge, Flow, FlowSchedule
 from hwmodels.network.topology import Cluster
 from workloads.errors import ConfigError
+
+if TYPE_CHECKING:  # graphs are passed in; only the annotations name networkx
+    import networkx as nx
 
 log = logging.getLogger(__name__)
 

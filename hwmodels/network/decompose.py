@@ -17,9 +17,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
-import networkx as nx
 import numpy as np
 
 from hwmodels.network.collectives import (
@@ -34,6 +33,9 @@ from hwmodels.network.collectives import (
 from hwmodels.network.flows import Edge, Flow, FlowSchedule
 from hwmodels.network.topology import Cluster
 from workloads.errors import ConfigError
+
+if TYPE_CHECKING:  # only annotations here; the graph itself is the cluster's (built on first use)
+    import networkx as nx
 
 
 @dataclass(frozen=True, eq=False)

@@ -58,11 +58,8 @@ def collective(op: str, size: str, gpus: int, cluster: str, algo: str, fidelity:
         "time_s": res.time_s, "algbw_gb_per_s": res.algbw / 1e9, "busbw_gb_per_s": res.busbw / 1e9,
         "algo": res.algo.value, "protocol": res.protocol.value, "fidelity": "analytic"}
     if fidelity == "flow":
-        try:
-            from sim.fabric import simulate_collective_flows  # type: ignore[attr-defined]
-        except ImportError:
-            raise ConfigError("the flow-level collective simulation is not available in this build",
-                              field="fidelity", value=fidelity) from None
+        from sim.fabric import simulate_collective_flows
+
         flow = simulate_collective_flows(cl, op_e.value, nbytes, res.algo.value)
         t = float(flow.time_s)
         from hwmodels.network.collectives import bus_factor
