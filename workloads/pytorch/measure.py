@@ -1,4 +1,4 @@
-"""Measure what a traced run costs for real: per-op times from ``torch.profiler``, step times by the clock.
+"""Measure what a traced run costs for real: per-op times from ``torch.profiler``.
 
 ``profile_ops(fn, graph)`` runs ``fn`` under the profiler and gives each op of ``graph`` (a trace of the
 same call) the time the profiler recorded for it: its event's total CPU time (the op with everything it
@@ -7,16 +7,14 @@ Events are matched to traced ops in execution order by name and input shapes; an
 already matched one (an op an aten kernel calls itself) is never matched, and composite ops the
 dispatcher decomposed (``aten::linear``) are skipped because the trace holds their parts.
 
-``median_time(fn, warmup, repeats)`` is the wall time of whole calls: the median of ``repeats`` after
-``warmup`` calls, synchronising CUDA around each.
+Whole steps are timed by :func:`workloads.pytorch.runner.run_llama` (its clocks: thread CPU time on the
+CPU, synchronised wall time on CUDA).
 
 torch is imported inside the functions (an optional dependency).
 """
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -87,31 +85,6 @@ def profile_ops(fn: Callable[[], Any], ops: Sequence[TracedOp], device: str = "c
         if device == "cuda":
             torch.cuda.synchronize()
     return match_events(ops, list(prof.events()), device)
-
-
-def median_time(fn: Callable[[], Any], *, warmup: int = 1, repeats: int = 5, device: str = "cpu",
-                setup: Callable[[], Any] | None = None) -> tuple[float, list[float]]:
-    """(median, all) wall seconds of ``fn()``; ``setup()`` runs untimed before each call."""
-    import torch
-
-    def sync() -> None:
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    for _ in range(warmup):
-        if setup is not None:
-            setup()
-        fn()
-    times = []
-    for _ in range(repeats):
-        if setup is not None:
-            setup()
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
 
 
 def cpu_name() -> str:
