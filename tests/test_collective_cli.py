@@ -82,3 +82,13 @@ def test_validate_collectives_bad_input(tmp_path: Path) -> None:
                    "1024,4,3,all_reduce,0.1\n")
     r = _run("validate", "collectives", "--format", "vidur-collective", str(bad), "--cluster", "vidur-a100")
     assert r.exit_code == 2 and "line 2" in r.output
+
+
+def test_send_recv_flow_fidelity_equals_closed_form() -> None:
+    """send/recv between the first and last GPU of the sized cluster (two nodes): both fidelities run it
+    between the same two GPUs and agree (one flow, no contention)."""
+    args = ("simulate", "collective", "--op", "send_recv", "--size", "64MiB", "--gpus", "16",
+            "--cluster", "dgx-a100-superpod", "--json")
+    analytic, flow = json.loads(_run(*args).output), json.loads(_run(*args, "--fidelity", "flow").output)
+    assert flow["fidelity"] == "flow" and analytic["fidelity"] == "analytic"
+    assert flow["time_s"] == pytest.approx(analytic["time_s"], rel=1e-6)

@@ -60,12 +60,9 @@ def collective(op: str, size: str, gpus: int, cluster: str, algo: str, fidelity:
     if fidelity == "flow":
         from sim.fabric import simulate_collective_flows
 
-        flow = simulate_collective_flows(cl, op_e.value, nbytes, res.algo.value)
-        t = float(flow.time_s)
-        from hwmodels.network.collectives import bus_factor
-
-        out.update({"time_s": t, "algbw_gb_per_s": nbytes / t / 1e9,
-                    "busbw_gb_per_s": nbytes / t * bus_factor(op_e, res.n) / 1e9, "fidelity": "flow"})
+        flow = simulate_collective_flows(cl, op_e.value, nbytes, res.algo.value, group=group)
+        out.update({"time_s": flow.time_s, "algbw_gb_per_s": flow.algbw / 1e9, "busbw_gb_per_s": flow.busbw / 1e9,
+                    "fidelity": "flow"})
     if as_json:
         click.echo(json.dumps(out))
         return
