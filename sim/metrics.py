@@ -63,11 +63,19 @@ def _sorted_pairs(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return x[order], w[order]
 
 
-def per_request(res: ServeResult) -> dict[str, np.ndarray]:
-    ttft = (res.first_ns - res.arrival_ns) / 1e9
-    lat = (res.last_ns - res.arrival_ns) / 1e9
+def request_latencies(arrival_ns: np.ndarray, first_ns: np.ndarray, last_ns: np.ndarray,
+                      output: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per request (seconds): TTFT, TPOT (NaN where only one output token) and end-to-end latency.
+    Shared by the colocated metrics here and the phase-split ones (:mod:`sim.split_metrics`)."""
+    ttft = (first_ns - arrival_ns) / 1e9
+    lat = (last_ns - arrival_ns) / 1e9
     with np.errstate(invalid="ignore", divide="ignore"):
-        tpot = np.where(res.output > 1, (res.last_ns - res.first_ns) / 1e9 / np.maximum(res.output - 1, 1), np.nan)
+        tpot = np.where(output > 1, (last_ns - first_ns) / 1e9 / np.maximum(output - 1, 1), np.nan)
+    return ttft, tpot, lat
+
+
+def per_request(res: ServeResult) -> dict[str, np.ndarray]:
+    ttft, tpot, lat = request_latencies(res.arrival_ns, res.first_ns, res.last_ns, res.output)
     return {"ttft_s": ttft, "tpot_s": tpot, "latency_s": lat,
             "queue_s": (res.admitted_ns - res.arrival_ns) / 1e9}
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from hwmodels.step import StepTimeModel
+from sim.metrics import request_latencies
 from workloads.llm_ops import Batch
 
 PCTS = (50, 90, 99)
@@ -53,10 +54,7 @@ def _pcts(x: np.ndarray) -> dict[str, float]:
 def latency_summary(arrival_ns: np.ndarray, first_ns: np.ndarray, last_ns: np.ndarray, prompt: np.ndarray,
                     output: np.ndarray, alone: dict[str, np.ndarray],
                     slo: dict[str, tuple[float, float, float]] | None) -> dict[str, Any]:
-    ttft = (first_ns - arrival_ns) / 1e9
-    e2e = (last_ns - arrival_ns) / 1e9
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tbt = np.where(output > 1, (last_ns - first_ns) / 1e9 / np.maximum(output - 1, 1), np.nan)
+    ttft, tbt, e2e = request_latencies(arrival_ns, first_ns, last_ns, output)
     got = {"ttft": ttft, "tbt": tbt, "e2e": e2e}
     out: dict[str, Any] = {}
     ok = True

@@ -171,6 +171,7 @@ def _validate_splitwise(path: str, hardware: str, engine: str | None, as_json: b
     from hwmodels.gpu import load_gpu
     from sim.splitwise_perf import DEFAULT_ENGINE, validate_splitwise_perf
     from workloads.measured_splitwise import read_splitwise_perf
+    from xpusim.commands.tables import print_error_table
 
     gpu = load_gpu(hardware)
     eng = load_engine(engine or DEFAULT_ENGINE)   # a bad name fails before the file is read
@@ -178,14 +179,10 @@ def _validate_splitwise(path: str, hardware: str, engine: str | None, as_json: b
     if as_json:
         click.echo(json.dumps(res.to_dict()))
         return
-    t = Table(title=f"{path}: splitwise-perf on {gpu.name}, engine {res.engine} (stack {res.stack})")
-    for col in ("group", "column", "n", "wape", "mape"):
-        t.add_column(col, justify="right" if col in ("n", "wape", "mape") else "left")
-    for g, cols in [("all", res.columns), *res.groups.items()]:
-        for col, st in cols.items():
-            t.add_row(g, col, str(st.n), f"{st.wape:.3f}", f"{st.mape:.3f}")
-    out = Console()
-    out.print(t)
+    rows = [(f"{g} {col}", st) for g, cols in [("all", res.columns), *res.groups.items()]
+            for col, st in cols.items()]
+    out = print_error_table(f"{path}: splitwise-perf on {gpu.name}, engine {res.engine} (stack {res.stack})",
+                            "group column", rows)
     for why, n in res.skipped.items():
         out.print(f"skipped {n} rows: {why}")
 
