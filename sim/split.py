@@ -139,7 +139,9 @@ class _HookedReplica(Replica):
             self._on_done(self.index, r)
 
 
-def _step_model(model: ModelSpec, pool: Pool, cfg: SplitConfig) -> StepTimeModel:
+def step_model(model: ModelSpec, pool: Pool, cfg: SplitConfig) -> StepTimeModel:
+    """The step-time model of one instance of ``pool`` (its machine's GPU at the pool's TP, ``cfg.engine``'s
+    calibration if any); ``simulate split --colocated`` times its baseline with the same one."""
     gpu = pool.machine.effective_gpu
     max_len = cfg.serve.max_model_len or model.max_position_embeddings
     if cfg.engine is None:
@@ -177,7 +179,7 @@ def simulate_split(model: ModelSpec, requests: Sequence[Request], cfg: SplitConf
     """Simulate phase-split serving of ``requests``. ``CapacityError`` when a request's KV cache cannot
     fit a prefill or a decode instance."""
     pp, dp = cfg.prefill, cfg.decode
-    steps = {"prefill": _step_model(model, pp, cfg), "decode": _step_model(model, dp, cfg)}
+    steps = {"prefill": step_model(model, pp, cfg), "decode": step_model(model, dp, cfg)}
     scfg = {"prefill": _serve_cfg(pp, cfg), "decode": _serve_cfg(dp, cfg)}
     mem = {k: memory_breakdown(model, (pp if k == "prefill" else dp).machine.effective_gpu, tp=c.tp,
                                gpu_memory_utilization=c.gpu_memory_utilization,

@@ -98,7 +98,7 @@ def read_measured(fmt: str, path: str | Path, model: ModelSpec | None = None, tp
 
 # ---- CSV plumbing ---------------------------------------------------------------------------------
 
-class _Rows:
+class CsvRows:
     """Iterates a header CSV as (line number, row) and reads typed cells with located errors."""
 
     def __init__(self, path: Path, required: set[str]) -> None:
@@ -163,7 +163,7 @@ class _Rows:
         raise WorkloadError(f"not a boolean: {raw!r}", file=str(self.path), line=self.line, column=col)
 
 
-def _positive_time(value: float, rows: _Rows, col: str) -> float:
+def _positive_time(value: float, rows: CsvRows, col: str) -> float:
     if value <= 0:
         raise WorkloadError(f"time must be > 0, got {value!r}", file=str(rows.path), line=rows.line, column=col)
     return value
@@ -183,7 +183,7 @@ def read_vidur_mlp(path: Path, model: ModelSpec | None = None, tp: int = 1) -> M
 
     The ops are :func:`workloads.llm_ops.layer_ops` of a model with the row's shapes (fp16), so the
     file also checks the op graph the serving simulation uses."""
-    rows = _Rows(path, set(_VIDUR_SHAPES))
+    rows = CsvRows(path, set(_VIDUR_SHAPES))
     records: list[MeasuredOp] = []
     for row in rows:
         heads = rows.integer(row, "n_head", minimum=1)
@@ -224,7 +224,7 @@ def read_vidur_attention(path: Path, model: ModelSpec | None = None, tp: int = 1
     module docstring for the evidence in the times)."""
     cols = {"n_embd", "n_q_head", "n_kv_head", "num_tensor_parallel_workers", "batch_size",
             "prefill_chunk_size", "kv_cache_size", "is_prefill"}
-    rows = _Rows(path, cols)
+    rows = CsvRows(path, cols)
     records: list[MeasuredOp] = []
     for row in rows:
         hidden = rows.integer(row, "n_embd", minimum=1)
@@ -300,7 +300,7 @@ def _read_layer_table(path: Path, fmt: str, columns: tuple[str, str, str], secon
     layer the model does not have (a profiler of another model family may time layers this one lacks)
     are skipped and counted in ``skipped``; a file with no known layer at all is an error."""
     name_col, tok_col, time_col = columns
-    rows = _Rows(path, set(columns))
+    rows = CsvRows(path, set(columns))
     records: list[MeasuredOp] = []
     cache: dict[int, dict[str, tuple[Op, ...]]] = {}
     skipped: dict[str, int] = {}
@@ -374,7 +374,7 @@ def read_lss_attention(path: Path, model: ModelSpec | None = None, tp: int = 1) 
     is FA2's decode path (query heads of a KV head packed, split-KV heuristic). A decode's sequence is
     its ``kv_decode`` cached tokens plus the new one."""
     assert model is not None
-    rows = _Rows(path, {"prefill_chunk", "kv_prefill", "n_decode", "kv_decode", "time_us"})
+    rows = CsvRows(path, {"prefill_chunk", "kv_prefill", "n_decode", "kv_decode", "time_us"})
     qh = model.num_heads // tp
     kvh = max(1, model.num_kv_heads // tp)
     hd = model.head_dim

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workloads.errors import WorkloadError
-from workloads.measured import MeasuredFile, MeasuredOp, _format, _positive_time, _Rows
+from workloads.measured import CsvRows, MeasuredFile, MeasuredOp, _format, _positive_time
 from workloads.model_spec import ModelSpec
 from workloads.ops import DecodeAttention, DType, Gemm, MemoryOp, Op, OpKind, PrefillAttention
 from workloads.pytorch.tracer import AtenClass, OpGraph, TensorRef, TracedOp
@@ -144,7 +144,7 @@ def torch_llama_step_ops(spec: ModelSpec, batch: int, new_tokens: int, context: 
 @_format("xpusim-gemm")
 def read_xpusim_gemm(path: Path, model: ModelSpec | None = None, tp: int = 1) -> MeasuredFile:
     """One GEMM per row; the op is named ``gemm_<dtype>`` (``gemm_bf16``, ``gemm_fp8``)."""
-    rows = _Rows(path, {"label", "dtype", "m", "n", "k", "time_s"})
+    rows = CsvRows(path, {"label", "dtype", "m", "n", "k", "time_s"})
     records: list[MeasuredOp] = []
     skipped = 0
     for row in rows:
@@ -171,7 +171,7 @@ def read_xpusim_attention(path: Path, model: ModelSpec | None = None, tp: int = 
     """Prefill rows: ``batch`` sequences of ``q_len`` queries over ``kv_len`` keys (causal from the
     ``causal`` column), contiguous K/V. Decode rows: ``batch`` one-token queries over ``kv_len`` keys.
     The op names are ``attn_prefill`` / ``attn_decode``."""
-    rows = _Rows(path, {"phase", "batch", "q_len", "kv_len", "q_heads", "kv_heads", "head_dim", "causal",
+    rows = CsvRows(path, {"phase", "batch", "q_len", "kv_len", "q_heads", "kv_heads", "head_dim", "causal",
                         "time_s"})
     records: list[MeasuredOp] = []
     for row in rows:
@@ -213,7 +213,7 @@ ROPE_HEAD_DIM = 128   # collect_cuda.py: q and k heads of a GQA-4 layer, head_di
 FFN_MULT = 3.5        # collect_cuda.py: gate+up of a 3.5 x hidden FFN (7 x hidden wide)
 
 
-def _memory_op(op: str, t: int, h: int, rows: _Rows) -> MemoryOp:
+def _memory_op(op: str, t: int, h: int, rows: CsvRows) -> MemoryOp:
     if op == "rmsnorm":
         return torch_rmsnorm(op, t, h)
     if op == "add":
@@ -233,7 +233,7 @@ def _memory_op(op: str, t: int, h: int, rows: _Rows) -> MemoryOp:
 def read_xpusim_memory_ops(path: Path, model: ModelSpec | None = None, tp: int = 1) -> MeasuredFile:
     """Rows timed behind the L2 flush (``l2_flushed`` 1), one op each; the others are skipped (the
     module docstring says why) and counted as ``<op> (no L2 flush: host-bound)``."""
-    rows = _Rows(path, {"op", "tokens", "hidden", "l2_flushed", "time_s"})
+    rows = CsvRows(path, {"op", "tokens", "hidden", "l2_flushed", "time_s"})
     records: list[MeasuredOp] = []
     skipped: dict[str, int] = {}
     for row in rows:
@@ -262,7 +262,7 @@ def read_xpusim_steps(path: Path, model: ModelSpec | None = None, tp: int = 1) -
     match the catalog model's (the collector's quick mode builds two-layer models)."""
     from workloads.catalog import load_model
 
-    rows = _Rows(path, {"model", "layers", "phase", "mode", "batch", "prompt", "context", "time_s"})
+    rows = CsvRows(path, {"model", "layers", "phase", "mode", "batch", "prompt", "context", "time_s"})
     records: list[MeasuredOp] = []
     specs: dict[str, ModelSpec] = {}
     for row in rows:
@@ -366,7 +366,7 @@ def _out_shape(name: str, aclass: AtenClass, shapes: tuple[tuple[int, ...], ...]
     return _broadcast(shapes)
 
 
-def _rebuild_op(row: dict[str, str], rows: _Rows, dtype: str) -> TracedOp:
+def _rebuild_op(row: dict[str, str], rows: CsvRows, dtype: str) -> TracedOp:
     """A :class:`TracedOp` from one ``ops.csv`` row. Runs written before the columns ``bytes_read`` /
     ``bytes_written`` existed give only the total: it is split by the elements read and written at one
     item size (exact for the single-dtype ops of a bf16 module; an fp32 RoPE table op is off by its cast)."""
@@ -444,8 +444,8 @@ def _view(index: int) -> TracedOp:
                     False, None)
 
 
-class _CommentedRows(_Rows):
-    """:class:`_Rows` of a CSV under ``# key: value`` lines (what ``validate torch --out`` writes);
+class _CommentedRows(CsvRows):
+    """:class:`CsvRows` of a CSV under ``# key: value`` lines (what ``validate torch --out`` writes);
     those lines are ``provenance``."""
 
     def __init__(self, path: Path, required: set[str]) -> None:

@@ -439,7 +439,9 @@ class _Model:
         return True
 
 
-def _parse_enum(enum_cls: type[enum.Enum], value: Any, field_name: str) -> Any:
+def parse_enum(enum_cls: type[enum.Enum], value: Any, field_name: str) -> Any:
+    """``value`` as a member of ``enum_cls`` (a member, or its value in any case, ``-`` for ``_``; algorithm
+    names also without ``_``); a ConfigError naming ``field_name`` and the known values otherwise."""
     if isinstance(value, enum_cls):
         return value
     known = [e.value for e in enum_cls]
@@ -458,8 +460,8 @@ def collective_time(cluster: Cluster | None, op: CollectiveOp | str, nbytes: flo
     """Time of one collective of ``nbytes`` (nccl-tests' size: the per-rank buffer of all-reduce and
     broadcast, the whole gathered/scattered buffer of all-gather/reduce-scatter, each rank's send buffer
     of all-to-all, the message of send/recv) among ``gpus`` (default: all the cluster's GPUs)."""
-    op_e: CollectiveOp = _parse_enum(CollectiveOp, op, "op")
-    algo_e: Algorithm = _parse_enum(Algorithm, algo, "algo")
+    op_e: CollectiveOp = parse_enum(CollectiveOp, op, "op")
+    algo_e: Algorithm = parse_enum(Algorithm, algo, "algo")
     if not (isinstance(nbytes, (int, float)) and nbytes >= 0 and math.isfinite(nbytes)):
         raise ConfigError(f"message size must be a finite number of bytes >= 0, got {nbytes!r}", field="size",
                           value=nbytes)

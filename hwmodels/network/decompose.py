@@ -463,15 +463,15 @@ def decompose(cluster: Cluster, op: CollectiveOp | str, nbytes: float, algo: Alg
       all-to-allv: :func:`decompose_all_to_allv`.
     - send/recv: one flow of ``S`` from ``group[0]`` to ``group[1]``.
     """
-    from hwmodels.network.collectives import _Model, _parse_enum, collective_time, geometry
+    from hwmodels.network.collectives import _Model, collective_time, geometry, parse_enum
 
-    op_e: CollectiveOp = _parse_enum(CollectiveOp, op, "op")
-    algo_e: Algorithm = _parse_enum(Algorithm, algo, "algo")
+    op_e: CollectiveOp = parse_enum(CollectiveOp, op, "op")
+    algo_e: Algorithm = parse_enum(Algorithm, algo, "algo")
     p = params or default_params()
     members = list(group) if group is not None else list(cluster.gpus)
     geo = geometry(cluster, members)
     closed = collective_time(cluster, op_e, nbytes, algo=algo_e, params=p, geo=geo)
-    proto = closed.protocol if protocol is None else _parse_enum(Protocol, protocol, "protocol")
+    proto = closed.protocol if protocol is None else parse_enum(Protocol, protocol, "protocol")
     a = closed.algo
     label = name or f"{op_e.value}/{a.value}"
     meta: dict[str, object] = {"op": op_e, "algo": a, "protocol": proto, "nbytes": float(nbytes), "n": geo.n}
@@ -692,7 +692,7 @@ def decompose_all_to_allv(cluster: Cluster, sizes: np.ndarray, *, group: Sequenc
     (NCCL's grouped send/recv). Latency as the closed form's all-to-all; intra-node flows carry
     ``nvlink_efficiency / p2p_efficiency`` more bytes on an NVSwitch node (the closed form rates a
     point-to-point copy at ``p2p_efficiency`` of the link, the graph at ``nvlink_efficiency``)."""
-    from hwmodels.network.collectives import _Model, _parse_enum, geometry
+    from hwmodels.network.collectives import _Model, geometry, parse_enum
 
     p = params or default_params()
     members = list(group) if group is not None else list(cluster.gpus)
@@ -708,7 +708,7 @@ def decompose_all_to_allv(cluster: Cluster, sizes: np.ndarray, *, group: Sequenc
         if len(members) <= 64:
             proto = closed_v(cluster, sizes.tolist(), gpus=members, params=p).protocol
     else:
-        proto = _parse_enum(Protocol, protocol, "protocol")
+        proto = parse_enum(Protocol, protocol, "protocol")
     pp = p.protocols[proto]
     g = graph if graph is not None else fabric_graph(cluster, p)
     b = matrix_batch(cluster, members, sizes, routes=routes)

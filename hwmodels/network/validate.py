@@ -18,7 +18,7 @@ from hwmodels.network.collectives import CollectiveOp, CollectiveParams, collect
 from hwmodels.network.topology import Cluster, load_cluster
 from workloads.accuracy import ErrorStats, grouped
 from workloads.errors import WorkloadError
-from workloads.measured import _Rows
+from workloads.measured import CsvRows
 
 FORMATS = ("vidur-collective",)
 
@@ -39,7 +39,7 @@ class CollectiveSample:
 
 def read_vidur_collective(path: str | Path) -> list[CollectiveSample]:
     p = Path(path)
-    rows = _Rows(p, {"size", "num_workers", "devices_per_node", "collective"})
+    rows = CsvRows(p, {"size", "num_workers", "devices_per_node", "collective"})
     out: list[CollectiveSample] = []
     ops = {o.value: o for o in (CollectiveOp.ALL_REDUCE, CollectiveOp.SEND_RECV, CollectiveOp.ALL_GATHER,
                                 CollectiveOp.REDUCE_SCATTER, CollectiveOp.BROADCAST, CollectiveOp.ALL_TO_ALL)}

@@ -43,11 +43,11 @@ def register(simulate_group: click.Group, validate_group: click.Group) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def collective(op: str, size: str, gpus: int, cluster: str, algo: str, fidelity: str, as_json: bool) -> None:
     """Time, algorithm and bus bandwidth of one collective."""
-    from hwmodels.network.collectives import Algorithm, CollectiveOp, _parse_enum, collective_time
+    from hwmodels.network.collectives import Algorithm, CollectiveOp, collective_time, parse_enum
     from hwmodels.network.topology import load_cluster
 
-    op_e = _parse_enum(CollectiveOp, op, "op")
-    algo_e = _parse_enum(Algorithm, algo, "algo")
+    op_e = parse_enum(CollectiveOp, op, "op")
+    algo_e = parse_enum(Algorithm, algo, "algo")
     nbytes = parse_size(size)
     if gpus < 1:
         raise ConfigError(f"must be >= 1, got {gpus}", field="gpus", value=gpus)

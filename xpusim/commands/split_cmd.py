@@ -55,11 +55,11 @@ def simulate_split_cmd(model: str, trace: str, rate: float | None, duration: flo
     out = {"split": summarize_split(simulate_split(m, reqs, cfg), preset)}
     if col is not None:
         from sim.serving import simulate_serving
-        from sim.split import _step_model
+        from sim.split import step_model
 
         ccfg = dataclasses.replace(serve, tp=tp, replicas=col.instances, router=RouterKind.LEAST_OUTSTANDING_TOKENS,
                                    iteration_overhead_s=cfg.iteration_overhead_s)
-        step = _step_model(m, col, cfg)
+        step = step_model(m, col, cfg)
         res = simulate_serving(m, col.machine.effective_gpu, reqs, ccfg, step_model=step)
         out["colocated"] = summarize_colocated(res, col.machine, col.count, preset, step)
     if as_json:
