@@ -35,6 +35,7 @@ breakdown, and a per-stage timeline.
 
 from __future__ import annotations
 
+import enum
 import functools
 import math
 from collections.abc import Sequence
@@ -50,6 +51,7 @@ from hwmodels.network.topology import Cluster
 from hwmodels.train_memory import TrainMemory, check_fits, train_memory
 from workloads.model_spec import ModelSpec
 from workloads.ops import Gemm, MemoryOp, OpKind
+from workloads.specfile import unknown_name
 from workloads.train_ops import (
     Recompute,
     Schedule,
@@ -60,6 +62,14 @@ from workloads.train_ops import (
     layer_passes,
     model_flops_per_iteration,
 )
+
+
+class PipelineEngine(enum.Enum):
+    """How :func:`simulate_training` evaluates the pipeline's dependency graph (both give identical times)."""
+
+    LIST = "list"     # list-scheduling order, no event heap
+    SIMPY = "simpy"   # every forward/backward a SimPy event on its stage
+
 
 DEFAULT_STACK = "cublas"          # Megatron's GEMMs are cuBLAS calls; memory-bound ops fused grid kernels
 DEFAULT_BUCKET_PARAMS = 40_000_000  # Megatron-LM DistributedDataParallel bucket size (params)
@@ -230,13 +240,20 @@ def _geo(cluster: Cluster, ranks: tuple[int, ...]) -> Geometry:
 def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, cluster: Cluster, *,
                       stack: str = DEFAULT_STACK, grad_bytes: int = 4, bucket_params: int = DEFAULT_BUCKET_PARAMS,
                       check_memory: bool = True, stage_slowdown: dict[int, float] | None = None,
-                      record_events: bool = False, engine: str = "list") -> TrainReport:
+                      record_events: bool = False,
+                      engine: PipelineEngine | str = PipelineEngine.LIST) -> TrainReport:
     """Simulate one training step of ``model`` under ``layout`` on ``cluster`` (sized to at least
     ``layout.gpus`` GPUs of ``gpu``). ``stage_slowdown``: {stage: factor} makes a stage a straggler
     (its compute and TP collectives take ``factor`` x as long). ``engine``: ``"simpy"`` runs every
     forward/backward as a SimPy event on its stage; ``"list"`` (default) evaluates the same dependency
     graph in list-scheduling order without the event heap, giving identical times (tests assert it)
-    at a fraction of the cost (a PP 64 pipeline of 512 micro-batches has 65,536 items)."""
+    at a fraction of the cost (a PP 64 pipeline of 512 micro-batches has 65,536 items); any other
+    name is a ConfigError."""
+    if not isinstance(engine, PipelineEngine):
+        known = [e.value for e in PipelineEngine]
+        if engine not in known:
+            raise unknown_name("pipeline engine", engine, known, field="engine")
+        engine = PipelineEngine(engine)
     lay = layout
     check_layout(model, lay)
     if len(cluster.gpus) < lay.gpus:
@@ -305,7 +322,7 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
 
     lists = [schedule_items(lay.schedule, p, s, n, v) for s in range(p)]
     dur = {(s, c, f): dur_ns(s, c, f) for s in range(p) for c in range(v) for f in (True, False)}
-    run = _run_simpy if engine == "simpy" else _run_list
+    run = _run_simpy if engine is PipelineEngine.SIMPY else _run_list
     tl = run(lists, dur, send_ns, p, v, record_events)
     busy_ns, end_ns, wait_comm_ns, last_bwd, events = tl.busy_ns, tl.end_ns, tl.comm_ns, tl.last_bwd, tl.events
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from hwmodels.gpu import load_gpu
 from hwmodels.network.topology import load_cluster
-from sim.training import _run_list, _run_simpy, schedule_items, simulate_training
+from sim.training import PipelineEngine, _run_list, _run_simpy, schedule_items, simulate_training
 from sim.training_validation import table5
 from workloads.errors import ConfigError
 from workloads.ops import DType
@@ -194,3 +194,17 @@ def test_bias_grads_and_tied_embedding_all_reduce() -> None:
     one = simulate_training(gpt, TrainLayout(tp=2, pp=1, global_batch=4), gpu, cl)
     assert two.exposed_comm_s["pp_embedding_all_reduce"] > 0
     assert "pp_embedding_all_reduce" not in one.exposed_comm_s
+
+
+def test_engine_by_name_and_unknown_engine() -> None:
+    """``engine`` by name runs the same engine as the enum (identical step time; the two engines agree,
+    as the schedule tests above assert); an unknown name is a ConfigError naming it and the known ones."""
+    gpt = load_train_model(GPT.format(4, 1024, 16))
+    gpu, cl = load_gpu("a100-sxm-80gb"), load_cluster("dgx-a100-superpod", gpus=8)
+    lay = TrainLayout(tp=2, pp=2, global_batch=4)
+    by_name = simulate_training(gpt, lay, gpu, cl, engine="simpy")
+    by_enum = simulate_training(gpt, lay, gpu, cl, engine=PipelineEngine.SIMPY)
+    default = simulate_training(gpt, lay, gpu, cl)
+    assert by_name.step_time_s == by_enum.step_time_s == default.step_time_s
+    with pytest.raises(ConfigError, match="unknown pipeline engine 'heap'; known: list, simpy"):
+        simulate_training(gpt, lay, gpu, cl, engine="heap")
