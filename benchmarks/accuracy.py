@@ -191,21 +191,22 @@ CPU_MODEL = "llama-3.2-1b"
 def cpu_torch() -> list[Row]:
     """The built-in 1B module on this CPU, measured now and simulated from its trace."""
     try:
-        from hwmodels.cpu import host_cpu_name, load_cpu
+        from hwmodels.cpu import load_cpu
         from hwmodels.validate_torch import cpu_cost_fn, validate_steps
         from workloads.catalog import load_model
+        from workloads.pytorch.measure import cpu_name
         from workloads.pytorch.runner import run_llama
     except ImportError as exc:
         return [row("cpu run", "host cpu", "PyTorch module on the CPU", "-", note=f"not available: {exc}")]
-    cpu_name = host_cpu_name()
+    host = cpu_name()
     run = run_llama(load_model(CPU_MODEL), device="cpu", batch=1, prompt=128, decode=4, repeats=1)
-    res = validate_steps(run.steps, cpu_cost_fn(load_cpu(cpu_name)))
-    out = [row(f"cpu run: {CPU_MODEL}", cpu_name, "PyTorch module on the CPU: per-op times (all ops)",
+    res = validate_steps(run.steps, cpu_cost_fn(load_cpu(host)))
+    out = [row(f"cpu run: {CPU_MODEL}", host, "PyTorch module on the CPU: per-op times (all ops)",
                "measured now", res.overall.n, res.overall.wape, res.overall.mape)]
     for k, s in res.per_kind.items():
-        out.append(row(f"cpu run: {CPU_MODEL}", cpu_name, f"per-op times: {k}", "measured now", s.n, s.wape, s.mape))
+        out.append(row(f"cpu run: {CPU_MODEL}", host, f"per-op times: {k}", "measured now", s.n, s.wape, s.mape))
     for k, s in res.steps.items():
-        out.append(row(f"cpu run: {CPU_MODEL}", cpu_name, f"whole {k} steps", "measured now", s.n, s.wape, s.mape))
+        out.append(row(f"cpu run: {CPU_MODEL}", host, f"whole {k} steps", "measured now", s.n, s.wape, s.mape))
     return out
 
 

@@ -50,7 +50,8 @@ import numpy as np
 import torch
 from scipy.optimize import least_squares
 
-from hwmodels.cpu import CPUModel, CPUSpec, host_cpu_name, load_cpu, op_class, step_reuse
+from hwmodels.cpu import CPUModel, CPUSpec, load_cpu, op_class, step_reuse
+from workloads.pytorch.measure import cpu_name
 from workloads.pytorch.tracer import AtenClass, TracedOp, trace
 
 MIB = 1024**2
@@ -218,7 +219,7 @@ def main() -> None:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    prov = {"cpu": host_cpu_name(), "cores_online": os.cpu_count(), "threads": args.threads,
+    prov = {"cpu": cpu_name(), "cores_online": os.cpu_count(), "threads": args.threads,
             "torch": torch.__version__, "python": platform.python_version(),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "loadavg_before_after": os.getloadavg(), "timer": "time.thread_time, median of 7",

@@ -67,7 +67,6 @@ from pathlib import Path
 
 from workloads.errors import ConfigError
 from workloads.ops import Gemm
-from workloads.pytorch.measure import cpu_name
 from workloads.pytorch.tracer import AtenClass, TracedOp
 from workloads.specfile import catalog_file, get_number, get_str, read_toml, reject_unknown
 
@@ -165,11 +164,6 @@ def load_cpu(name_or_path: str | Path) -> CPUSpec:
     """Load a CPU by catalog id (``epyc-zen3-2c-kvm``) or from a TOML file path."""
     path, key = catalog_file(name_or_path, _specs_dir(), list_cpus(), kind="CPU", field="cpu")
     return parse_cpu(read_toml(path), file=str(path), cpu_id=key)
-
-
-def host_cpu_name() -> str:
-    """The host's CPU model name, for provenance."""
-    return cpu_name()
 
 
 @dataclass(frozen=True)
