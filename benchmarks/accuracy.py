@@ -188,6 +188,9 @@ def cuda_torch() -> list[Row]:
 CPU_MODEL = "llama-3.2-1b"
 
 
+CPU_SPEC = "epyc-zen3-2c-kvm"  # this project's 2-vCPU AMD EPYC (Zen 3) VM, fitted by benchmarks/fit_cpu.py
+
+
 def cpu_torch() -> list[Row]:
     """The built-in 1B module on this CPU, measured now and simulated from its trace."""
     try:
@@ -200,7 +203,9 @@ def cpu_torch() -> list[Row]:
         return [row("cpu run", "host cpu", "PyTorch module on the CPU", "-", note=f"not available: {exc}")]
     host = cpu_name()
     run = run_llama(load_model(CPU_MODEL), device="cpu", batch=1, prompt=128, decode=4, repeats=1)
-    res = validate_steps(run.steps, cpu_cost_fn(load_cpu(host)))
+    # the host model is the catalog CPU spec `validate torch` uses by default (hwmodels/specs/cpu/), not the
+    # processor's marketing name; on another machine pass its own spec through the CLI
+    res = validate_steps(run.steps, cpu_cost_fn(load_cpu(CPU_SPEC)))
     out = [row(f"cpu run: {CPU_MODEL}", host, "PyTorch module on the CPU: per-op times (all ops)",
                "measured now", res.overall.n, res.overall.wape, res.overall.mape)]
     for k, s in res.per_kind.items():
