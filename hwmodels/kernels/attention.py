@@ -625,13 +625,7 @@ def decode_stretch_mapped(sh: _DecodeShape, kv_lens, steps: int, post, cache: di
             low = top - n * (bn - 1)
             if seg[0] <= 0 or top >= MAX_MEMORY_TABLE:
                 return post(decode_stretch(sh, kv_lens, steps))
-            t = sh.memory_pow(top + 1)[low:top + 1] + seg[1]
-            t = t ** sh.inv_p
-            t += sh.launch_s
-            if seg[2] != 0.0:
-                t += seg[2]
-            if seg[3] != 0.0:
-                t += seg[3]
+            t = _finish_run(sh, sh.memory_pow(top + 1)[low:top + 1], seg)
             if len(cache) >= MAX_RUN_TABLES:
                 cache.clear()
             tab = cache[key] = (low, post(t))
@@ -639,6 +633,19 @@ def decode_stretch_mapped(sh: _DecodeShape, kv_lens, steps: int, post, cache: di
         hi = starts[i + 1] if i < last else steps
         pieces.append(tab[1][a:a + n * (hi - lo):n])
     return pieces[0].copy() if len(pieces) == 1 else np.concatenate(pieces)
+
+
+def _finish_run(sh: _DecodeShape, mp: np.ndarray, seg) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Call times of a run of decode calls sharing one KV-tile segment ``seg``, from their memory terms
+    ``mp`` (already raised to ``sh.p``): _finish_body's arithmetic, in its order (so equal to the per-call cost)."""
+    t = mp + seg[1]
+    t = t ** sh.inv_p
+    t += sh.launch_s
+    if seg[2] != 0.0:
+        t += seg[2]
+    if seg[3] != 0.0:
+        t += seg[3]
+    return t
 
 
 def decode_stretch(sh: _DecodeShape, kv_lens, steps: int) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -664,15 +671,7 @@ def decode_stretch(sh: _DecodeShape, kv_lens, steps: int) -> np.ndarray:  # type
         memory = x * ((1.0 - hit) / sh.dram + hit / sh.dram_l2)
         mp = memory ** sh.p
     if len(segs) == 1:
-        s = segs[0]
-        t = mp + s[1]
-        t = t ** sh.inv_p
-        t += sh.launch_s
-        if s[2] != 0.0:
-            t += s[2]
-        if s[3] != 0.0:
-            t += s[3]
-        return t
+        return _finish_run(sh, mp, segs[0])
     if len(segs) <= 8:   # a few runs: each run's constants added to its slice
         bounds = [*starts, steps]
         t = np.empty(steps)
