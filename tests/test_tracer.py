@@ -53,20 +53,25 @@ def _small(name: str, **kw: int):  # type: ignore[no-untyped-def]
     return replace(load_model(name), vocab_size=4096, **kw)
 
 
+def _trace_step(model, vocab: int, b: int, p: int, phase: str, seed: int):  # type: ignore[no-untyped-def]
+    """Trace a prefill of ``b`` prompts of ``p`` tokens, or (phase 'decode') the decode step after it, and
+    the llm_ops Batch describing the same step."""
+    tokens = torch.randint(0, vocab, (b, p), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        cache = model.new_cache(b, p + 1)
+        g, _ = trace(model, tokens, cache)
+        if phase == "decode":
+            g, _ = trace(model, tokens[:, :1], cache)
+            return g, Batch(decode=(p + 1,) * b)
+    return g, Batch(prefill=((p, p),) * b)
+
+
 @pytest.mark.parametrize("phase", ["prefill", "decode"])
 def test_dense_llama_trace_matches_llm_ops(phase: str) -> None:
     """Llama-3.2-1B's layer shapes (2 layers, a 4,096-token vocabulary), batch 2, prompt 48, fp32."""
     spec = _small("llama-3.2-1b", num_layers=2)
     model = build_llama(spec, dtype=torch.float32)
-    b, p = 2, 48
-    tokens = torch.randint(0, spec.vocab_size, (b, p), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        cache = model.new_cache(b, p + 1)
-        g, _ = trace(model, tokens, cache)
-        batch = Batch(prefill=((p, p),) * b)
-        if phase == "decode":
-            g, _ = trace(model, tokens[:, :1], cache)
-            batch = Batch(decode=(p + 1,) * b)
+    g, batch = _trace_step(model, spec.vocab_size, 2, 48, phase, seed=0)
     _compare(spec, g.fused(), batch)
     attn = [o.op for o in g.ops if o.aclass is AtenClass.ATTENTION]
     assert len(attn) == spec.num_layers
@@ -84,15 +89,7 @@ def test_moe_trace_matches_llm_ops(phase: str) -> None:
     spec = replace(base, num_layers=2, hidden_size=256, num_heads=4, num_kv_heads=2, head_dim=64,
                    moe_intermediate_size=128, num_experts=8, experts_per_token=2, vocab_size=1000)
     model = build_llama(spec, dtype=torch.float32, seed=3)
-    b, p = 64, 4
-    tokens = torch.randint(0, spec.vocab_size, (b, p), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        cache = model.new_cache(b, p + 1)
-        g, _ = trace(model, tokens, cache)
-        batch = Batch(prefill=((p, p),) * b)
-        if phase == "decode":
-            g, _ = trace(model, tokens[:, :1], cache)
-            batch = Batch(decode=(p + 1,) * b)
+    g, batch = _trace_step(model, spec.vocab_size, 64, 4, phase, seed=1)
     fused = g.fused()
     a, ref = summarize(fused), summarize(_spec_ops(spec, batch))
     assert a["gemm"] == pytest.approx(ref["gemm"], rel=1e-9)
