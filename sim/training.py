@@ -227,9 +227,9 @@ class TrainReport:
 
 
 # ---- the simulation ------------------------------------------------------------------------------
-def _rank(layout: TrainLayout, stage: int, dp_rank: int = 0, tp_rank: int = 0) -> int:
-    """Megatron-LM's default rank order: TP fastest, then DP, then PP."""
-    return tp_rank + layout.tp * (dp_rank + layout.dp * stage)
+def _rank(layout: TrainLayout, stage: int, dp_rank: int = 0, tp_rank: int = 0, cp_rank: int = 0) -> int:
+    """Megatron-Core's default rank order "tp-cp-ep-dp-pp": TP fastest, then CP, then DP, then PP."""
+    return tp_rank + layout.tp * (cp_rank + layout.cp * (dp_rank + layout.dp * stage))
 
 
 @functools.lru_cache(maxsize=256)

@@ -62,6 +62,13 @@ class AttentionImpl(enum.Enum):
     FLASH = "flash"
 
 
+class CPImpl(enum.Enum):
+    """Context parallelism's attention: DeepSpeed-Ulysses all-to-alls, or Megatron-Core's ring attention."""
+
+    ULYSSES = "ulysses"
+    RING = "ring"
+
+
 CommKind = Literal["all_reduce", "all_gather", "reduce_scatter"]
 
 
@@ -103,7 +110,9 @@ class TrainOp:
 
 @dataclass(frozen=True)
 class TrainLayout:
-    """How one training step is mapped: degrees, batch, recompute, schedule, ZeRO stage."""
+    """How one training step is mapped: degrees, batch, recompute, schedule, ZeRO stage. ``cp``: context
+    parallelism (the sequence split over ``cp`` GPUs; ``cp_impl`` its attention); GPUs are
+    ``tp x cp x dp x pp`` in Megatron-Core's default order "tp-cp-ep-dp-pp" (TP fastest)."""
 
     tp: int = 1
     pp: int = 1
@@ -118,10 +127,12 @@ class TrainLayout:
     zero: int = 0
     attention: AttentionImpl = AttentionImpl.FLASH
     dtype: DType = DType.BF16
+    cp: int = 1
+    cp_impl: CPImpl = CPImpl.ULYSSES
 
     @property
     def gpus(self) -> int:
-        return self.tp * self.pp * self.dp
+        return self.tp * self.cp * self.pp * self.dp
 
     @property
     def num_micro_batches(self) -> int:
@@ -141,9 +152,10 @@ def check_layout(model: ModelSpec, layout: TrainLayout, gpus: int | None = None)
                     ("global_batch", lay.global_batch), ("seq", lay.seq), ("virtual_stages", lay.virtual_stages)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"must be a whole number >= 1, got {v!r}", field=name, value=v)
-    if gpus is not None and lay.tp * lay.pp * lay.dp != gpus:
-        raise ConfigError(f"tp x pp x dp = {lay.tp} x {lay.pp} x {lay.dp} = {lay.tp * lay.pp * lay.dp} "
-                          f"is not the GPU count {gpus}", field="gpus", value=gpus)
+    if gpus is not None and lay.gpus != gpus:
+        cp = f" x cp {lay.cp}" if lay.cp > 1 else ""
+        raise ConfigError(f"tp x pp x dp{' x cp' if cp else ''} = {lay.tp} x {lay.pp} x {lay.dp}"
+                          f"{cp.replace(' cp', '')} = {lay.gpus} is not the GPU count {gpus}", field="gpus", value=gpus)
     if model.num_heads % lay.tp:
         raise ConfigError(f"{model.name}: {model.num_heads} attention heads are not divisible by tp={lay.tp}",
                           field="tp", value=lay.tp)
