@@ -41,6 +41,7 @@ import traceback
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -287,6 +288,169 @@ def section_memory_ops(timer: Timer, dev: torch.device, budget: Budget, out: Wri
         out.flush()
 
 
+# ---- kernel_times: one call timed four ways (what each measurement method sees) ----------------------------
+KT_DECODE_BATCH = (1, 4, 16, 64)
+KT_DECODE_LEN = (128, 512, 2048, 8192)
+KT_PREFILL = ((1, 128), (1, 512), (4, 512), (1, 2048), (4, 2048))
+KT_GEMM = (("llama-3.2-1b.qkv", 3072, 2048), ("llama-3.2-1b.down", 2048, 8192), ("llama-3.1-8b.qkv", 6144, 4096),
+           ("llama-3.1-8b.o", 4096, 4096), ("llama-3.1-8b.gate_up", 28672, 4096), ("llama-3.1-8b.down", 4096, 14336))
+KT_GEMM_M = (4, 64, 512, 2048, 8192)
+KT_MEM_TOKENS = (4, 64, 2048, 8192)
+
+
+def _kernel_time(fn: Callable[[], object], flush: torch.Tensor, reps: int = 20) -> tuple[float, int, str]:
+    """(median per-call device time, device events per call, their names) from the profiler: the device
+    events (kernels, memsets) in stream order are split into calls at the L2-evicting write before each
+    call (a ``FillFunctor<unsigned char>`` kernel, which no measured call launches) and summed per call:
+    the kernels' durations alone, no launch gaps, as ``validate torch``'s per-op device times."""
+    from torch.profiler import ProfilerActivity, profile
+
+    def device_events(prof: Any) -> list[Any]:
+        return sorted((e for e in prof.events() if "CUDA" in str(getattr(e, "device_type", ""))),
+                      key=lambda e: e.time_range.start)
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as probe:
+        flush.zero_()
+        torch.cuda.synchronize()
+    flush_names = {e.name for e in device_events(probe)}  # the L2-evicting write's own kernel (or memset)
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            flush.zero_()
+            fn()
+        torch.cuda.synchronize()
+    calls: list[list[tuple[str, float]]] = []
+    for e in device_events(prof):
+        if e.name in flush_names:
+            calls.append([])
+        elif calls:
+            calls[-1].append((e.name, (e.time_range.end - e.time_range.start) / 1e6))
+    calls = [c for c in calls if c]
+    if not calls:
+        return float("nan"), 0, ""
+    names = "|".join(n[:60] for n, _ in calls[0])
+    return (statistics.median(sum(t for _, t in c) for c in calls),
+            int(statistics.median(len(c) for c in calls)), names)
+
+
+def _graph_time(fn: Callable[[], object], n: int = 20) -> float:
+    """Per-call time of ``n`` back-to-back calls replayed from one CUDA graph (no host in the way, L2 warm:
+    the kernel plus the GPU's own gap between consecutive kernels); NaN when the call cannot be captured."""
+    try:
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(2):
+                fn()
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for _ in range(n):
+                fn()
+        g.replay()
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(5):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            g.replay()
+            b.record()
+            torch.cuda.synchronize()
+            times.append(a.elapsed_time(b) / 1e3 / n)
+        del g
+        return statistics.median(times)
+    except Exception:  # noqa: BLE001 - a call that cannot be captured (or replayed) has no graph figure
+        torch.cuda.synchronize()
+        return float("nan")
+
+
+def _sm_clock_under(fn: Callable[[], object], seconds: float = 0.4) -> str:
+    """nvidia-smi's SM clock and power while ``fn`` runs back to back for about ``seconds`` (queued ahead)."""
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    one = max(time.perf_counter() - t0, 1e-6)
+    for _ in range(int(min(2000, seconds / one))):
+        fn()
+    q = _sh(["nvidia-smi", "--query-gpu=clocks.sm,power.draw", "--format=csv,noheader,nounits"])
+    torch.cuda.synchronize()
+    return q.replace(",", " ").replace("  ", " ")
+
+
+def section_kernel_times(timer: Timer, dev: torch.device, budget: Budget, out: Writer, quick: bool) -> None:
+    """The same calls timed four ways: CUDA events behind an L2-evicting write (the kit's usual timing), CUDA
+    events without it, the profiler's kernel device time (what ``validate torch`` compares per op), and per
+    call of a CUDA graph of 20 back-to-back calls; plus the SM clock and power under the call's load for
+    GEMMs. Tells launch/event overheads and clock effects apart from kernel time."""
+    if dev.type != "cuda":
+        return
+    dt = torch.bfloat16
+    flush = timer.flush
+    assert flush is not None
+
+    def row(kind: str, label: str, shape: str, fn: Callable[[], object], clock: bool = False) -> None:
+        try:
+            ev = timer(fn, flush=True)
+            ev_warm = timer(fn, flush=False)
+        except Exception as e:  # noqa: BLE001 - one failing call must not lose the section
+            out.add(kind=kind, label=label, shape=shape, kernel_names=f"failed: {e}"[:200])
+            return
+        try:
+            kt, nk, names = _kernel_time(fn, flush)
+        except Exception as e:  # noqa: BLE001 - the other three timings still stand
+            kt, nk, names = float("nan"), 0, f"profiler failed: {e}"[:200]
+        gr = _graph_time(fn)
+        clk = _sm_clock_under(fn) if clock else ""
+        out.add(kind=kind, label=label, shape=shape, event_flushed_s=f"{ev:.9g}", event_warm_s=f"{ev_warm:.9g}",
+                kernel_s=f"{kt:.9g}", kernels=nk, graph_s=f"{gr:.9g}", sm_clock_mhz_power_w=clk,
+                kernel_names=names)
+
+    heads = ATTN_HEADS[:2]
+    for first in ("cudnn", "flash"):
+        for label, hq, hkv, d in heads:
+            for b in KT_DECODE_BATCH[:2] if quick else KT_DECODE_BATCH:
+                for kv in KT_DECODE_LEN[:2] if quick else KT_DECODE_LEN:
+                    if budget.over("kernel_times", 0.5):
+                        return
+                    q = torch.randn(b, hq, 1, d, device=dev, dtype=dt)
+                    k = torch.randn(b, hkv, kv, d, device=dev, dtype=dt)
+                    v = torch.randn(b, hkv, kv, d, device=dev, dtype=dt)
+                    fn, backend = _sdpa(q, k, v, causal=False, first=first)
+                    row(f"attn_decode.{backend}", label, f"b={b};q=1;kv={kv};hq={hq};hkv={hkv};d={d}", fn)
+            for b, s in KT_PREFILL[:2] if quick else KT_PREFILL:
+                if budget.over("kernel_times", 0.6):
+                    return
+                q = torch.randn(b, hq, s, d, device=dev, dtype=dt)
+                k = torch.randn(b, hkv, s, d, device=dev, dtype=dt)
+                v = torch.randn(b, hkv, s, d, device=dev, dtype=dt)
+                fn, backend = _sdpa(q, k, v, causal=True, first=first)
+                row(f"attn_prefill.{backend}", label, f"b={b};q={s};kv={s};hq={hq};hkv={hkv};d={d}", fn)
+        out.flush()
+    for label, n, kk in KT_GEMM[:2] if quick else KT_GEMM:
+        w = torch.randn(n, kk, device=dev, dtype=dt)
+        for m in KT_GEMM_M[:2] if quick else KT_GEMM_M:
+            if budget.over("kernel_times", 0.8):
+                return
+            a = torch.randn(m, kk, device=dev, dtype=dt)
+            row("gemm", label, f"m={m};n={n};k={kk}", partial(F.linear, a, w), clock=m >= 2048)
+    out.flush()
+    for h in (2048, 4096):
+        norm = torch.nn.RMSNorm(h, eps=1e-5, device=dev, dtype=dt)
+        for t in KT_MEM_TOKENS[:2] if quick else KT_MEM_TOKENS:
+            if budget.over("kernel_times", 0.9):
+                return
+            x = torch.randn(t, h, device=dev, dtype=dt)
+            y = torch.randn(t, h, device=dev, dtype=dt)
+            gu = torch.randn(t, 7 * h, device=dev, dtype=dt)
+            with torch.no_grad():
+                for name, fn in (("rmsnorm", partial(norm, x)), ("add", partial(torch.add, x, y)),
+                                 ("silu_mul", partial(_silu_mul, gu))):
+                    row(f"mem.{name}", f"h{h}", f"t={t};h={h}", fn)
+    out.flush()
+
+
 def _graph_decode(model: torch.nn.Module, tok: torch.Tensor, cache: object) -> Callable[[], object] | None:
     """A CUDA graph of one decode step at a fixed cache position (the step rewrites the same KV slot)."""
     length = cache.length  # type: ignore[attr-defined]
@@ -415,6 +579,9 @@ def main() -> int:
         "memory_ops": Writer(args.out / "memory_ops.csv", ["op", "tokens", "hidden", "bytes", "l2_flushed", "time_s"]),
         "steps": Writer(args.out / "steps.csv", ["model", "layers", "phase", "mode", "batch", "prompt", "context",
                                                   "time_s"]),
+        "kernel_times": Writer(args.out / "kernel_times.csv", ["kind", "label", "shape", "event_flushed_s",
+                                                                "event_warm_s", "kernel_s", "kernels", "graph_s",
+                                                                "sm_clock_mhz_power_w", "kernel_names"]),
         "step_ops": Writer(args.out / "step_ops.csv", ["model", "phase", "batch", "context", "op", "input_shapes",
                                                         "count", "self_device_time_s", "self_cpu_time_s"]),
     }
@@ -425,6 +592,7 @@ def main() -> int:
         ("attention_cudnn", lambda: section_attention(timer, dev, budget, writers["attention_cudnn"], args.quick,
                                                       first="cudnn")),
         ("memory_ops", lambda: section_memory_ops(timer, dev, budget, writers["memory_ops"], args.quick)),
+        ("kernel_times", lambda: section_kernel_times(timer, dev, budget, writers["kernel_times"], args.quick)),
         ("steps", lambda: section_steps(timer, dev, budget, writers["steps"], writers["step_ops"], args.quick)),
     ]
     spent = {}
