@@ -94,7 +94,8 @@ def plan_serve_cmd(model: str, trace: str, rate: float | None, max_rate: bool, b
     con = Console()
     t = Table(title=f"{m.name}: " + (f"{rate:g} req/s" if rate is not None else f"max rate within {budget:g}")
               + f", objective {objective}")
-    for c in ("", "cluster", "$/h", "kW", "SLO met", "sustained req/s", "TTFT p99 x", "TBT p99 x", "E2E p99 x"):
+    for c in ("", "cluster", "$/h", "kW", "SLO met", "sustained req/s", "misses at", "TTFT p99 x", "TBT p99 x",
+              "E2E p99 x"):
         t.add_column(c, justify="left" if c in ("", "cluster") else "right")
     rows = ([("chosen", plan.chosen)] if plan.chosen else []) + [("runner-up", v) for v in plan.runner_ups]
     for tag, v in rows:
@@ -102,6 +103,7 @@ def plan_serve_cmd(model: str, trace: str, rate: float | None, max_rate: bool, b
         t.add_row(tag, cd.label(), "-" if cd.cost_per_hour is None else f"{cd.cost_per_hour:.2f}",
                   f"{cd.power_w / 1e3:.1f}", str(v.met),
                   "-" if v.sustained_rps is None else f"{v.sustained_rps:.2f}",
+                  "-" if v.failed_rps is None else f"{v.failed_rps:.2f}",
                   *(f"{s[f'{key}_slowdown']['p99']:.2f}" for key in ("ttft", "tbt", "e2e")))
     con.print(t)
     if plan.chosen is None:
