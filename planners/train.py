@@ -28,12 +28,25 @@ The ``top`` layouts by estimate are then simulated (:func:`sim.training.simulate
 fastest simulated one is the plan; the others are its runner-ups. :func:`exhaustive` simulates every
 feasible layout: the reference the tests hold the planner to.
 
-Not done here: NIC-aware placement of stages and DP groups on heterogeneous-NIC clusters (Holmes,
-Yang et al. 2023, arXiv:2312.03549); the layouts use Megatron's default rank order (TP fastest, then DP, then PP).
+NIC-aware placement (:func:`place_nic_aware`; Holmes, Yang et al. 2023, "Holmes: Towards Distributed
+Training Across Clusters with Heterogeneous NIC Environment", arXiv:2312.03549): on a cluster whose nodes
+have several NIC types, a layout's pipeline stages are put on blocks of whole nodes (a stage's TP x DP
+GPUs), and Holmes' rule decides which nodes form which block: the DP groups, which carry the large
+gradient reduction, inside one NIC group (pure blocks) where the group sizes allow it, the fastest NIC
+groups first; the pipeline stages, which exchange only ``s b h`` activations point-to-point, across the
+NIC boundaries. Which block holds which stage is searched exhaustively (every distinct order simulated)
+when there are at most ``MAX_ORDERS`` distinct orders; else two orders are simulated, fastest block first
+and the two fastest blocks on the first and last stage with the slowest in the middle (the end stages
+hold the embedding and all-reduce its tied gradient after both their DP reductions, so a slow DP group
+there delays the step; the exhaustive searches put the slow blocks in the middle for that reason).
+The comparison is Megatron's default order over the cluster's node list (the first ``layout.gpus``
+GPUs, NIC-oblivious), simulated on the same cluster. Not done: Holmes' speed-balanced layer partition
+across stages (every stage holds ``layers / PP`` layers here) and its per-NIC-type NCCL selection.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -221,16 +234,169 @@ class Estimator:
         return pipe + exposed + emb + opt
 
 
+# ---- NIC-aware placement (Holmes) ---------------------------------------------------------------------
+MAX_ORDERS = 24          # distinct stage orders simulated exhaustively; more: the fastest-first order
+_PROBE_BYTES = 64e6      # the all-reduce that ranks NIC groups by speed (a DP bucket's order of size)
+
+
+@dataclass(frozen=True)
+class NicGroup:
+    """Nodes of a cluster with the same node type, NIC type and NIC count (Holmes' "NIC environment")."""
+
+    label: str
+    nodes: tuple[int, ...]
+
+
+def nic_groups(cluster: Cluster) -> list[NicGroup]:
+    """The cluster's nodes grouped by (node type, NIC type, NICs per node), in node order."""
+    by_key: dict[tuple[str, str, int], list[int]] = {}
+    for node in range(cluster.num_nodes):
+        spec, nic = cluster.node_spec(node), cluster.nic_spec(node)
+        by_key.setdefault((spec.id, nic.id, spec.nics), []).append(node)
+    return [NicGroup(f"{nic} x{k}" + (f" ({node})" if len({k2[0] for k2 in by_key}) > 1 else ""), tuple(nodes))
+            for (node, nic, k), nodes in by_key.items()]
+
+
+@dataclass
+class Placement:
+    """A layout placed NIC-aware and NIC-oblivious on one cluster, both simulated."""
+
+    layout: TrainLayout
+    aware: TrainReport
+    oblivious: TrainReport
+    gpus: tuple[int, ...]                 # logical rank (Megatron order) -> index into cluster.gpus
+    stage_groups: list[list[str]]         # per stage: the NIC groups of its nodes
+    simulated: int                        # placements simulated (the oblivious one not counted)
+    search: str                           # "exhaustive" | "heuristic" | "single-group" | "node-shared"
+
+    @property
+    def gain(self) -> float:
+        """NIC-oblivious step time / NIC-aware step time."""
+        return self.oblivious.step_time_s / self.aware.step_time_s
+
+    def dp_groups_pure(self) -> bool:
+        """Every stage's nodes (hence its DP groups) in one NIC group."""
+        return all(len(g) == 1 for g in self.stage_groups)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nic_aware_step_s": self.aware.step_time_s, "nic_oblivious_step_s": self.oblivious.step_time_s,
+                "gain": self.gain, "stage_nic_groups": self.stage_groups, "placements_simulated": self.simulated,
+                "search": self.search}
+
+
+def _block_gpus(lay: TrainLayout, blocks: Sequence[Sequence[int]], gpn: int) -> tuple[int, ...]:
+    """Rank -> GPU index when stage ``s`` holds the nodes ``blocks[s]`` (Megatron order inside a stage)."""
+    per_stage = lay.gpus // lay.pp
+    out = []
+    for r in range(lay.gpus):
+        s, i = divmod(r, per_stage)
+        out.append(blocks[s][i // gpn] * gpn + i % gpn)
+    return tuple(out)
+
+
+def _distinct_orders(kinds: list[int], limit: int) -> list[tuple[int, ...]] | None:
+    """Distinct permutations of the multiset ``kinds`` (None when there are more than ``limit``)."""
+    count = math.factorial(len(kinds))
+    for k in set(kinds):
+        count //= math.factorial(kinds.count(k))
+    if count > limit:
+        return None
+    return sorted(set(itertools.permutations(kinds)))
+
+
+def place_nic_aware(model: ModelSpec, lay: TrainLayout, gpu: GPUSpec, cluster: Cluster, *,
+                    stack: str = DEFAULT_STACK, grad_bytes: int = 4, max_orders: int = MAX_ORDERS,
+                    oblivious: TrainReport | None = None) -> Placement:
+    """Holmes' NIC-aware placement of ``lay`` on ``cluster`` (module docstring), simulated against the
+    NIC-oblivious one (Megatron's default order over the first ``lay.gpus`` GPUs; pass its report as
+    ``oblivious`` when already simulated on this cluster). The cluster may hold more nodes than the
+    layout needs: the placement chooses which nodes to use."""
+    gpn = cluster.gpus_per_node
+    if len(cluster.gpus) < lay.gpus:
+        raise ConfigError(f"the layout needs {lay.gpus} GPUs, the cluster was sized to {len(cluster.gpus)}",
+                          field="gpus", value=len(cluster.gpus))
+
+    def sim(place: tuple[int, ...] | None) -> TrainReport:
+        return simulate_training(model, lay, gpu, cluster, stack=stack, grad_bytes=grad_bytes, placement=place)
+
+    base = oblivious if oblivious is not None else sim(None)
+    groups = nic_groups(cluster)
+    label = {n: g.label for g in groups for n in g.nodes}
+    ident = tuple(range(lay.gpus))
+
+    def stage_labels(place: tuple[int, ...]) -> list[list[str]]:
+        per = lay.gpus // lay.pp
+        return [sorted({label[place[r] // gpn] for r in range(s * per, (s + 1) * per)}) for s in range(lay.pp)]
+
+    per_stage = lay.gpus // lay.pp
+    if len(groups) == 1 or per_stage % gpn:
+        # one NIC type: nothing to choose; a stage smaller than a node: stages share nodes, not placed here
+        why = "single-group" if len(groups) == 1 else "node-shared"
+        return Placement(lay, base, base, ident, stage_labels(ident), 0, why)
+    k = per_stage // gpn                         # nodes per stage block
+
+    # rank the NIC groups by the time of a DP-sized all-reduce over TP rank 0's GPUs of (up to) k of their nodes
+    def speed(g: NicGroup) -> float:
+        nodes = g.nodes[:max(2, k)]
+        ranks = tuple(n * gpn for n in nodes)
+        return collective_time(None, CollectiveOp.ALL_REDUCE, _PROBE_BYTES,
+                               geo=geometry(cluster, [cluster.gpus[r] for r in ranks])).time_s
+    order = sorted(groups, key=speed)            # fastest first
+    rank_of = {g.label: i for i, g in enumerate(order)}
+    pure: list[tuple[int, ...]] = []
+    left: list[int] = []
+    for g in order:
+        nb = len(g.nodes) // k
+        pure += [g.nodes[i * k:(i + 1) * k] for i in range(nb)]
+        left += list(g.nodes[nb * k:])
+    if len(pure) >= lay.pp:
+        blocks = pure[:lay.pp]
+    else:                                       # mixed blocks from the leftover nodes, fastest first
+        blocks = pure + [tuple(left[i * k:(i + 1) * k]) for i in range(lay.pp - len(pure))]
+
+    def kind(b: Sequence[int]) -> tuple[int, ...]:   # a block's NIC groups by speed rank, slowest first
+        return tuple(sorted((rank_of[label[n]] for n in b), reverse=True))
+
+    kinds = sorted({kind(b) for b in blocks})     # fastest kind first
+    kind_id = [kinds.index(kind(b)) for b in blocks]
+    orders = _distinct_orders(kind_id, max_orders)
+    search = "exhaustive"
+    if orders is None:
+        # two heuristic orders: fastest first; and the two fastest blocks on the first and last stage
+        # (they also hold the embedding and all-reduce its tied gradient after both their DP reductions),
+        # the slowest in the middle
+        ranked_ids = sorted(kind_id)
+        ends = [ranked_ids[0]] + ranked_ids[2:][::-1] + [ranked_ids[1]] if len(ranked_ids) > 2 else ranked_ids
+        orders, search = sorted({tuple(ranked_ids), tuple(ends)}), "heuristic"
+    best: tuple[TrainReport, tuple[int, ...]] | None = None
+    for o in orders:
+        pool = {i: [b for b, kid in zip(blocks, kind_id, strict=True) if kid == i] for i in set(kind_id)}
+        stage_blocks = [pool[i].pop(0) for i in o]
+        place = _block_gpus(lay, stage_blocks, gpn)
+        rep = sim(place)
+        if best is None or rep.step_time_s < best[0].step_time_s:
+            best = (rep, place)
+    assert best is not None
+    log.info("NIC-aware placement of %s: %d orders (%s), %.4g s vs %.4g s oblivious", lay, len(orders), search,
+             best[0].step_time_s, base.step_time_s)
+    return Placement(lay, best[0], base, best[1], stage_labels(best[1]), len(orders), search)
+
+
 @dataclass
 class Candidate:
     layout: TrainLayout
     estimate_s: float
     memory_bytes: float
     report: TrainReport | None = None
+    placement: Placement | None = None    # on a cluster with several NIC types
 
     @property
     def step_time_s(self) -> float:
-        return self.report.step_time_s if self.report is not None else math.inf
+        """The simulated step (the NIC-aware placement's when it was placed and is faster)."""
+        t = self.report.step_time_s if self.report is not None else math.inf
+        if self.placement is not None:
+            t = min(t, self.placement.aware.step_time_s)
+        return t
 
     def label(self) -> str:
         lay = self.layout
@@ -247,6 +413,8 @@ class Candidate:
             "estimate_s": self.estimate_s, "memory_gib_per_gpu": self.memory_bytes / 1024**3}
         if self.report is not None:
             out.update(self.report.summary())
+        if self.placement is not None:
+            out["placement"] = self.placement.to_dict()
         return out
 
 
@@ -261,9 +429,12 @@ class TrainPlan:
     stats: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"plan": self.best.to_dict(), "runner_ups": [c.to_dict() for c in self.runner_ups],
-                "layouts_enumerated": self.enumerated, "layouts_fit_memory": self.fit,
-                "layouts_simulated": self.simulated, "wall_s": self.wall_s}
+        out = {"plan": self.best.to_dict(), "runner_ups": [c.to_dict() for c in self.runner_ups],
+               "layouts_enumerated": self.enumerated, "layouts_fit_memory": self.fit,
+               "layouts_simulated": self.simulated, "wall_s": self.wall_s}
+        if self.best.placement is not None:
+            out["placement"] = self.best.placement.to_dict()
+        return out
 
 
 def _no_layout(model: ModelSpec, gpus: int, global_batch: int, gpn: int) -> Infeasible:
@@ -305,12 +476,14 @@ def feasible(model: ModelSpec, gpu: GPUSpec, gpus: int, global_batch: int, *, se
 def plan_train(model: ModelSpec, gpu: GPUSpec, cluster: Cluster, gpus: int, global_batch: int, *, seq: int = 2048,
                top: int = 5, attention: AttentionImpl = AttentionImpl.FLASH, dtype: DType = DType.BF16,
                stack: str = DEFAULT_STACK, grad_bytes: int = 4, headroom_bytes: float = 0.0,
-               progress: Progress | None = None) -> TrainPlan:
+               progress: Progress | None = None, placement_cluster: Cluster | None = None) -> TrainPlan:
     """The fastest layout of ``model`` on ``gpus`` GPUs of ``cluster`` (sized to at least ``gpus``) for
     ``global_batch`` sequences of ``seq`` tokens: enumerate, prune by memory, rank by the closed-form
     estimate, simulate the ``top`` best; the fastest simulated layout with its report and the runner-ups.
     ``headroom_bytes``: memory per GPU kept free beyond the memory model (CUDA context, NCCL buffers,
-    allocator fragmentation, which the model does not count)."""
+    allocator fragmentation, which the model does not count). On a cluster with several NIC types
+    (``placement_cluster``, default ``cluster``: the nodes a placement may choose from) every simulated
+    layout is also placed NIC-aware (:func:`place_nic_aware`) and ranked by the faster placement."""
     t0 = time.perf_counter()
     if top < 1:
         raise ConfigError(f"top must be >= 1, got {top}", field="top", value=top)
@@ -324,8 +497,12 @@ def plan_train(model: ModelSpec, gpu: GPUSpec, cluster: Cluster, gpus: int, glob
                     key=lambda c: (c.estimate_s, c.memory_bytes))
     t1 = time.perf_counter()
     chosen = ranked[:top]
+    pcl = cluster if placement_cluster is None else placement_cluster
     for i, c in enumerate(chosen):
         c.report = simulate_training(model, c.layout, gpu, cluster, stack=stack, grad_bytes=grad_bytes)
+        if len(nic_groups(pcl)) > 1:
+            c.placement = place_nic_aware(model, c.layout, gpu, pcl, stack=stack, grad_bytes=grad_bytes,
+                                          oblivious=c.report if pcl is cluster else None)
         if progress is not None:
             progress(i + 1, len(chosen))
     done = sorted(chosen, key=lambda c: (c.step_time_s, c.memory_bytes))
@@ -348,4 +525,5 @@ def exhaustive(model: ModelSpec, gpu: GPUSpec, cluster: Cluster, gpus: int, glob
     return sorted(out, key=lambda c: (c.step_time_s, c.memory_bytes))
 
 
-__all__ = ["Candidate", "Estimator", "TrainPlan", "enumerate_layouts", "exhaustive", "feasible", "plan_train"]
+__all__ = ["Candidate", "Estimator", "NicGroup", "Placement", "TrainPlan", "enumerate_layouts", "exhaustive",
+           "feasible", "nic_groups", "place_nic_aware", "plan_train"]

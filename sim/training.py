@@ -232,23 +232,59 @@ def _rank(layout: TrainLayout, stage: int, dp_rank: int = 0, tp_rank: int = 0, c
     return tp_rank + layout.tp * (cp_rank + layout.cp * (dp_rank + layout.dp * stage))
 
 
-@functools.lru_cache(maxsize=256)
-def _geo(cluster: Cluster, ranks: tuple[int, ...]) -> Geometry:
-    return geometry(cluster, [cluster.gpus[r] for r in ranks])
+@functools.lru_cache(maxsize=4096)
+def _geo(cluster: Cluster, gpus: tuple[int, ...]) -> Geometry:
+    """The geometry of the cluster GPUs at indices ``gpus`` (placement already applied)."""
+    return geometry(cluster, [cluster.gpus[g] for g in gpus])
+
+
+def _ready(bwd_ns: tuple[int, int], k: int, nb: int) -> float:
+    """When bucket ``k`` of ``nb`` is ready: its share of the chunk's last backward (start, end ns) done."""
+    b0, b1 = (x / 1e9 for x in bwd_ns)
+    return b0 + (k + 1) / nb * (b1 - b0)
+
+
+def _check_placement(placement: Sequence[int] | None, ranks: int, cluster_gpus: int) -> tuple[int, ...] | None:
+    """``placement`` as a tuple (None: the identity), checked: one distinct cluster GPU index per rank."""
+    if placement is None:
+        return None
+    from workloads.errors import ConfigError
+
+    place = tuple(placement)
+    if len(place) != ranks:
+        raise ConfigError(f"the placement maps {len(place)} ranks, the layout has {ranks}", field="placement",
+                          value=len(place))
+    bad = [g for g in place if isinstance(g, bool) or not isinstance(g, int) or not 0 <= g < cluster_gpus]
+    if bad:
+        raise ConfigError(f"placement GPU index {bad[0]!r} is not one of the cluster's {cluster_gpus} GPUs",
+                          field="placement", value=bad[0])
+    if len(set(place)) != len(place):
+        dup = next(g for g in place if place.count(g) > 1)
+        raise ConfigError(f"placement puts two ranks on GPU {dup}", field="placement", value=dup)
+    return place
 
 
 def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, cluster: Cluster, *,
                       stack: str = DEFAULT_STACK, grad_bytes: int = 4, bucket_params: int = DEFAULT_BUCKET_PARAMS,
                       check_memory: bool = True, stage_slowdown: dict[int, float] | None = None,
                       record_events: bool = False,
-                      engine: PipelineEngine | str = PipelineEngine.LIST) -> TrainReport:
+                      engine: PipelineEngine | str = PipelineEngine.LIST,
+                      placement: Sequence[int] | None = None) -> TrainReport:
     """Simulate one training step of ``model`` under ``layout`` on ``cluster`` (sized to at least
     ``layout.gpus`` GPUs of ``gpu``). ``stage_slowdown``: {stage: factor} makes a stage a straggler
     (its compute and TP collectives take ``factor`` x as long). ``engine``: ``"simpy"`` runs every
     forward/backward as a SimPy event on its stage; ``"list"`` (default) evaluates the same dependency
     graph in list-scheduling order without the event heap, giving identical times (tests assert it)
     at a fraction of the cost (a PP 64 pipeline of 512 micro-batches has 65,536 items); any other
-    name is a ConfigError."""
+    name is a ConfigError. ``placement``: logical rank (Megatron order, :func:`_rank`) -> index into
+    ``cluster.gpus`` (default: the identity, the first ``layout.gpus`` GPUs in the cluster's order); a
+    wrong length, a repeated or missing GPU is a ConfigError.
+
+    DP replicas: each replica's TP groups and point-to-point sends are priced on its own GPUs; replicas
+    whose costs are equal share one pipeline run, the others are simulated each (on a homogeneous
+    cluster that is one run, as before). A DP bucket's reduction starts when every replica has it ready
+    (the latest replica's backward), and the reported timeline, bubble and send waits are the slowest
+    replica's."""
     if not isinstance(engine, PipelineEngine):
         known = [e.value for e in PipelineEngine]
         if engine not in known:
@@ -261,6 +297,11 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
 
         raise ConfigError(f"the layout needs {lay.gpus} GPUs, the cluster was sized to {len(cluster.gpus)}",
                           field="gpus", value=len(cluster.gpus))
+    place = _check_placement(placement, lay.gpus, len(cluster.gpus))
+
+    def geo(ranks: tuple[int, ...]) -> Geometry:
+        return _geo(cluster, ranks if place is None else tuple(place[r] for r in ranks))
+
     mem = train_memory(model, lay, grad_bytes=grad_bytes)
     if check_memory:
         check_fits(mem, gpu.memory_bytes, f"{model.name} with tp={lay.tp} pp={lay.pp} dp={lay.dp} "
@@ -273,16 +314,19 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
     chunk_params = layers_per_chunk * model.layer_params() / lay.tp     # one chunk's layers, per TP rank
     slow = stage_slowdown or {}
     # each stage's data-parallel group (DP gradient reduction, ZeRO gathers)
-    dp_geo = [_geo(cluster, tuple(_rank(lay, s, d) for d in range(lay.dp))) for s in range(p)] if lay.dp > 1 else []
+    dp_geo = [geo(tuple(_rank(lay, s, d) for d in range(lay.dp))) for s in range(p)] if lay.dp > 1 else []
 
-    # per (stage, chunk): forward and backward (recompute included) costs
-    fwd_c: dict[tuple[int, int], PassCost] = {}
-    bwd_c: dict[tuple[int, int], PassCost] = {}
-    zero3_gather: dict[tuple[int, int], float] = {}
-    for s in range(p):
-        tp_geo = _geo(cluster, tuple(_rank(lay, s, 0, r) for r in range(lay.tp))) if lay.tp > 1 else None
+    # per (stage, chunk): forward and backward (recompute included) costs, per distinct TP group geometry
+    stage_memo: dict[tuple[int, Geometry | None], tuple[list[PassCost], list[PassCost]]] = {}
+
+    def stage_costs(s: int, tp_geo: Geometry | None) -> tuple[list[PassCost], list[PassCost]]:
+        key = (s, tp_geo)
+        if key in stage_memo:
+            return stage_memo[key]
         lf = costs.pass_cost(passes.forward, tp_geo)
         lb = costs.pass_cost(passes.recompute, tp_geo).add(costs.pass_cost(passes.backward, tp_geo))
+        fs: list[PassCost] = []
+        bs: list[PassCost] = []
         for c in range(v):
             vs = c * p + s
             f, b = PassCost().add(lf, layers_per_chunk), PassCost().add(lb, layers_per_chunk)
@@ -291,14 +335,21 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
             if vs == p * v - 1:
                 f, b = f.add(costs.pass_cost(last.forward, tp_geo)), b.add(costs.pass_cost(last.backward, tp_geo))
             k = slow.get(s, 1.0)
-            fwd_c[s, c] = PassCost().add(f, k)
-            bwd_c[s, c] = PassCost().add(b, k)
-            if lay.zero >= 3 and lay.dp > 1:
-                zero3_gather[s, c] = collective_time(None, CollectiveOp.ALL_GATHER,
-                                                     chunk_params * lay.dtype.bytes, geo=dp_geo[s]).time_s
+            fs.append(PassCost().add(f, k))
+            bs.append(PassCost().add(b, k))
+        stage_memo[key] = (fs, bs)
+        return fs, bs
 
-    def dur_ns(s: int, c: int, fwd: bool) -> int:
-        t = (fwd_c if fwd else bwd_c)[s, c].total
+    zero3_gather: dict[tuple[int, int], float] = {}
+    if lay.zero >= 3 and lay.dp > 1:
+        for s in range(p):
+            t_g = collective_time(None, CollectiveOp.ALL_GATHER, chunk_params * lay.dtype.bytes,
+                                  geo=dp_geo[s]).time_s
+            for c in range(v):
+                zero3_gather[s, c] = t_g
+
+    def dur_ns(pc: PassCost, s: int, c: int) -> int:
+        t = pc.total
         if zero3_gather:
             t = max(t, zero3_gather[s, c])
         return max(1, round(t * 1e9))
@@ -309,22 +360,50 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
     sp = lay.sequence_parallel and lay.tp > 1
     full = lay.seq * lay.micro_batch * model.hidden_size * lay.dtype.bytes
     msg = full / lay.tp
-    send_ns: dict[tuple[int, int], int] = {}
-    if p > 1:
-        for s in range(p):
-            for dst in ((s + 1) % p, (s - 1) % p):
-                src_r, dst_r = _rank(lay, s), _rank(lay, dst)
-                t = collective_time(None, CollectiveOp.SEND_RECV, msg, geo=_geo(cluster, (src_r, dst_r))).time_s
-                if lay.tp > 1 and not sp:
-                    tp_geo = _geo(cluster, tuple(_rank(lay, dst, 0, r) for r in range(lay.tp)))
-                    t += collective_time(None, CollectiveOp.ALL_GATHER, full, geo=tp_geo).time_s
-                send_ns[s, dst] = round(t * 1e9)
+    send_memo: dict[tuple[Geometry, Geometry | None], int] = {}
+
+    def send_time_ns(pair: Geometry, gather: Geometry | None) -> int:
+        if (pair, gather) not in send_memo:
+            t = collective_time(None, CollectiveOp.SEND_RECV, msg, geo=pair).time_s
+            if gather is not None:
+                t += collective_time(None, CollectiveOp.ALL_GATHER, full, geo=gather).time_s
+            send_memo[pair, gather] = round(t * 1e9)
+        return send_memo[pair, gather]
+
+    def tp_geo_of(s: int, d: int) -> Geometry | None:
+        return geo(tuple(_rank(lay, s, d, r) for r in range(lay.tp))) if lay.tp > 1 else None
 
     lists = [schedule_items(lay.schedule, p, s, n, v) for s in range(p)]
-    dur = {(s, c, f): dur_ns(s, c, f) for s in range(p) for c in range(v) for f in (True, False)}
     run = _run_simpy if engine is PipelineEngine.SIMPY else _run_list
-    tl = run(lists, dur, send_ns, p, v, record_events)
-    busy_ns, end_ns, wait_comm_ns, last_bwd, events = tl.busy_ns, tl.end_ns, tl.comm_ns, tl.last_bwd, tl.events
+    # every DP replica's costs (they differ where its GPUs' links differ); equal ones share one run
+    runs: dict[Any, Timeline] = {}
+    fwd_c: dict[tuple[int, int], PassCost] = {}
+    bwd_c: dict[tuple[int, int], PassCost] = {}
+    emb_geos: set[Geometry] = set()
+    for d in range(lay.dp):
+        tp_geos = [tp_geo_of(s, d) for s in range(p)]
+        dur: dict[tuple[int, int, bool], int] = {}
+        for s in range(p):
+            fs, bs = stage_costs(s, tp_geos[s])
+            for c in range(v):
+                dur[s, c, True], dur[s, c, False] = dur_ns(fs[c], s, c), dur_ns(bs[c], s, c)
+                if d == 0:   # the report's per-chunk times and TP collectives: replica 0's
+                    fwd_c[s, c], bwd_c[s, c] = fs[c], bs[c]
+        send_ns: dict[tuple[int, int], int] = {}
+        if p > 1:
+            for s in range(p):
+                for dst in ((s + 1) % p, (s - 1) % p):
+                    ag_geo = tp_geos[dst] if lay.tp > 1 and not sp else None
+                    send_ns[s, dst] = send_time_ns(geo((_rank(lay, s, d), _rank(lay, dst, d))), ag_geo)
+            if model.tied_embeddings:
+                emb_geos.add(geo((_rank(lay, 0, d), _rank(lay, p - 1, d))))
+        sig = (tuple(sorted(dur.items())), tuple(sorted(send_ns.items())))
+        if sig not in runs:
+            runs[sig] = run(lists, dur, send_ns, p, v, record_events)
+    timelines = list(runs.values())
+    tl = max(timelines, key=lambda x: max(x.end_ns))   # the slowest replica (the first of equals)
+    busy_ns, wait_comm_ns, events = tl.busy_ns, tl.comm_ns, tl.events
+    end_ns = [max(x.end_ns[s] for x in timelines) for s in range(p)]
 
     # ---- DP gradient reduction on each stage's communication stream, then the optimizer ------------
     exposed: dict[str, float] = {}
@@ -360,14 +439,13 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
         if lay.dp > 1:
             dgeo = dp_geo[s]
             op = CollectiveOp.ALL_REDUCE if lay.zero == 0 else CollectiveOp.REDUCE_SCATTER
-            # chunks in the order their last backward finishes
-            for c in sorted(range(v), key=lambda c: last_bwd[s, c][1]):
-                b0, b1 = (x / 1e9 for x in last_bwd[s, c])
+            # chunks in the order their last backward finishes; a bucket is ready when every replica has it
+            for c in sorted(range(v), key=lambda c: max(x.last_bwd[s, c][1] for x in timelines)):
                 nb = max(1, math.ceil(params[c] / bucket_params))
                 size = params[c] / nb * grad_bytes
                 t_b = collective_time(None, op, size, geo=dgeo).time_s
                 for k in range(nb):
-                    ready_t = b0 + (k + 1) / nb * (b1 - b0)
+                    ready_t = max(_ready(x.last_bwd[s, c], k, nb) for x in timelines)
                     stream = max(stream, ready_t) + t_b
         sync_end.append(max(t_end, stream))
         dp_exposed = max(dp_exposed, sync_end[-1] - t_end)
@@ -387,9 +465,9 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
     # embedding and all-reduce its fp32 gradient (``_allreduce_embedding_grads``, after the DP reduction)
     emb_s = 0.0
     if p > 1 and model.tied_embeddings:
-        egeo = _geo(cluster, (_rank(lay, 0), _rank(lay, p - 1)))
-        emb_s = collective_time(None, CollectiveOp.ALL_REDUCE, model.vocab_size * model.hidden_size / lay.tp * 4.0,
-                                geo=egeo).time_s
+        # every replica's pair reduces at once; the slowest pair's time
+        emb_s = max(collective_time(None, CollectiveOp.ALL_REDUCE, model.vocab_size * model.hidden_size / lay.tp * 4.0,
+                                    geo=egeo).time_s for egeo in emb_geos)
         for s in (0, p - 1):
             sync_end[s] = max(sync_end[0], sync_end[p - 1]) + emb_s
     # the optimizer step: the found-inf flag and the gradient norm are all-reduced over the model-parallel

@@ -140,9 +140,10 @@ def plan_train_cmd(model: str, hardware: str, cluster: str, gpus: int, global_ba
     spec = load_train_model(model, seq)
     gpu = load_gpu(hardware)
     cl = load_cluster(cluster, gpus=gpus)
+    # the whole cluster: a NIC-aware placement may choose which of its nodes to use
     plan = plan_train(spec, gpu, cl, gpus, global_batch, seq=seq, top=top,
                       attention=_enum(AttentionImpl, attention, "attention"), dtype=_enum(DType, dtype, "dtype"),
-                      headroom_bytes=memory_headroom_gib * 1024**3)
+                      headroom_bytes=memory_headroom_gib * 1024**3, placement_cluster=load_cluster(cluster))
     if as_json:
         click.echo(json.dumps(plan.to_dict(), default=float))
         return
@@ -154,9 +155,15 @@ def plan_train_cmd(model: str, hardware: str, cluster: str, gpus: int, global_ba
     for tag, c in [("chosen", plan.best)] + [("runner-up", r) for r in plan.runner_ups]:
         rep = c.report
         assert rep is not None
-        t.add_row(tag, c.label(), f"{rep.step_time_s:.3f}", f"{c.estimate_s:.3f}", f"{rep.tflops_per_gpu:.1f}",
+        t.add_row(tag, c.label(), f"{c.step_time_s:.3f}", f"{c.estimate_s:.3f}", f"{rep.tflops_per_gpu:.1f}",
                   f"{rep.mfu:.3f}", f"{rep.bubble_fraction:.3f}", f"{rep.memory.total / 1024**3:.1f}")
     con.print(t)
+    pl = plan.best.placement
+    if pl is not None:
+        stages = "; ".join(f"stage {s}: {' + '.join(g)}" for s, g in enumerate(pl.stage_groups))
+        con.print(f"NIC-aware placement (Holmes, {pl.search}, {pl.simulated} simulated): {pl.aware.step_time_s:.3f} s "
+                  f"vs {pl.oblivious.step_time_s:.3f} s NIC-oblivious (Megatron order over the node list): "
+                  f"gain {pl.gain:.3f}x\n  {stages}")
 
 
 def register(cli: click.Group) -> None:
