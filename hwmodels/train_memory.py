@@ -30,6 +30,15 @@ ones, 2 B), fp32 master weights, momentum and variance (12 B/param). Megatron's 
 Figure 1's "weights+grads+optimizer" (e.g. 175B: 12 h^2 x 12 layers / 8 x 18 B = 45.6 GiB).
 ZeRO shards over the DP degree ``d``: stage 1 the optimizer states, stage 2 also the gradients,
 stage 3 also the weights.
+
+Context parallelism (``cp`` ranks share each sequence; :func:`train_memory`): each GPU holds the
+activations of its ``s/cp`` tokens, Table 2 with ``s -> s/cp``. Ring attention keeps that form (its
+score blocks are ``(s/cp)``-sized); Ulysses' core holds full-``s`` tensors of ``a/(t cp)`` heads: Q, K, V
+and the output are the same size as their ``s/cp``-token, ``a/t``-head form (so the 34 coefficient
+stays), and the unfused scores term becomes ``5 a s^2 b / (t cp)`` per layer (Table 2's term with
+``s -> s/cp`` and ``a -> a cp``). Weights are replicated over CP; ZeRO shards over the combined
+data-and-context-parallel group (``dp x cp`` ranks), as Megatron-Core's distributed optimizer does
+(``get_data_parallel_group(with_context_parallel=True)``).
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from dataclasses import dataclass
 
 from workloads.errors import CapacityError
 from workloads.model_spec import ModelSpec
-from workloads.train_ops import Recompute, Schedule, TrainLayout
+from workloads.train_ops import CPImpl, Recompute, Schedule, TrainLayout
 
 GIB = 1024**3
 OPTIMIZER_BYTES_PER_PARAM = 12  # fp32 master weights + Adam momentum + variance
@@ -129,12 +138,14 @@ def train_memory(model: ModelSpec, layout: TrainLayout, *, grad_bytes: int = 4, 
         params = model.num_layers / layout.pp * model.layer_params() / layout.tp
     else:
         params = stage_params(model, layout, stage)
-    d, z = layout.dp, layout.zero
+    d, z = layout.dp * layout.cp, layout.zero   # ZeRO shards over DP x CP (Megatron-Core)
     wb = layout.dtype.bytes
     weights = params * wb / (d if z >= 3 else 1)
     grads = params * grad_bytes / (d if z >= 2 else 1)
     optim = params * OPTIMIZER_BYTES_PER_PARAM / (d if z >= 1 else 1)
-    s, b, h, a, t = layout.seq, layout.micro_batch, model.hidden_size, model.num_heads, layout.tp
+    s, b, h, a, t = layout.seq // layout.cp, layout.micro_batch, model.hidden_size, model.num_heads, layout.tp
+    if layout.cp > 1 and layout.cp_impl is CPImpl.ULYSSES:
+        a *= layout.cp   # the scores term of the full sequence's s x s over a/(t cp) heads (module docstring)
     sp = layout.sequence_parallel and t > 1
     per_layer = activation_bytes_per_layer(s, b, h, a, t, sequence_parallel=sp, recompute=layout.recompute)
     acts = per_layer * in_flight_factor(layout, model.num_layers, stage)

@@ -54,6 +54,7 @@ from workloads.ops import Gemm, MemoryOp, OpKind
 from workloads.specfile import unknown_name
 from workloads.train_ops import (
     Recompute,
+    RingAttention,
     Schedule,
     TrainLayout,
     TrainOp,
@@ -117,7 +118,16 @@ def schedule_items(schedule: Schedule, p: int, stage: int, n: int, v: int = 1) -
 
 # ---- costs ---------------------------------------------------------------------------------------
 _COLL = {"all_reduce": CollectiveOp.ALL_REDUCE, "all_gather": CollectiveOp.ALL_GATHER,
-         "reduce_scatter": CollectiveOp.REDUCE_SCATTER}
+         "reduce_scatter": CollectiveOp.REDUCE_SCATTER, "all_to_all": CollectiveOp.ALL_TO_ALL}
+
+
+@dataclass(frozen=True)
+class CPGeo:
+    """A context-parallel group on the cluster: the group (Ulysses' all-to-alls) and each rank -> next
+    rank pair of its ring (ring attention's sends; a ring step waits for the slowest pair)."""
+
+    group: Geometry
+    links: tuple[Geometry, ...]
 
 
 @dataclass
@@ -146,15 +156,17 @@ class StageCosts:
         self.kernels = GPUKernelModel(gpu, stack=stack)
         self._memo: dict[Any, float] = {}
 
-    def op_time(self, op: TrainOp, tp_geo: Geometry | None) -> tuple[float, str | None]:
+    def op_time(self, op: TrainOp, tp_geo: Geometry | None, cp: CPGeo | None = None) -> tuple[float, str | None]:
         if op.comm is not None:
-            if tp_geo is None or op.comm.group <= 1:
+            g = tp_geo if op.comm.dim == "tp" else (cp.group if cp is not None else None)
+            if g is None or op.comm.group <= 1:
                 return 0.0, None
-            key: Any = (op.comm, tp_geo)
+            key: Any = (op.comm, g)
             if key not in self._memo:
                 self._memo[key] = collective_time(None, _COLL[op.comm.collective], op.comm.nbytes,
-                                                  geo=tp_geo).time_s
-            return self._memo[key], f"tp_{op.comm.collective}"
+                                                  geo=g).time_s
+            return self._memo[key], f"{op.comm.dim}_{op.comm.collective}"
+        assert op.ring is None, "a ring-attention pass is costed by ring_cost"
         assert op.op is not None
         key = (op.op, op.fp32_accumulate)
         if key not in self._memo:
@@ -187,10 +199,39 @@ class StageCosts:
 
         return t + comb(c1, m1) - comb(c0, m0)
 
-    def pass_cost(self, ops: Sequence[TrainOp], tp_geo: Geometry | None) -> PassCost:
+    def ring_cost(self, ring: RingAttention, cp: CPGeo | None) -> tuple[float, float]:
+        """(compute, exposed send) seconds of a ring-attention pass: step ``k < cp - 1`` takes the larger of
+        its kernels and the send to the next rank (the slowest pair of the ring; send/recv closed form,
+        latency included), the last step its kernels, then the tail send (exposed)."""
+        def send(nbytes: float) -> float:
+            if cp is None or not nbytes:
+                return 0.0
+            key = ("ring_send", nbytes, cp.links)
+            if key not in self._memo:
+                self._memo[key] = max(collective_time(None, CollectiveOp.SEND_RECV, nbytes, geo=g).time_s
+                                      for g in cp.links)
+            return self._memo[key]
+
+        x = send(ring.send_bytes)
+        compute = exposed = 0.0
+        for k, step in enumerate(ring.steps):
+            c = sum(self.op_time(o, None)[0] for o in step)
+            compute += c
+            if k < len(ring.steps) - 1:
+                exposed += max(0.0, x - c)
+        return compute, exposed + send(ring.tail_bytes)
+
+    def pass_cost(self, ops: Sequence[TrainOp], tp_geo: Geometry | None, cp: CPGeo | None = None) -> PassCost:
         pc = PassCost()
         for op in ops:
-            t, kind = self.op_time(op, tp_geo)
+            if op.ring is not None:
+                c, x = self.ring_cost(op.ring, cp)
+                pc.compute += c
+                pc.flops += op.flops
+                if x:
+                    pc.comm["cp_ring_send_recv"] = pc.comm.get("cp_ring_send_recv", 0.0) + x
+                continue
+            t, kind = self.op_time(op, tp_geo, cp)
             if kind is None:
                 pc.compute += t
                 pc.flops += op.flops
@@ -304,7 +345,8 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
 
     mem = train_memory(model, lay, grad_bytes=grad_bytes)
     if check_memory:
-        check_fits(mem, gpu.memory_bytes, f"{model.name} with tp={lay.tp} pp={lay.pp} dp={lay.dp} "
+        cp_s = f"cp={lay.cp} ({lay.cp_impl.value}) " if lay.cp > 1 else ""
+        check_fits(mem, gpu.memory_bytes, f"{model.name} with tp={lay.tp} pp={lay.pp} dp={lay.dp} {cp_s}"
                    f"micro-batch {lay.micro_batch} recompute {lay.recompute.value}")
     p, v, n = lay.pp, lay.chunks, lay.num_micro_batches
     costs = StageCosts(gpu, stack)
@@ -313,18 +355,30 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
     layers_per_chunk = model.num_layers // (p * v)
     chunk_params = layers_per_chunk * model.layer_params() / lay.tp     # one chunk's layers, per TP rank
     slow = stage_slowdown or {}
-    # each stage's data-parallel group (DP gradient reduction, ZeRO gathers)
-    dp_geo = [geo(tuple(_rank(lay, s, d) for d in range(lay.dp))) for s in range(p)] if lay.dp > 1 else []
+    # each stage's data-parallel group (DP gradient reduction, ZeRO gathers): with context parallelism the
+    # combined data-and-context-parallel group, dp x cp ranks (Megatron-Core reduces gradients over it)
+    dpc = lay.dp * lay.cp
+    dp_geo = [geo(tuple(_rank(lay, s, d, 0, c) for d in range(lay.dp) for c in range(lay.cp)))
+              for s in range(p)] if dpc > 1 else []
+
+    def cp_geo_of(s: int, d: int) -> CPGeo | None:
+        """Stage ``s``'s CP group of replica ``d`` (TP rank 0's; the other TP ranks' are alike)."""
+        if lay.cp <= 1:
+            return None
+        ranks = tuple(_rank(lay, s, d, 0, c) for c in range(lay.cp))
+        pairs = {tuple(sorted((ranks[c], ranks[(c + 1) % lay.cp]))) for c in range(lay.cp)}
+        return CPGeo(geo(ranks), tuple(geo(pr) for pr in sorted(pairs)))
 
     # per (stage, chunk): forward and backward (recompute included) costs, per distinct TP group geometry
-    stage_memo: dict[tuple[int, Geometry | None], tuple[list[PassCost], list[PassCost]]] = {}
+    stage_memo: dict[tuple[int, Geometry | None, CPGeo | None], tuple[list[PassCost], list[PassCost]]] = {}
 
-    def stage_costs(s: int, tp_geo: Geometry | None) -> tuple[list[PassCost], list[PassCost]]:
-        key = (s, tp_geo)
+    def stage_costs(s: int, tp_geo: Geometry | None,
+                    cp: CPGeo | None = None) -> tuple[list[PassCost], list[PassCost]]:
+        key = (s, tp_geo, cp)
         if key in stage_memo:
             return stage_memo[key]
-        lf = costs.pass_cost(passes.forward, tp_geo)
-        lb = costs.pass_cost(passes.recompute, tp_geo).add(costs.pass_cost(passes.backward, tp_geo))
+        lf = costs.pass_cost(passes.forward, tp_geo, cp)
+        lb = costs.pass_cost(passes.recompute, tp_geo, cp).add(costs.pass_cost(passes.backward, tp_geo, cp))
         fs: list[PassCost] = []
         bs: list[PassCost] = []
         for c in range(v):
@@ -341,7 +395,7 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
         return fs, bs
 
     zero3_gather: dict[tuple[int, int], float] = {}
-    if lay.zero >= 3 and lay.dp > 1:
+    if lay.zero >= 3 and dpc > 1:
         for s in range(p):
             t_g = collective_time(None, CollectiveOp.ALL_GATHER, chunk_params * lay.dtype.bytes,
                                   geo=dp_geo[s]).time_s
@@ -358,7 +412,7 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
     # et al. 2021, Sec. 4.1) sends s b h / t per TP rank over each rank's own NIC; without sequence
     # parallelism the receiver all-gathers the full activation over the node's NVLink
     sp = lay.sequence_parallel and lay.tp > 1
-    full = lay.seq * lay.micro_batch * model.hidden_size * lay.dtype.bytes
+    full = lay.seq // lay.cp * lay.micro_batch * model.hidden_size * lay.dtype.bytes   # this GPU's s/cp tokens
     msg = full / lay.tp
     send_memo: dict[tuple[Geometry, Geometry | None], int] = {}
 
@@ -384,7 +438,7 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
         tp_geos = [tp_geo_of(s, d) for s in range(p)]
         dur: dict[tuple[int, int, bool], int] = {}
         for s in range(p):
-            fs, bs = stage_costs(s, tp_geos[s])
+            fs, bs = stage_costs(s, tp_geos[s], cp_geo_of(s, d))
             for c in range(v):
                 dur[s, c, True], dur[s, c, False] = dur_ns(fs[c], s, c), dur_ns(bs[c], s, c)
                 if d == 0:   # the report's per-chunk times and TP collectives: replica 0's
@@ -436,7 +490,7 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
         if s == p - 1:
             params[v - 1] += model.vocab_size * model.hidden_size / lay.tp
         stream = 0.0
-        if lay.dp > 1:
+        if dpc > 1:
             dgeo = dp_geo[s]
             op = CollectiveOp.ALL_REDUCE if lay.zero == 0 else CollectiveOp.REDUCE_SCATTER
             # chunks in the order their last backward finishes; a bucket is ready when every replica has it
@@ -450,12 +504,12 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
         sync_end.append(max(t_end, stream))
         dp_exposed = max(dp_exposed, sync_end[-1] - t_end)
         full_params = stage_params + (params[0] - chunk_params if s == 0 else 0.0)
-        shard = full_params / (lay.dp if lay.zero >= 1 else 1)
+        shard = full_params / (dpc if lay.zero >= 1 else 1)
         opt_pre.append(pass_s("unscale_check_inf", shard, UNSCALE_BYTES))
         opt_norm.append(pass_s("grad_norm", shard, GRAD_NORM_BYTES))
         t_opt = pass_s("adam_step", shard, ADAM_BYTES) + pass_s("copy_main_to_model", shard, COPY_BYTES)
         gather = 0.0
-        if lay.zero >= 1 and lay.dp > 1:
+        if lay.zero >= 1 and dpc > 1:
             gather = collective_time(None, CollectiveOp.ALL_GATHER, sum(params.values()) * lay.dtype.bytes,
                                      geo=dp_geo[s]).time_s
         param_gather = max(param_gather, gather)

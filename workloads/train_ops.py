@@ -69,27 +69,49 @@ class CPImpl(enum.Enum):
     RING = "ring"
 
 
-CommKind = Literal["all_reduce", "all_gather", "reduce_scatter"]
+CommKind = Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all"]
 
 
 @dataclass(frozen=True)
 class TPComm:
-    """A tensor-parallel collective inside a layer: ``nbytes`` is nccl-tests' size (the per-rank
-    buffer of an all-reduce, the whole gathered / scattered buffer of all-gather / reduce-scatter)."""
+    """A collective inside a layer: ``nbytes`` is nccl-tests' size (the per-rank buffer of an all-reduce,
+    the whole gathered / scattered buffer of all-gather / reduce-scatter, each rank's send buffer of an
+    all-to-all). ``dim``: the group it runs on, the TP group or the CP group (Ulysses' all-to-alls)."""
 
     name: str
     collective: CommKind
     nbytes: float
     group: int
+    dim: Literal["tp", "cp"] = "tp"
+
+
+@dataclass(frozen=True)
+class RingAttention:
+    """One pass of ring attention over a CP group of ``group`` ranks (Megatron-Core / Transformer Engine's
+    load-balanced causal ring, ``cp_comm_type="p2p"``): ``steps[k]`` is the work of step ``k`` (its
+    FlashAttention kernel and, from step 1, the merge of the partial output), each ``scale`` x its time;
+    while step ``k < group - 1`` computes, ``send_bytes`` go to the next rank of the ring (the K/V block the
+    next step needs; backward also the dK/dV accumulator), overlapped: the step takes the larger of the
+    two. ``tail_bytes``: sent after the last step, exposed (backward: the dK/dV accumulator's last hop back
+    to its owner). ``flops``: the pass's attention FLOPs (the masked half of each block excluded)."""
+
+    name: str
+    steps: tuple[tuple[TrainOp, ...], ...]
+    send_bytes: float
+    group: int
+    flops: float
+    tail_bytes: float = 0.0
 
 
 @dataclass(frozen=True)
 class TrainOp:
     """One kernel (or collective) of a layer's pass: ``op`` is costed by the kernel model and scaled by
-    ``scale`` (FlashAttention's backward: 2.5 x its forward); ``comm`` is a TP collective instead."""
+    ``scale`` (FlashAttention's backward: 2.5 x its forward); ``comm`` is a TP / CP collective instead;
+    ``ring`` a ring-attention pass (kernels and overlapped sends over the CP group)."""
 
     op: Op | None = None
     comm: TPComm | None = None
+    ring: RingAttention | None = None
     scale: float = 1.0
     # a weight-gradient GEMM that accumulates into Megatron's fp32 ``main_grad`` (C read and written in
     # fp32, beta = 1: apex ``fused_weight_gradient_mlp_cuda.wgrad_gemm_accum_fp32``, Megatron-LM's
@@ -100,11 +122,15 @@ class TrainOp:
     def name(self) -> str:
         if self.op is not None:
             return self.op.name
+        if self.ring is not None:
+            return self.ring.name
         assert self.comm is not None
         return self.comm.name
 
     @property
     def flops(self) -> float:
+        if self.ring is not None:
+            return self.ring.flops
         return 0.0 if self.op is None else self.scale * float(self.op.flops)
 
 
@@ -149,7 +175,8 @@ def check_layout(model: ModelSpec, layout: TrainLayout, gpus: int | None = None)
     """One clear :class:`ConfigError` per bad input, naming the numbers (issue 5, "Bad input")."""
     lay = layout
     for name, v in (("tp", lay.tp), ("pp", lay.pp), ("dp", lay.dp), ("micro_batch", lay.micro_batch),
-                    ("global_batch", lay.global_batch), ("seq", lay.seq), ("virtual_stages", lay.virtual_stages)):
+                    ("global_batch", lay.global_batch), ("seq", lay.seq), ("virtual_stages", lay.virtual_stages),
+                    ("cp", lay.cp)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"must be a whole number >= 1, got {v!r}", field=name, value=v)
     if gpus is not None and lay.gpus != gpus:
@@ -179,9 +206,42 @@ def check_layout(model: ModelSpec, layout: TrainLayout, gpus: int | None = None)
                           field="global_batch", value=lay.global_batch)
     if lay.zero not in (0, 1, 2, 3):
         raise ConfigError(f"ZeRO stage must be 0, 1, 2 or 3, got {lay.zero!r}", field="zero", value=lay.zero)
-    if lay.sequence_parallel and lay.seq % lay.tp:
-        raise ConfigError(f"sequence parallelism splits seq {lay.seq} over tp={lay.tp}: not divisible",
+    if lay.cp > 1:
+        _check_cp(model, lay)
+    if lay.sequence_parallel and (lay.seq // lay.cp) % lay.tp:
+        local = f" (seq {lay.seq} / cp {lay.cp})" if lay.cp > 1 else ""
+        raise ConfigError(f"sequence parallelism splits seq {lay.seq // lay.cp}{local} over tp={lay.tp}: "
+                          f"not divisible", field="seq", value=lay.seq)
+
+
+def _check_cp(model: ModelSpec, lay: TrainLayout) -> None:
+    """Context parallelism's conditions (Megatron-Core / Transformer Engine): the sequence splits evenly
+    (ring: into ``2 cp`` chunks, the load-balanced causal split); Ulysses' all-to-all re-splits each
+    rank's heads over CP; ring attention runs FlashAttention blocks."""
+    cp = lay.cp
+    if not isinstance(lay.cp_impl, CPImpl):
+        raise ConfigError(f"context parallelism is ulysses or ring, got {lay.cp_impl!r}", field="cp_impl",
+                          value=lay.cp_impl)
+    if lay.cp_impl is CPImpl.RING:
+        if lay.seq % (2 * cp):
+            raise ConfigError(f"ring attention splits seq {lay.seq} into 2 x cp = {2 * cp} chunks (the "
+                              f"load-balanced causal split): not divisible", field="seq", value=lay.seq)
+        if lay.attention is not AttentionImpl.FLASH:
+            raise ConfigError("ring attention runs FlashAttention blocks (Transformer Engine); "
+                              f"--attention {lay.attention.value} is not supported with it",
+                              field="attention", value=lay.attention.value)
+        return
+    if lay.seq % cp:
+        raise ConfigError(f"context parallelism splits seq {lay.seq} over cp={cp}: not divisible",
                           field="seq", value=lay.seq)
+    q_heads = model.num_heads // lay.tp
+    if q_heads % cp:
+        raise ConfigError(f"Ulysses splits the {q_heads} attention heads per TP rank ({model.num_heads} / "
+                          f"tp {lay.tp}) over cp={cp}: not divisible", field="cp", value=cp)
+    kv = max(1, model.num_kv_heads // lay.tp)
+    if kv % cp and cp % kv:
+        raise ConfigError(f"Ulysses splits the {kv} KV heads per TP rank over cp={cp} (or replicates them "
+                          f"to cp): they do not divide each other", field="cp", value=cp)
 
 
 # ---- models -----------------------------------------------------------------------------------
@@ -261,8 +321,9 @@ def _mem_bwd(op: TrainOp) -> TrainOp:
 
 
 def layer_passes(model: ModelSpec, layout: TrainLayout) -> LayerPasses:
-    """The ops of one transformer layer for one micro-batch on one GPU of its TP group."""
-    t, b, s = layout.tp, layout.micro_batch, layout.seq
+    """The ops of one transformer layer for one micro-batch on one GPU of its TP group (with context
+    parallelism, on its ``seq / cp`` tokens)."""
+    t, b, s = layout.tp, layout.micro_batch, layout.seq // layout.cp
     h, d = model.hidden_size, model.head_dim
     q_heads = model.num_heads // t
     kv_heads = max(1, model.num_kv_heads // t)
@@ -327,20 +388,37 @@ def layer_passes(model: ModelSpec, layout: TrainLayout) -> LayerPasses:
 
 def _attention_core(layout: TrainLayout, q_heads: int, kv_heads: int, d: int,
                     rope: bool) -> tuple[list[TrainOp], list[TrainOp]]:
-    b, s, dt = layout.micro_batch, layout.seq, layout.dtype
+    """The attention core of one layer on one GPU (``q_heads`` / ``kv_heads`` per TP rank): RoPE on the
+    GPU's own tokens, then the core itself (``cp = 1``), or its context-parallel form (:func:`_ulysses`,
+    :func:`_ring`)."""
+    b, dt, cp = layout.micro_batch, layout.dtype, layout.cp
     eb = dt.bytes
-    tok = s * b
+    tok = layout.seq // cp * b
     pre: list[TrainOp] = []
     if rope:
         rb = tok * (q_heads + kv_heads) * d * eb
         pre = [_mem("rope", OpKind.ROPE, tok, rb, rb, 3.0 * tok * (q_heads + kv_heads) * d)]
+    if cp == 1:
+        fwd, bwd = _core(layout, layout.seq, q_heads, kv_heads, d)
+    elif layout.cp_impl is CPImpl.ULYSSES:
+        fwd, bwd = _ulysses(layout, q_heads, kv_heads, d)
+    else:
+        fwd, bwd = _ring(layout, q_heads, kv_heads, d)
+    return [*pre, *fwd], [*bwd, *[_mem_bwd(p) for p in pre]]
+
+
+def _core(layout: TrainLayout, s: int, q_heads: int, kv_heads: int,
+          d: int) -> tuple[list[TrainOp], list[TrainOp]]:
+    """Causal attention of ``micro_batch`` sequences of ``s`` tokens over ``q_heads`` heads."""
+    b, dt = layout.micro_batch, layout.dtype
+    eb = dt.bytes
+    tok = s * b
     if layout.attention is AttentionImpl.FLASH:
         fa = PrefillAttention("flash_attention", q_heads, kv_heads, d, ((s, s),) * b, dt, causal=True,
                               paged=False)
-        return ([*pre, TrainOp(fa)],
+        return ([TrainOp(fa)],
                 [TrainOp(PrefillAttention("flash_attention_bwd", q_heads, kv_heads, d, ((s, s),) * b, dt,
-                                          causal=True, paged=False), scale=2.5),
-                 *[_mem_bwd(p) for p in pre]])
+                                          causal=True, paged=False), scale=2.5)])
     batches = b * q_heads
     scores = batches * s * s                       # elements of the s x s score matrices
     qk = Gemm("attn_qk", batches * s, s, d, dt)    # batched: b a/t GEMMs of s x s x d, stacked along m
@@ -351,18 +429,89 @@ def _attention_core(layout: TrainLayout, q_heads: int, kv_heads: int, d: int,
     # a copy; its backward is the inverse permute-copy of the gradient
     ctx_b = tok * q_heads * d * eb
     ctx_copy = _mem("context_permute", OpKind.ELEMENTWISE, tok, ctx_b, ctx_b)
-    fwd = [*pre, TrainOp(qk), softmax, dropout, TrainOp(pv), ctx_copy]
+    fwd = [TrainOp(qk), softmax, dropout, TrainOp(pv), ctx_copy]
     # backward: dP = dO V^T, dV = P^T dO (PV's two gradients), dropout and softmax backward (read the
     # gradient and the saved output / mask), dQ = dS K, dK = dS^T Q (QK^T's two gradients)
     bwd = [_mem("context_permute_bwd", OpKind.ELEMENTWISE, tok, ctx_b, ctx_b), *_gemm_bwd(pv, False), _mem_bwd(dropout),
-           _mem_bwd(softmax), *_gemm_bwd(qk, False), *[_mem_bwd(p) for p in pre]]
+           _mem_bwd(softmax), *_gemm_bwd(qk, False)]
     return fwd, bwd
+
+
+def ulysses_all_to_all_bytes(layout: TrainLayout, q_heads: int, kv_heads: int, d: int) -> tuple[float, float]:
+    """(Q or output, K or V): each GPU's send buffer of one Ulysses all-to-all (nccl-tests' all-to-all
+    size), bytes. Before the core, a GPU holds its ``s/cp`` tokens of all its ``a/t`` heads and needs all
+    ``s`` tokens of ``a/(t cp)`` heads: ``(s/cp) b (a/t) d`` elements out (``(cp-1)/cp`` of them to the
+    other ranks), the same back for the output. K and V carry the KV heads per TP rank, replicated up
+    to ``cp`` heads when fewer (GQA with fewer KV heads than ranks): ``(s/cp) b max(kv/t, cp) d``."""
+    tok = layout.seq // layout.cp * layout.micro_batch
+    eb = layout.dtype.bytes
+    return float(tok * q_heads * d * eb), float(tok * max(kv_heads, layout.cp) * d * eb)
+
+
+def _ulysses(layout: TrainLayout, q_heads: int, kv_heads: int, d: int) -> tuple[list[TrainOp], list[TrainOp]]:
+    """DeepSpeed-Ulysses (Jacobs et al. 2023, arXiv:2309.14509, Sec. 3.1): all-to-alls of Q, K and V
+    from sequence-split to head-split, the core on the full sequence with ``a/(t cp)`` heads, an
+    all-to-all of the output back; backward the conjugates (the output's gradient in, Q, K, V's out):
+    4 all-to-alls each way, sizes from :func:`ulysses_all_to_all_bytes`."""
+    cp = layout.cp
+    qb, kvb = ulysses_all_to_all_bytes(layout, q_heads, kv_heads, d)
+
+    def a2a(name: str, nbytes: float) -> TrainOp:
+        return TrainOp(comm=TPComm(name, "all_to_all", nbytes, cp, "cp"))
+
+    fwd, bwd = _core(layout, layout.seq, q_heads // cp, max(kv_heads, cp) // cp, d)
+    return ([a2a("cp_q", qb), a2a("cp_k", kvb), a2a("cp_v", kvb), *fwd, a2a("cp_out", qb)],
+            [a2a("cp_out_bwd", qb), *bwd, a2a("cp_q_bwd", qb), a2a("cp_k_bwd", kvb), a2a("cp_v_bwd", kvb)])
+
+
+def _ring(layout: TrainLayout, q_heads: int, kv_heads: int, d: int) -> tuple[list[TrainOp], list[TrainOp]]:
+    """Ring attention (Liu et al. 2023, arXiv:2310.01889) as Megatron-Core runs it (Transformer Engine's
+    ``AttnFuncWithCPAndKVP2P``), with the load-balanced causal split: the sequence is cut into ``2 cp``
+    chunks of ``c = s/(2 cp)`` tokens, rank ``i`` holds chunks ``i`` and ``2cp-1-i`` (``n = 2c`` tokens).
+    ``cp`` steps; at step ``k`` rank ``i`` holds the K/V of rank ``j = i - k``: step 0 (``j = i``) is
+    causal attention of its ``n`` queries over its ``n`` keys (``n (n+1)/2`` pairs); for ``j < i`` all
+    ``n`` queries see chunk ``j`` only, for ``j > i`` the second chunk's ``c`` queries see all ``n`` keys:
+    ``c n = n^2/2`` pairs either way, so every step is half of the ``n x n`` block, 4 (a/t) d n^2/2 FLOPs
+    per sequence (costed as the ``c x n`` unmasked kernel). From step 1 the partial output is merged into
+    the running one (a memory pass: read the step's output and the fp32 accumulator, write it).
+    While a step computes, the next K/V block, ``2 n b (kv/t) d`` bytes, goes to the next rank.
+    Backward: the same blocks, each FlashAttention's backward (2.5 x) plus the fp32 accumulation of the
+    block's dQ and dK/dV; the K/V block and the dK/dV accumulator (the same size) travel together, 2 x the
+    forward's bytes per step, and after the last step the dK/dV accumulator's last hop to its owner."""
+    cp, b, dt = layout.cp, layout.micro_batch, layout.dtype
+    eb = dt.bytes
+    n = layout.seq // cp
+    c = n // 2
+    tok = n * b
+    diag = PrefillAttention("ring_attention_diag", q_heads, kv_heads, d, ((n, n),) * b, dt, causal=True,
+                            paged=False)
+    off = PrefillAttention("ring_attention_block", q_heads, kv_heads, d, ((c, n),) * b, dt, causal=False,
+                           paged=False)
+    off_flops = 4.0 * b * q_heads * d * c * n
+    q_el = tok * q_heads * d
+    kv_el = 2 * tok * kv_heads * d
+    merge = _mem("ring_out_correction", OpKind.ELEMENTWISE, tok, q_el * (eb + 4.0), q_el * 4.0, 4.0 * q_el)
+    acc = _mem("ring_grad_accumulate", OpKind.ELEMENTWISE, tok, (q_el + kv_el) * (eb + 4.0),
+               (q_el + kv_el) * 4.0, float(q_el + kv_el))
+    kv_block = float(kv_el * eb)
+
+    def bwd(op: PrefillAttention) -> TrainOp:
+        return TrainOp(PrefillAttention(f"{op.name}_bwd", q_heads, kv_heads, d, op.seqs, dt, causal=op.causal,
+                                        paged=False), scale=2.5)
+
+    f_steps = ((TrainOp(diag),), *(((TrainOp(off), merge),) * (cp - 1)))
+    b_steps = ((bwd(diag), acc), *(((bwd(off), acc),) * (cp - 1)))
+    flops = float(diag.flops) + (cp - 1) * off_flops
+    fwd = RingAttention("ring_attention", f_steps, kv_block, cp, flops)
+    back = RingAttention("ring_attention_bwd", b_steps, 2 * kv_block, cp, 2.5 * flops, tail_bytes=kv_block)
+    return [TrainOp(ring=fwd)], [TrainOp(ring=back)]
 
 
 def head_passes(model: ModelSpec, layout: TrainLayout) -> tuple[LayerPasses, LayerPasses]:
     """(first stage extras, last stage extras): the embedding lookup; the final norm, LM head GEMM
-    (vocab split over TP) and cross-entropy (fp32 logits). Recompute never covers them (Megatron)."""
-    t, b, s = layout.tp, layout.micro_batch, layout.seq
+    (vocab split over TP) and cross-entropy (fp32 logits), on the GPU's ``seq / cp`` tokens. Recompute
+    never covers them (Megatron)."""
+    t, b, s = layout.tp, layout.micro_batch, layout.seq // layout.cp
     h, dt = model.hidden_size, layout.dtype
     eb = dt.bytes
     tok = s * b

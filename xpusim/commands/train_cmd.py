@@ -45,6 +45,10 @@ def _enum(cls: Any, value: str, field: str) -> Any:
 @click.option("--tp", default=1, show_default=True, type=int)
 @click.option("--pp", default=1, show_default=True, type=int)
 @click.option("--dp", default=1, show_default=True, type=int)
+@click.option("--cp", default=1, show_default=True, type=int,
+              help="context parallelism: the sequence split over this many GPUs")
+@click.option("--cp-impl", default="ulysses", show_default=True,
+              help="ulysses (all-to-all, DeepSpeed-Ulysses) | ring (Megatron-Core ring attention)")
 @click.option("--global-batch", required=True, type=int, help="sequences per step")
 @click.option("--micro-batch", default=1, show_default=True, type=int)
 @click.option("--recompute", default="none", show_default=True, help="none | selective | full")
@@ -57,22 +61,31 @@ def _enum(cls: Any, value: str, field: str) -> Any:
 @click.option("--timeline", type=click.Path(dir_okay=False), default=None, help="Chrome/Perfetto trace JSON")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def simulate_train(model: str, seq: int, hardware: str, cluster: str, gpus: int, tp: int, pp: int, dp: int,
-                   global_batch: int, micro_batch: int, recompute: str, sequence_parallel: bool, schedule: str,
-                   virtual_stages: int, zero: int, attention: str, dtype: str, timeline: str | None,
-                   as_json: bool) -> None:
+                   cp: int, cp_impl: str, global_batch: int, micro_batch: int, recompute: str,
+                   sequence_parallel: bool, schedule: str, virtual_stages: int, zero: int, attention: str,
+                   dtype: str, timeline: str | None, as_json: bool) -> None:
     """Simulate one training step: step time, TFLOP/s per GPU, MFU, bubble, exposed communication, memory."""
     from hwmodels.gpu import load_gpu
     from hwmodels.network.topology import load_cluster
     from sim.training import simulate_training
     from workloads.ops import DType
-    from workloads.train_ops import AttentionImpl, Recompute, Schedule, TrainLayout, check_layout, load_train_model
+    from workloads.train_ops import (
+        AttentionImpl,
+        CPImpl,
+        Recompute,
+        Schedule,
+        TrainLayout,
+        check_layout,
+        load_train_model,
+    )
     from xpusim.report import atomic_write_text
 
     spec = load_train_model(model, seq)
     lay = TrainLayout(tp=tp, pp=pp, dp=dp, micro_batch=micro_batch, global_batch=global_batch, seq=seq,
                       sequence_parallel=sequence_parallel, recompute=_enum(Recompute, recompute, "recompute"),
                       schedule=_enum(Schedule, schedule, "schedule"), virtual_stages=virtual_stages, zero=zero,
-                      attention=_enum(AttentionImpl, attention, "attention"), dtype=_enum(DType, dtype, "dtype"))
+                      attention=_enum(AttentionImpl, attention, "attention"), dtype=_enum(DType, dtype, "dtype"),
+                      cp=cp, cp_impl=_enum(CPImpl, cp_impl, "cp_impl"))
     check_layout(spec, lay, gpus)
     gpu = load_gpu(hardware)
     cl = load_cluster(cluster, gpus=gpus)
@@ -83,7 +96,8 @@ def simulate_train(model: str, seq: int, hardware: str, cluster: str, gpus: int,
     if as_json:
         click.echo(json.dumps(out, default=float))
         return
-    click.echo(f"{spec.name} on {gpus} x {gpu.name} (tp {tp}, pp {pp}, dp {dp}, {lay.schedule.value}"
+    click.echo(f"{spec.name} on {gpus} x {gpu.name} (tp {tp}, pp {pp}, dp {dp}"
+               f"{f', cp {cp} ({lay.cp_impl.value})' if cp > 1 else ''}, {lay.schedule.value}"
                f"{f' x{lay.virtual_stages}' if lay.chunks > 1 else ''}, recompute {lay.recompute.value}"
                f"{', SP' if sequence_parallel else ''}{f', ZeRO-{zero}' if zero else ''})")
     click.echo(f"  step time          {rep.step_time_s:.3f} s")
