@@ -15,14 +15,18 @@ Figures (one JSON line each; medians of ``REPEATS`` runs):
   reference) and ``grid_numpy_s`` the same enumeration vectorised with numpy (the fastest honest grid: every
   (prefill count, decode count) pair of each type pair evaluated as one array). Capacities are computed once
   and shared (``capacities_s``, not in either time).
+* ``plan_serve_ilp_backends``: the ILP through highspy directly (the model passed once as arrays, each no-good
+  cut added as a row) against the same matrix model through pulp + CBC (the fallback), K = 3, 64 per pool.
 * ``plan_serve_vs_sim_grid``: the whole planner (:func:`planners.serve.plan_serve` with its defaults, as
   ``xpusim plan serve`` runs it: capacities, ILP, the K candidates simulated, a missed one bisected on load,
   more rounds if none passes; measured) against a grid search that checks the SLOs by simulation, as a user
   without a capacity model would: per type choice, a bisection on each pool's machine count (``ceil(log2
   max_count)`` simulations per pool; the cheapest such search, far fewer than simulating every count pair).
-  Its time is the number of simulations times the measured mean time of one simulation (the planner's own
-  simulations, of the same workload): extrapolated, not run (81 x 12 + 9 x 6 = 1,026 simulations at 64 per
-  pool; the clusters its bisection tries are not the planner's, so the mean is an estimate).
+  ``SIM_GRID_SAMPLE`` type choices of that grid are run for real (``sim_grid_s_per_type_measured``: each split
+  choice's prefill count bisected with the decode pool at its capacity-model size x 2, then the decode count at
+  the prefill count found; a colocated choice's count bisected), and the whole grid's time is the measured mean
+  per type choice times the number of type choices (81 split + 9 colocated; 1,026 simulations at 64 per pool):
+  extrapolated from measured samples, not run whole (~1 hour per trace here).
 
     python benchmarks/plan_serve_speed.py
 """
@@ -30,7 +34,6 @@ Figures (one JSON line each; medians of ``REPEATS`` runs):
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -38,6 +41,36 @@ from typing import Any
 
 REPEATS = 3
 RATE, DURATION_S = 70.0, 30.0     # Splitwise's design point; `plan serve --duration` default
+SIM_GRID_SAMPLE = 3               # type choices of the simulation-checked grid run for real (2 split, 1 colocated)
+
+
+def sim_grid_choice(model: Any, pools: list[tuple[str, Any]], workload: Any, slo: Any, max_count: int,
+                    start: dict[str, int]) -> tuple[int, dict[str, int] | None]:
+    """The cheapest counts of one type choice that meet ``slo`` in simulation, found as a user without the
+    capacity model would: bisection on each pool's count in [1, max_count] (a split's prefill count first, with
+    the decode pool at ``start['decode']``; then the decode count). Returns (simulations, counts or None)."""
+    from planners.serve import Candidate, Layout, simulate_candidate
+
+    sims = 0
+    counts = dict(start)
+
+    def ok(c: dict[str, int]) -> bool:
+        nonlocal sims
+        sims += 1
+        layout = Layout.SPLIT if "prefill" in c else Layout.COLOCATED
+        cand = Candidate(layout, tuple((role, cap, c[role]) for role, cap in pools), 0.0, RATE)
+        return bool(simulate_candidate(model, cand, workload(RATE), slo)["slo"]["met"])
+
+    for role, _ in pools:
+        lo, hi = 0, max_count                  # lo fails (0 machines), hi assumed to pass
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if ok({**counts, role: mid}):
+                hi = mid
+            else:
+                lo = mid
+        counts[role] = hi
+    return sims, counts if ok(counts) else None
 
 
 def grid_numpy(caps: Sequence[Any], mix: Any, rate: float, objective: Any, k: int, max_count: int,
@@ -65,7 +98,7 @@ def main() -> None:
     import planners.serve as serve_mod
     from hwmodels.machines import load_machine
     from planners.capacity import Mix, capacities
-    from planners.serve import Objective, grid, plan_serve, solve
+    from planners.serve import Objective, _ilp, grid, plan_serve, solve
     from sim.split_metrics import SPLITWISE_SLO
     from workloads.catalog import load_model
     from workloads.traces import load_workload
@@ -103,8 +136,21 @@ def main() -> None:
                                   "speedup_vs_numpy": round(med["numpy"] / med["ilp"], 3),
                                   "same_answer": same, "best": ilp[0].label(), "best_objective": ilp[0].objective}),
                       flush=True)
+        # the two ILP backends on the same model
+        tb: dict[str, list[float]] = {"highs": [], "cbc": []}
+        res: dict[str, list[float]] = {}
+        for _ in range(REPEATS):
+            for be in tb:
+                t0 = time.perf_counter()
+                got = _ilp(caps, mix, RATE, Objective.COST, 1.2, 3, 64, None, list(serve_mod.Layout), None, backend=be)
+                tb[be].append(time.perf_counter() - t0)
+                res[be] = [round(c.objective, 6) for c in got]
+        print(json.dumps({"figure": "plan_serve_ilp_backends", "trace": trace, "rate_rps": RATE, "max_count": 64,
+                          "k": 3, "highs_s": round(statistics.median(tb["highs"]), 4),
+                          "pulp_cbc_s": round(statistics.median(tb["cbc"]), 4),
+                          "same_answer": res["highs"] == res["cbc"]}), flush=True)
         # the planner end to end (cost objective, 64 per pool, plan_serve's defaults: K = 3, up to 3 rounds,
-        # 3 bisection steps on a missed candidate) against a simulation-checked grid
+        # 3 bisection steps on a missed candidate, the burst allowance) against a simulation-checked grid
         sims: list[float] = []
         real_sim = serve_mod.simulate_candidate
 
@@ -114,23 +160,46 @@ def main() -> None:
             _log.append(time.perf_counter() - t1)
             return out
 
+        def wl(r: float, tr: str = trace) -> Any:
+            return load_workload(tr, rate=r, duration_s=DURATION_S, seed=0)
+
         serve_mod.simulate_candidate = timed_sim       # count and time the planner's own simulations
         try:
             t0 = time.perf_counter()
-            plan = plan_serve(model, lambda r, tr=trace: load_workload(tr, rate=r, duration_s=DURATION_S, seed=0),
-                              machines, rate=RATE, slo=SPLITWISE_SLO, objective=Objective.COST, max_count=64)
+            plan = plan_serve(model, wl, machines, rate=RATE, slo=SPLITWISE_SLO, objective=Objective.COST,
+                              max_count=64)
             planner_s = time.perf_counter() - t0
         finally:
             serve_mod.simulate_candidate = real_sim
-        per_pool = math.ceil(math.log2(64))
-        n_sims = len(caps) ** 2 * 2 * per_pool + len(caps) * per_pool
-        grid_s = n_sims * statistics.mean(sims)
+        # a sample of the simulation-checked grid, run: the planner's chosen type choice, the ILP's best split
+        # of another prefill option, and one colocated choice; decode pools start at twice the capacity model's
+        # size (a user would start large), colocated at the capacity model's size x 2 as the upper end
+        by = {c.key: c for c in caps}
+        best = solve(caps, mix, RATE, k=20, max_count=64)
+        splits = [c for c in best if c.layout is serve_mod.Layout.SPLIT][:SIM_GRID_SAMPLE - 1]
+        colo = [c for c in best if c.layout is serve_mod.Layout.COLOCATED][:1]
+        g_sims, g_time, found = 0, 0.0, []
+        for cd in splits + colo:
+            pools = [(role, by[cp.key]) for role, cp, _ in cd.pools]
+            start = {role: min(64, 2 * n) for role, _, n in cd.pools}
+            t0 = time.perf_counter()
+            n_s, counts = sim_grid_choice(model, pools, wl, SPLITWISE_SLO, 64, start)
+            g_time += time.perf_counter() - t0
+            g_sims += n_s
+            found.append({"choice": cd.label(), "simulations": n_s, "counts": counts})
+        per_type = g_time / len(found)
+        n_types = len(caps) ** 2 + len(caps)
+        grid_s = per_type * n_types
         print(json.dumps({"figure": "plan_serve_vs_sim_grid", "trace": trace, "rate_rps": RATE,
                           "duration_s": DURATION_S, "max_count": 64, "planner_s": round(planner_s, 2),
-                          "planner_simulations": len(sims), "sim_mean_s": round(statistics.mean(sims), 2),
+                          "planner_simulations": len(sims), "planner_rounds": len(plan.rounds),
+                          "sim_mean_s": round(statistics.mean(sims), 2),
                           "chosen": None if plan.chosen is None else plan.chosen.candidate.label(),
-                          "sim_grid_simulations": n_sims, "sim_grid_s_extrapolated": round(grid_s, 1),
-                          "speedup": round(grid_s / planner_s, 1)}), flush=True)
+                          "sim_grid_sample": found, "sim_grid_sample_simulations": g_sims,
+                          "sim_grid_s_per_type_measured": round(per_type, 1), "sim_grid_types": n_types,
+                          "sim_grid_s_extrapolated": round(grid_s, 1), "speedup": round(grid_s / planner_s, 1)}),
+              flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -78,6 +79,7 @@ class Capacity:
     decode_batch: int           # B per instance
     colocated_rps: float
     kv_tokens: int              # per instance
+    prefill_times: tuple[float, ...] = ()   # seconds one instance takes for each of the mix's prompt groups alone
 
     @property
     def key(self) -> str:
@@ -157,7 +159,8 @@ def capacity(model: ModelSpec, machine: Machine, tp: int, mix: Mix, *, serve: Se
     decode = b / dstep(b)
     colo = (1.0 / (mix.mean_prompt / prefill + mix.mean_decode / decode) if mix.mean_decode
             else prefill / mix.mean_prompt)
-    return Capacity(machine, tp, inst, prefill * inst, decode * inst, b, colo * inst, mem.kv_tokens)
+    return Capacity(machine, tp, inst, prefill * inst, decode * inst, b, colo * inst, mem.kv_tokens,
+                    tuple(float(t) for t in tp_s))
 
 
 def capacities(model: ModelSpec, machines: Sequence[Machine], tps: Sequence[int], mix: Mix, *,
@@ -174,3 +177,71 @@ def capacities(model: ModelSpec, machines: Sequence[Machine], tps: Sequence[int]
             except CapacityError as exc:
                 log.info("skipping %s tp %d: %s", m.id, tp, exc)
     return out
+
+
+# ---- burst allowance: a G/G/c bound on the prefill pool's TTFT ------------------------------------------
+def erlang_c(servers: int, load: float) -> float:
+    """Probability that an arrival finds all ``servers`` busy in M/M/c at offered load ``load`` = lambda / mu
+    (Erlang C; 1.0 when ``load >= servers``). Through the Erlang B recursion B(k) = a B(k-1) / (k + a B(k-1)),
+    stable for thousands of servers."""
+    if load >= servers:
+        return 1.0
+    b = 1.0
+    for k in range(1, servers + 1):
+        b = load * b / (k + load * b)
+    return servers * b / (servers - load * (1.0 - b))
+
+
+def ttft_miss_fraction(cap: Capacity, mix: Mix, rate: float, machines: int, arrival_cv: float,
+                       slowdown: float) -> float:
+    """Fraction of requests whose TTFT exceeds ``slowdown`` x their prefill alone, in a pool of ``machines``
+    machines of ``cap`` at ``rate`` req/s: the G/G/c approximation of Allen and Cunneen (Allen, "Probability,
+    Statistics, and Queueing Theory", 2nd ed., 1990, Sec. 6.4; the standard heavy-traffic form also in Whitt,
+    "Approximations for the GI/G/m queue", 1993). Servers: the pool's instances (``machines x instances``);
+    service: a prompt's prefill alone on an instance (:attr:`Capacity.prefill_times`, per length group), mean
+    E[S] and squared coefficient of variation c_s^2; arrivals: gaps with coefficient of variation c_a. A request
+    waits with probability P_w = ErlangC(c, lambda E[S]); given that it waits, the wait is exponential with mean
+    (c_a^2 + c_s^2) / 2 / (c / E[S] - lambda) (exact for M/M/c; Allen-Cunneen scales the M/M/c mean wait by
+    (c_a^2 + c_s^2) / 2). A prompt of service s misses when its wait exceeds (slowdown - 1) s, so the miss
+    fraction is sum_g w_g P_w exp(-(slowdown - 1) s_g / mean wait), over the mix's groups g (weights w_g).
+    With chunked prefill a short prompt joins a busy instance's next iteration rather than waiting for the
+    whole queue, so this is the pessimistic side for short prompts; the JSQ router sends a request to an idle
+    instance when one exists, as the c-server model assumes."""
+    if not cap.prefill_times:
+        raise ValueError(f"{cap.key} carries no prefill times (built outside capacity())")
+    s = np.array(cap.prefill_times)
+    w = np.array(mix.weights) / sum(mix.weights)
+    es = float((w * s).sum())
+    scv = float((w * (s - es) ** 2).sum()) / es**2
+    c = machines * cap.instances
+    load = rate * es
+    if load >= c:
+        return 1.0
+    pw = erlang_c(c, load)
+    mean_wait = (arrival_cv**2 + scv) / 2.0 / (c / es - rate)
+    return float((w * pw * np.exp(-(slowdown - 1.0) * s / mean_wait)).sum())
+
+
+def prefill_pool_min(cap: Capacity, mix: Mix, rate: float, arrival_cv: float,
+                     ttft_slowdown: tuple[float, float, float], limit: int) -> int:
+    """Fewest machines of ``cap`` whose prefill pool keeps the TTFT slowdown percentiles (p50, p90, p99) within
+    ``ttft_slowdown`` by :func:`ttft_miss_fraction` (at most 50 %, 10 %, 1 % of requests over each); ``limit + 1``
+    when even ``limit`` machines do not."""
+    allowed = (0.50, 0.10, 0.01)
+
+    def ok(n: int) -> bool:
+        return all(ttft_miss_fraction(cap, mix, rate, n, arrival_cv, k) <= a for k, a in zip(ttft_slowdown, allowed))
+
+    lo = max(1, math.ceil(rate * float(np.dot(mix.weights, cap.prefill_times)) / sum(mix.weights)
+                          / cap.instances))     # stability: offered load < servers
+    if ok(lo):
+        return lo
+    hi = lo
+    while not ok(hi):
+        if hi > limit:
+            return limit + 1
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:                           # ok(hi), not ok(lo)
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi

@@ -2,8 +2,9 @@
 
 Layouts: phase-split (a prefill pool of one machine type x TP and a decode pool of one, as
 :func:`sim.split.simulate_split` runs them) or colocated (replicas of one machine type x TP). Capacities per
-machine come from the hardware model (:mod:`planners.capacity`). The ILP (pulp; HiGHS through highspy when
-available, else CBC), for capacity options i (machine x TP) with per-machine prefill tokens/s ``P_i``,
+machine come from the hardware model (:mod:`planners.capacity`). The ILP (HiGHS through highspy, the model
+built once as arrays and each no-good cut added to it as a row; CBC through pulp when highspy is missing), for
+capacity options i (machine x TP) with per-machine prefill tokens/s ``P_i``,
 decode tokens/s ``D_i``, colocated requests/s ``C_i`` and cost (or power) ``w_i``, demand at rate ``r``:
 prompt tokens/s ``r p``, decode tokens/s ``r d`` (``p``, ``d`` the trace's means), headroom ``h`` >= 1::
 
@@ -13,6 +14,9 @@ prompt tokens/s ``r p``, decode tokens/s ``r d`` (``p``, ``d`` the trace's means
          sum_i C_i z_i >= h r (1 - s)      z_i <= U c_i,  z_i >= c_i,  sum_i c_i = 1 - s (colocated: one type)
          [sum_i w_i (x_i + y_i + z_i) <= budget]     x, y, z integer in 0..U; a, b, c, s binary
 
+In rate mode a chosen pool's count is fixed at its bound (``x_i = U_i a_i``, ``U_i = ceil(demand / P_i)``, or
+the burst minimum of :func:`burst_minimums` when larger): the objective grows with the count and nothing else
+bounds it from above but the budget, so no optimum is lost and only the binaries are left to branch on.
 K best distinct candidates: after each solve a no-good cut on the binaries (the chosen types) excludes that
 combination of types, so each candidate is the optimum of a different type choice. ``--max-rate``: ``r`` is
 a variable, maximised under the budget (big-M on ``s``). Each candidate is then simulated at the rate
@@ -31,20 +35,24 @@ import logging
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from hwmodels.engine import EngineProfile
 from hwmodels.machines import Machine
-from planners.capacity import DEFAULT_SERVE, Capacity, Mix, capacities, iteration_overhead, step_model
+from planners.capacity import DEFAULT_SERVE, Capacity, Mix, capacities, iteration_overhead, prefill_pool_min, step_model
 from sim.config import RouterKind, ServeConfig
 from sim.serving import simulate_serving
 from sim.split import Pool, SplitConfig, TransferMode, simulate_split
 from sim.split_metrics import summarize_colocated, summarize_split
-from workloads.errors import ConfigError, Infeasible
+from workloads.errors import ConfigError, Infeasible, WorkloadError
 from workloads.model_spec import ModelSpec
 from workloads.requests import Request
+from workloads.traces import inter_arrival_cv
 
 log = logging.getLogger(__name__)
 
@@ -122,20 +130,12 @@ def _silence_highs_banner() -> None:
 
 @functools.cache
 def _have_highs() -> bool:
-    """Whether pulp finds HiGHS; asked once per process (``listSolvers`` probes every solver pulp knows, on the
-    PATH and by import: ~15 ms, a quarter of a K = 3 plan's solver time, spent again on every call before)."""
-    import pulp
-
-    return "HiGHS" in pulp.listSolvers(onlyAvailable=True)
-
-
-def _solver(msg: bool = False) -> Any:
-    import pulp
-
-    if _have_highs():
-        _silence_highs_banner()
-        return pulp.HiGHS(msg=msg)
-    return pulp.PULP_CBC_CMD(msg=msg)      # pragma: no cover - highspy is a dependency; CBC ships with pulp
+    """Whether highspy imports (asked once per process)."""
+    try:
+        import highspy  # noqa: F401
+    except ImportError:     # pragma: no cover - highspy is a dependency
+        return False
+    return True
 
 
 def _demand(mix: Mix, rate: float, headroom: float) -> tuple[float, float, float]:
@@ -155,9 +155,12 @@ def _check(caps: Sequence[Capacity], rate: float | None, headroom: float, k: int
 
 def solve(caps: Sequence[Capacity], mix: Mix, rate: float, *, objective: Objective = Objective.COST,
           headroom: float = 1.2, k: int = 3, max_count: int = 64, budget: float | None = None,
-          layouts: Sequence[Layout] = (Layout.SPLIT, Layout.COLOCATED)) -> list[Candidate]:
-    """The ``k`` best distinct candidates (module docstring), best first. ``Infeasible`` when none exists."""
-    return _ilp(caps, mix, rate, objective, headroom, k, max_count, budget, layouts)
+          layouts: Sequence[Layout] = (Layout.SPLIT, Layout.COLOCATED),
+          prefill_min: Sequence[int] | None = None) -> list[Candidate]:
+    """The ``k`` best distinct candidates (module docstring), best first. ``Infeasible`` when none exists.
+    ``prefill_min[i]``: the fewest machines a prefill pool of option i may have (the burst allowance,
+    :func:`burst_minimums`), on top of the demand constraint."""
+    return _ilp(caps, mix, rate, objective, headroom, k, max_count, budget, layouts, prefill_min)
 
 
 def solve_max_rate(caps: Sequence[Capacity], mix: Mix, budget: float, *, objective: Objective = Objective.COST,
@@ -166,88 +169,202 @@ def solve_max_rate(caps: Sequence[Capacity], mix: Mix, budget: float, *, objecti
     """The ``k`` best distinct candidates by the rate they sustain within ``budget`` ($/hour or watts)."""
     if not math.isfinite(budget) or budget <= 0:
         raise ConfigError(f"budget must be a finite number > 0, got {budget!r}", field="budget", value=budget)
-    return _ilp(caps, mix, None, objective, headroom, k, max_count, budget, layouts)
+    return _ilp(caps, mix, None, objective, headroom, k, max_count, budget, layouts, None)
 
 
-def _ilp(caps: Sequence[Capacity], mix: Mix, rate: float | None, objective: Objective, headroom: float, k: int,
-         max_count: int, budget: float | None, layouts: Sequence[Layout]) -> list[Candidate]:
-    import pulp
+@dataclass
+class _Model:
+    """The ILP in matrix form (columns x, y, z, a, b, c per option, then s, then r in max-rate mode), built once
+    and handed to a backend: HiGHS directly (highspy: the model passed once, each no-good cut added as a row and
+    the model re-run) or pulp (CBC, when highspy is missing)."""
 
-    _check(caps, rate, headroom, k, max_count)
+    cost: np.ndarray
+    maximise: bool
+    col_lo: np.ndarray
+    col_hi: np.ndarray
+    integer: np.ndarray              # bool per column
+    rows: list[tuple[dict[int, float], float, float]]     # (coefficients, lower, upper)
+    binaries: range                  # the type-choice columns (a, b, c) the no-good cuts are on
+
+
+def _build(caps: Sequence[Capacity], mix: Mix, rate: float | None, objective: Objective, headroom: float,
+           max_count: int, budget: float | None, layouts: Sequence[Layout],
+           prefill_min: Sequence[int] | None) -> _Model:
     n, u = len(caps), max_count
-    w = [c.objective(objective.value) for c in caps]
-    prob = pulp.LpProblem("serve", pulp.LpMaximize if rate is None else pulp.LpMinimize)
-    x = [prob.add_variable(f"x{i}", 0, u, cat="Integer") for i in range(n)]
-    y = [prob.add_variable(f"y{i}", 0, u, cat="Integer") for i in range(n)]
-    z = [prob.add_variable(f"z{i}", 0, u, cat="Integer") for i in range(n)]
-    a = [prob.add_variable(f"a{i}", cat="Binary") for i in range(n)]
-    b = [prob.add_variable(f"b{i}", cat="Binary") for i in range(n)]
-    c = [prob.add_variable(f"c{i}", cat="Binary") for i in range(n)]
-    s = prob.add_variable("split", cat="Binary")
-    spend = pulp.lpSum(w[i] * (x[i] + y[i] + z[i]) for i in range(n))
+    X, Y, Z, A, B, C = (range(j * n, (j + 1) * n) for j in range(6))
+    S, R = 6 * n, 6 * n + 1
+    ncol = 6 * n + (2 if rate is None else 1)
+    w = [cp.objective(objective.value) for cp in caps]
+    lo, hi = np.zeros(ncol), np.ones(ncol)
+    integer = np.ones(ncol, dtype=bool)
+    rows: list[tuple[dict[int, float], float, float]] = []
+    inf = math.inf
     if Layout.SPLIT not in layouts:
-        prob += s == 0
+        hi[S] = 0.0
     if Layout.COLOCATED not in layouts:
-        prob += s == 1
-    # per-option count bounds, as tight as the answer allows (a weak big-M makes the branch and bound
-    # slow): minimising, a pool never needs more than ceil(demand / capacity) machines of its one type;
-    # maximising the rate, never more than the budget buys
+        lo[S] = 1.0
+    # per-option count bounds, as tight as the answer allows (a weak big-M makes the branch and bound slow).
+    # Minimising, a chosen pool's count is exactly ceil(demand / capacity) (or the burst minimum when larger):
+    # the objective grows with the count and every other constraint bounds it from below or is the budget, so
+    # fixing it (count = bound x binary) loses no optimum and leaves HiGHS only the binaries. Maximising the rate,
+    # a count is at most what the budget buys.
     if rate is not None:
         dp, dd, dr = _demand(mix, rate, headroom)
         ub = [[_ceil(dp, cp.prefill_tokens_s, u), _ceil(dd, cp.decode_tokens_s, u), _ceil(dr, cp.colocated_rps, u)]
               for cp in caps]
+        if prefill_min is not None:
+            for i in range(n):
+                if prefill_min[i] > u:           # the pool would need more machines than allowed
+                    hi[A[i]] = 0.0
+                else:
+                    ub[i][0] = max(ub[i][0], prefill_min[i])
     else:
         assert budget is not None
         ub = [[min(u, math.floor(budget / w[i] + 1e-9))] * 3 for i in range(n)]
-    for r, (v, sel) in enumerate(((x, a), (y, b), (z, c))):
+    for r, (v, sel) in enumerate(((X, A), (Y, B), (Z, C))):
         for i in range(n):
-            prob += v[i] <= ub[i][r] * sel[i]
-            prob += v[i] >= sel[i]
-    prob += pulp.lpSum(a) == s
-    prob += pulp.lpSum(b) == s
-    prob += pulp.lpSum(c) == 1 - s
-    pre = pulp.lpSum(caps[i].prefill_tokens_s * x[i] for i in range(n))
-    dec = pulp.lpSum(caps[i].decode_tokens_s * y[i] for i in range(n))
-    col = pulp.lpSum(caps[i].colocated_rps * z[i] for i in range(n))
+            hi[v[i]] = ub[i][r]
+            rows.append(({v[i]: 1.0, sel[i]: -float(ub[i][r])}, -inf, 0.0))
+            rows.append(({v[i]: 1.0, sel[i]: -float(ub[i][r] if rate is not None else 1)}, 0.0, inf))
+    for sel, sign, rhs in ((A, -1.0, 0.0), (B, -1.0, 0.0), (C, 1.0, 1.0)):
+        rows.append(({**{j: 1.0 for j in sel}, S: sign}, rhs, rhs))     # one type per pool
+    spend = {j: w[i] for v in (X, Y, Z) for i, j in enumerate(v)}
+    cost = np.zeros(ncol)
     if rate is not None:
-        prob += pre >= dp * s
-        prob += dec >= dd * s
-        prob += col >= dr * (1 - s)
-        prob += spend
+        rows.append(({**{X[i]: caps[i].prefill_tokens_s for i in range(n)}, S: -dp}, 0.0, inf))
+        rows.append(({**{Y[i]: caps[i].decode_tokens_s for i in range(n)}, S: -dd}, 0.0, inf))
+        rows.append(({**{Z[i]: caps[i].colocated_rps for i in range(n)}, S: dr}, dr, inf))
         if budget is not None:
-            prob += spend <= budget
-    else:
-        assert budget is not None
-        r = prob.add_variable("rate", 0)
-        # big-M: no cluster within the budget serves more than this
-        big = budget / min(w) * max(max(cp.prefill_tokens_s / max(mix.mean_prompt, 1e-9),
-                                        cp.decode_tokens_s / max(mix.mean_decode, 1e-9), cp.colocated_rps)
-                                    for cp in caps) / headroom + 1.0
-        prob += r <= big
-        prob += pre >= headroom * mix.mean_prompt * (r - big * (1 - s))
-        prob += dec >= headroom * mix.mean_decode * (r - big * (1 - s))
-        prob += col >= headroom * (r - big * s)
-        prob += spend <= budget
-        prob += r - 1e-6 * spend / budget     # the most rate; among equal rates the cheaper
-    out: list[Candidate] = []
-    solver = _solver()
-    binaries = a + b + c
+            rows.append((spend, -inf, budget))
+        for j, wj in spend.items():
+            cost[j] = wj
+        return _Model(cost, False, lo, hi, integer, rows, range(3 * n, 6 * n))
+    assert budget is not None
+    # big-M: no cluster within the budget serves more than this
+    big = budget / min(w) * max(max(cp.prefill_tokens_s / max(mix.mean_prompt, 1e-9),
+                                    cp.decode_tokens_s / max(mix.mean_decode, 1e-9), cp.colocated_rps)
+                                for cp in caps) / headroom + 1.0
+    lo[R], hi[R], integer[R] = 0.0, big, False
+    hp, hd = headroom * mix.mean_prompt, headroom * mix.mean_decode
+    # pre >= hp (r - big (1 - s)), dec likewise, col >= h (r - big s)
+    rows.append(({**{X[i]: caps[i].prefill_tokens_s for i in range(n)}, R: -hp, S: -hp * big}, -hp * big, inf))
+    rows.append(({**{Y[i]: caps[i].decode_tokens_s for i in range(n)}, R: -hd, S: -hd * big}, -hd * big, inf))
+    rows.append(({**{Z[i]: caps[i].colocated_rps for i in range(n)}, R: -headroom, S: headroom * big}, 0.0, inf))
+    rows.append((spend, -inf, budget))
+    cost[R] = 1.0                            # the most rate; among equal rates the cheaper
+    for j, wj in spend.items():
+        cost[j] = -1e-6 * wj / budget
+    return _Model(cost, True, lo, hi, integer, rows, range(3 * n, 6 * n))
+
+
+def _nogood(m: _Model, col: np.ndarray) -> tuple[dict[int, float], float, float]:
+    """The cut excluding this choice of types: sum of the binaries that are on <= (their number - 1). With one
+    type per pool (the rows sum a = s, sum b = s, sum c = 1 - s) a choice is fixed by which binaries are on, so
+    this short row excludes exactly it, as the textbook cut over all binaries (those off counted as v, those on
+    as 1 - v) does; its LP relaxation is much tighter (a_i + b_j <= 1 for a split, c_k <= 0 for a colocated
+    choice), which keeps HiGHS at the root: a dense cut made each re-solve 15-60 ms instead of ~1 ms."""
+    on = [j for j in m.binaries if col[j] > 0.5]
+    return {j: 1.0 for j in on}, -math.inf, len(on) - 1.0
+
+
+def _solve_highs(m: _Model, k: int) -> list[np.ndarray]:
+    """Up to ``k`` optimal column vectors, each after a no-good cut on the previous: one HiGHS model, passed once."""
+    import highspy
+
+    _silence_highs_banner()
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("mip_rel_gap", 1e-9)     # the tests hold the answers equal to an exhaustive grid
+    h.setOptionValue("mip_abs_gap", 1e-12)    # the max-rate tie-break is ~1e-6 of the objective
+    ncol = len(m.cost)
+    h.addVars(ncol, m.col_lo, m.col_hi)
+    kinds = [highspy.HighsVarType.kInteger if v else highspy.HighsVarType.kContinuous for v in m.integer]
+    h.changeColsIntegrality(ncol, np.arange(ncol, dtype=np.int32), np.array(kinds))
+    h.changeColsCost(ncol, np.arange(ncol, dtype=np.int32), m.cost)
+    h.changeObjectiveSense(highspy.ObjSense.kMaximize if m.maximise else highspy.ObjSense.kMinimize)
+
+    def add(rows: Sequence[tuple[dict[int, float], float, float]]) -> None:
+        starts: list[int] = []
+        idx: list[int] = []
+        val: list[float] = []
+        for coef, _, _ in rows:
+            starts.append(len(idx))
+            idx.extend(coef)
+            val.extend(coef.values())
+        inf = highspy.kHighsInf
+        h.addRows(len(rows), np.array([max(lo, -inf) for _, lo, _ in rows]),
+                  np.array([min(hi, inf) for _, _, hi in rows]), len(idx), np.array(starts, dtype=np.int32),
+                  np.array(idx, dtype=np.int32), np.array(val, dtype=np.float64))
+
+    add(m.rows)
+    out: list[np.ndarray] = []
     for _ in range(k):
-        status = prob.solve(solver)
-        if pulp.LpStatus[status] != "Optimal":
+        h.run()
+        if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
             break
-        on = {v.name for v in binaries if (v.value() or 0) > 0.5}
+        col = np.array(h.getSolution().col_value)
+        out.append(col)
+        add([_nogood(m, col)])
+    return out
+
+
+def _solve_pulp(m: _Model, k: int) -> list[np.ndarray]:
+    """As :func:`_solve_highs`, through pulp and CBC (the model re-sent per solve): the fallback without highspy."""
+    import pulp
+
+    prob = pulp.LpProblem("serve", pulp.LpMaximize if m.maximise else pulp.LpMinimize)
+    v = [prob.add_variable(f"v{j}", m.col_lo[j], m.col_hi[j], cat="Integer" if m.integer[j] else "Continuous")
+         for j in range(len(m.cost))]
+
+    def row(coef: dict[int, float], lo: float, hi: float) -> None:
+        e = pulp.lpSum(c * v[j] for j, c in coef.items())
+        if lo == hi:
+            prob.addConstraint(e == lo)
+            return
+        if math.isfinite(lo):
+            prob.addConstraint(e >= lo)
+        if math.isfinite(hi):
+            prob.addConstraint(e <= hi)
+
+    for r in m.rows:
+        row(*r)
+    prob.setObjective(pulp.lpSum(c * v[j] for j, c in enumerate(m.cost) if c))
+    solver = pulp.COIN_CMD(msg=False)          # a CBC on the PATH (pulp 4's way)
+    if not solver.available():
+        with warnings.catch_warnings():        # pulp 3's bundled CBC, deprecated there
+            warnings.simplefilter("ignore", DeprecationWarning)
+            solver = pulp.PULP_CBC_CMD(msg=False)
+    out: list[np.ndarray] = []
+    for _ in range(k):
+        if pulp.LpStatus[prob.solve(solver)] != "Optimal":
+            break
+        col = np.array([x.value() or 0.0 for x in v])
+        out.append(col)
+        row(*_nogood(m, col))
+    return out
+
+
+def _ilp(caps: Sequence[Capacity], mix: Mix, rate: float | None, objective: Objective, headroom: float, k: int,
+         max_count: int, budget: float | None, layouts: Sequence[Layout],
+         prefill_min: Sequence[int] | None, backend: str | None = None) -> list[Candidate]:
+    _check(caps, rate, headroom, k, max_count)
+    m = _build(caps, mix, rate, objective, headroom, max_count, budget, layouts, prefill_min)
+    if backend not in (None, "highs", "cbc"):
+        raise ConfigError(f"backend must be highs or cbc, got {backend!r}", field="backend", value=backend)
+    use_highs = _have_highs() if backend is None else backend == "highs"
+    n = len(caps)
+    out: list[Candidate] = []
+    for col in (_solve_highs if use_highs else _solve_pulp)(m, k):
         pools: list[tuple[str, Capacity, int]] = []
-        for role, vs in (("prefill", x), ("decode", y), ("colocated", z)):
-            for i, v in enumerate(vs):
-                cnt = int(round(v.value() or 0))
+        for r, role in enumerate(("prefill", "decode", "colocated")):
+            for i in range(n):
+                cnt = int(round(col[r * n + i]))
                 if cnt > 0:
                     pools.append((role, caps[i], cnt))
-        split = (s.value() or 0) > 0.5
+        split = col[6 * n] > 0.5
         cand_rate = rate if rate is not None else _sustained(caps, mix, pools, headroom)
         out.append(Candidate(Layout.SPLIT if split else Layout.COLOCATED, tuple(pools),
                              sum(cp.objective(objective.value) * cnt for _, cp, cnt in pools), cand_rate))
-        prob += pulp.lpSum(1 - v if v.name in on else v for v in binaries) >= 1
     if not out:
         what = (f"{rate:g} req/s" if rate is not None else "any load") + \
             (f" within a budget of {budget:g}" if budget is not None else "")
@@ -278,7 +395,8 @@ def _sustained(caps: Sequence[Capacity], mix: Mix, pools: Sequence[tuple[str, Ca
 # ---- the exhaustive reference --------------------------------------------------------------------
 def grid(caps: Sequence[Capacity], mix: Mix, rate: float, *, objective: Objective = Objective.COST,
          headroom: float = 1.2, k: int = 3, max_count: int = 64, budget: float | None = None,
-         layouts: Sequence[Layout] = (Layout.SPLIT, Layout.COLOCATED)) -> list[Candidate]:
+         layouts: Sequence[Layout] = (Layout.SPLIT, Layout.COLOCATED),
+         prefill_min: Sequence[int] | None = None) -> list[Candidate]:
     """Every machine count of every type choice (prefill x decode counts 1..max_count for each pair of
     options, colocated counts 1..max_count per option), the same constraints and objective as
     :func:`solve`; the best of each type choice, the ``k`` best of those. A plain loop, no pruning."""
@@ -292,6 +410,8 @@ def grid(caps: Sequence[Capacity], mix: Mix, rate: float, *, objective: Objectiv
             for j, dj in enumerate(caps):
                 top: tuple[float, int, int] | None = None
                 for nx in rng:
+                    if prefill_min is not None and nx < prefill_min[i]:
+                        continue
                     for ny in rng:
                         spend = w[i] * nx + w[j] * ny
                         if nx * pi.prefill_tokens_s >= dp and ny * dj.decode_tokens_s >= dd \
@@ -399,6 +519,26 @@ def verify(model: ModelSpec, cand: Candidate, workload: Workload, slo: Slo | Non
 
 
 # ---- the planner -----------------------------------------------------------------------------------
+def arrival_cv(requests: Sequence[Request]) -> float:
+    """Coefficient of variation of the gaps between arrivals of the simulated workload (1.0, Poisson, when it has
+    too few requests to measure): the burstiness the queueing bound uses."""
+    try:
+        return inter_arrival_cv(sorted(requests, key=lambda r: r.arrival_s))
+    except WorkloadError:
+        return 1.0
+
+
+def burst_minimums(caps: Sequence[Capacity], mix: Mix, rate: float, cv: float, slo: Slo | None,
+                   max_count: int) -> list[int]:
+    """Per option, the fewest machines of a prefill pool that keeps the TTFT slowdown percentiles within the
+    SLO at ``rate`` under arrivals of burstiness ``cv`` (:func:`planners.capacity.prefill_pool_min`, a G/G/c
+    bound); 1 without a TTFT SLO. The capacity model sizes on mean token demand only; this is the burst
+    allowance on top of it (``max_count + 1``: no pool within ``max_count`` machines meets it)."""
+    if slo is None or "ttft" not in slo:
+        return [1] * len(caps)
+    return [prefill_pool_min(cp, mix, rate, cv, slo["ttft"], max_count) for cp in caps]
+
+
 MIX_MIN_REQUESTS = 2000      # requests the planning length mix is taken from, at least (see planning_mix)
 
 
@@ -448,9 +588,10 @@ def plan_serve(model: ModelSpec, workload: Workload, machines: Sequence[Machine]
                objective: Objective = Objective.COST, headroom: float = 1.2, k: int = 3, max_count: int = 64,
                rounds: int = 3, bisect_steps: int = 3, serve: ServeConfig = DEFAULT_SERVE,
                engine: EngineProfile | None = None, transfer: TransferMode = TransferMode.LAYERWISE,
-               layouts: Sequence[Layout] = (Layout.SPLIT, Layout.COLOCATED)) -> ServePlan:
+               layouts: Sequence[Layout] = (Layout.SPLIT, Layout.COLOCATED), burst: bool = True) -> ServePlan:
     """Plan a cluster for ``rate`` req/s (cheapest meeting the SLOs), or with ``rate`` None the highest rate
-    ``budget`` sustains (``--max-rate``). ``workload(rate)`` gives the requests to simulate at a rate."""
+    ``budget`` sustains (``--max-rate``). ``workload(rate)`` gives the requests to simulate at a rate.
+    ``burst``: size prefill pools also by the queueing bound on TTFT (:func:`burst_minimums`; rate mode only)."""
     if rate is None and budget is None:
         raise ConfigError("give a rate, or a budget for the max-rate mode", field="rate")
     mix = planning_mix(workload, rate)
@@ -472,13 +613,16 @@ def plan_serve(model: ModelSpec, workload: Workload, machines: Sequence[Machine]
         return ServePlan(ver[0], ver[1:], caps, mix, log_rounds, mode="max-rate")
     h = headroom
     ver = []
+    cv = arrival_cv(workload(rate)) if burst and slo is not None else None
     for rnd in range(max(1, rounds)):
+        # the queueing bound at the rate scaled as the headroom was raised (round 1: the rate itself)
+        pmin = None if cv is None else burst_minimums(caps, mix, rate * h / headroom, cv, slo, max_count)
         cands = solve(caps, mix, rate, objective=objective, headroom=h, k=k, max_count=max_count, budget=budget,
-                      layouts=layouts)
+                      layouts=layouts, prefill_min=pmin)
         ver = [verify(model, cd, workload, slo, bisect_steps=bisect_steps, **kw) for cd in cands]
-        log_rounds.append({"headroom": h, "candidates": [{"label": v.candidate.label(), "objective":
-                                                          v.candidate.objective, "slo_met": v.met,
-                                                          "sustained_rps": v.sustained_rps} for v in ver]})
+        log_rounds.append({"headroom": h, "arrival_cv": cv, "prefill_min": pmin,
+                           "candidates": [{"label": v.candidate.label(), "objective": v.candidate.objective,
+                                           "slo_met": v.met, "sustained_rps": v.sustained_rps} for v in ver]})
         passing = [v for v in ver if v.met]
         if passing:
             chosen = min(passing, key=lambda v: v.candidate.objective)

@@ -13,8 +13,19 @@ import pytest
 from click.testing import CliRunner
 
 from hwmodels.machines import load_machine
-from planners.capacity import Capacity, Mix, capacities
-from planners.serve import Layout, Objective, grid, plan_serve, planning_mix, simulate_candidate, solve, solve_max_rate
+from planners.capacity import Capacity, Mix, capacities, erlang_c, prefill_pool_min, ttft_miss_fraction
+from planners.serve import (
+    Layout,
+    Objective,
+    _ilp,
+    burst_minimums,
+    grid,
+    plan_serve,
+    planning_mix,
+    simulate_candidate,
+    solve,
+    solve_max_rate,
+)
 from sim.split import Pool, SplitConfig, simulate_split
 from sim.split_metrics import SPLITWISE_SLO, summarize_split
 from workloads.catalog import load_model
@@ -72,6 +83,54 @@ def test_ilp_equals_exhaustive_grid(caps: list[Capacity], mix: Mix, objective: O
             assert roles["decode"][0].decode_tokens_s * roles["decode"][1] >= dd
         else:
             assert roles["colocated"][0].colocated_rps * roles["colocated"][1] >= 1.2 * rate
+
+
+def test_erlang_c_textbook_values() -> None:
+    """M/M/c probability of waiting: c = 1 gives rho; c = 2 at offered load 1 gives (1/2 * 2) / (1 + 1 + 1) = 1/3
+    (Erlang C formula by hand); saturated gives 1."""
+    assert erlang_c(1, 0.7) == pytest.approx(0.7, rel=1e-12)
+    assert erlang_c(2, 1.0) == pytest.approx(1 / 3, rel=1e-12)
+    assert erlang_c(4, 4.0) == 1.0
+
+
+def test_burst_bound_is_monotone_and_minimal(caps: list[Capacity], mix: Mix) -> None:
+    """The G/G/c TTFT bound: more machines miss less, burstier arrivals (larger cv) miss more, and
+    prefill_pool_min is the fewest machines meeting all three percentiles (one fewer does not)."""
+    ttft = SPLITWISE_SLO["ttft"]
+    for cp in caps[:3]:
+        n = prefill_pool_min(cp, mix, 20.0, 1.0, ttft, 64)
+        assert 1 <= n <= 64
+        miss = [ttft_miss_fraction(cp, mix, 20.0, n, 1.0, k) for k in ttft]
+        assert all(f <= a for f, a in zip(miss, (0.5, 0.1, 0.01)))
+        if n > 1:
+            assert any(ttft_miss_fraction(cp, mix, 20.0, n - 1, 1.0, k) > a for k, a in zip(ttft, (0.5, 0.1, 0.01)))
+        assert ttft_miss_fraction(cp, mix, 20.0, n + 1, 1.0, 6.0) <= miss[2]
+        assert ttft_miss_fraction(cp, mix, 20.0, n, 2.0, 6.0) >= miss[2]
+        assert prefill_pool_min(cp, mix, 20.0, 2.0, ttft, 64) >= n
+
+
+@pytest.mark.parametrize("objective", list(Objective))
+def test_ilp_with_burst_minimums_equals_grid(caps: list[Capacity], mix: Mix, objective: Objective) -> None:
+    """With the burst allowance (prefill pools at least burst_minimums machines, here at cv 2: bursty) the
+    ILP's k best still equal the exhaustive grid's under the same lower bounds."""
+    pmin = burst_minimums(caps, mix, 20.0, 2.0, SPLITWISE_SLO, 24)
+    kw = dict(objective=objective, k=6, max_count=24, prefill_min=pmin)
+    got = solve(caps, mix, 20.0, **kw)   # type: ignore[arg-type]
+    ref = grid(caps, mix, 20.0, **kw)    # type: ignore[arg-type]
+    assert [c.objective for c in got] == pytest.approx([c.objective for c in ref], rel=1e-12)
+    for c in got:
+        for role, cp, cnt in c.pools:
+            if role == "prefill":
+                assert cnt >= pmin[caps.index(cp)]
+
+
+@pytest.mark.parametrize("rate,budget", [(20.0, None), (None, 300.0)])
+def test_cbc_fallback_equals_highs(caps: list[Capacity], mix: Mix, rate: float | None, budget: float | None) -> None:
+    """The pulp + CBC path (used when highspy is missing) gives the HiGHS path's k best, rate and max-rate modes."""
+    args = (caps, mix, rate, Objective.COST, 1.2, 4, 24, budget, list(Layout), None)
+    hi, cbc = _ilp(*args, backend="highs"), _ilp(*args, backend="cbc")
+    assert [c.objective for c in hi] == pytest.approx([c.objective for c in cbc], rel=1e-9)
+    assert [c.rate for c in hi] == pytest.approx([c.rate for c in cbc], rel=1e-6)
 
 
 def test_max_rate_equals_grid(caps: list[Capacity], mix: Mix) -> None:

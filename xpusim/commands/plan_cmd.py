@@ -39,6 +39,8 @@ def _int_list(text: str, name: str) -> list[int]:
 @click.option("--objective", default="cost", show_default=True, type=click.Choice(["cost", "power"]))
 @click.option("--layouts", default="split,colocated", show_default=True, help="split, colocated or both")
 @click.option("--k", "k", default=3, show_default=True, type=int, help="candidates verified by simulation")
+@click.option("--burst/--no-burst", default=True, show_default=True,
+              help="size prefill pools also by a G/G/c bound on TTFT under the trace's arrival burstiness")
 @click.option("--headroom", default=1.2, show_default=True, type=float, help="capacity / demand the ILP keeps")
 @click.option("--max-count", default=64, show_default=True, type=int, help="machines per pool at most")
 @click.option("--rounds", default=3, show_default=True, type=int, help="ILP + simulation rounds")
@@ -49,7 +51,7 @@ def _int_list(text: str, name: str) -> list[int]:
 @click.option("--json", "as_json", is_flag=True, help="print the plan, runner-ups and metrics as JSON")
 def plan_serve_cmd(model: str, trace: str, rate: float | None, max_rate: bool, budget: float | None,
                    duration: float, seed: int, machines: str, tps: str, slo: str, objective: str, layouts: str,
-                   k: int, headroom: float, max_count: int, rounds: int, bisect_steps: int, transfer: str,
+                   k: int, burst: bool, headroom: float, max_count: int, rounds: int, bisect_steps: int, transfer: str,
                    engine: str | None, as_json: bool) -> None:
     """Plan a serving cluster (prefill/decode pools or colocated replicas) that meets the SLOs."""
     from hwmodels.engine import load_engine
@@ -86,7 +88,7 @@ def plan_serve_cmd(model: str, trace: str, rate: float | None, max_rate: bool, b
     plan = plan_serve(m, workload, mach, rate=rate, budget=bud, tps=_int_list(tps, "tp"),
                       slo=None if slo == "none" else SLO_PRESETS[slo], objective=obj, headroom=headroom, k=k,
                       max_count=max_count, rounds=rounds, bisect_steps=bisect_steps, engine=eng,
-                      transfer=TransferMode(transfer), layouts=lay)
+                      transfer=TransferMode(transfer), layouts=lay, burst=burst)
     out = plan.to_dict()
     if as_json:
         click.echo(json.dumps(out, default=float))
