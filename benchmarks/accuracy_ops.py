@@ -63,12 +63,16 @@ KIT_FILES: tuple[SharedFile, ...] = (
                stack="torch"),
     SharedFile("xpusim-memory-ops", "h200/memory_ops.csv", "h200-sxm-141gb", fitted=True, kit=True),
     SharedFile("xpusim-steps", "h200/steps.csv", "h200-sxm-141gb", kit=True),
+    # SDPA (cuDNN and flash) and GEMM calls timed by the profiler's device time (and by events, unused here):
+    # with attention_cudnn.csv / attention.csv the fit's data for the Hopper [attention_cudnn] / [attention_fa2]
+    SharedFile("xpusim-kernel-times", "h200/kernel_times.csv", "h200-sxm-141gb", fitted=True, kit=True),
     # the same kit on an H100 SXM: nothing is fitted on it (held out for the Hopper constants)
     SharedFile("xpusim-gemm", "h100/gemm.csv", "h100-sxm-80gb", kit=True),
     SharedFile("xpusim-attention", "h100/attention.csv", "h100-sxm-80gb", kit=True),
     SharedFile("xpusim-attention", "h100/attention_cudnn.csv", "h100-sxm-80gb", kit=True, stack="torch"),
     SharedFile("xpusim-memory-ops", "h100/memory_ops.csv", "h100-sxm-80gb", kit=True),
     SharedFile("xpusim-steps", "h100/steps.csv", "h100-sxm-80gb", kit=True),
+    SharedFile("xpusim-kernel-times", "h100/kernel_times.csv", "h100-sxm-80gb", kit=True),
 )
 FIT_FILES = SHARED_FILES + KIT_FILES   # what the fit scripts may use (those marked fitted)
 

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from accuracy_ops import DEFAULT_DATA, FIT_FILES, load_shared
+from accuracy_ops import DEFAULT_DATA, FIT_FILES, SharedFile, load_shared
 
 from hwmodels.gpu import GPUSpec, load_gpu
 from hwmodels.kernels import load_stack
@@ -43,20 +43,33 @@ from workloads.ops import DecodeAttention, Op, OpKind, PrefillAttention
 # name: (low, high)
 PARAMS = {
     "tile_eff": (0.2, 1.0), "cta_s": (0.0, 10e-6), "block_s": (0.0, 5e-6), "empty_cta_s": (0.0, 2e-6),
-    "launch_s": (0.5e-6, 8e-6), "combine_s": (0.0, 10e-6), "dram_eff": (0.5, 1.0),
+    "launch_s": (0.5e-6, 8e-6), "combine_s": (0.0, 10e-6), "dram_eff": (0.5, 1.0), "prefill_extra_s": (0.0, 5e-6),
+    "decode_cta_bw": (5e9, 400e9),
     "l2_reuse": (0.5, 3.0), "l2_bw_mult": (1.0, 5.0), "overlap_p": (1.0, 8.0),
 }
 _ATTN = {OpKind.ATTN_PREFILL, OpKind.ATTN_DECODE}
 TARGET_PER_REGIME = 1500  # stride-subsample larger regimes (speed; the report scores every row)
-ATTENTION_FORMATS = ("vidur-attention", "lss-attention", "xpusim-attention")  # per-kernel attention files
+# per-kernel attention files
+ATTENTION_FORMATS = ("vidur-attention", "lss-attention", "xpusim-attention", "xpusim-kernel-times")
 
 
-def op_time(op: Op, gpu: GPUSpec, a: AttentionCalibration) -> float:
+def op_time(op: Op, gpu: GPUSpec, a: AttentionCalibration, event: tuple[float, float] = (0.0, 0.0)) -> float:
+    """The kernels' device time under constants ``a``, plus ``event`` = (the stack's attention_event_s,
+    attention_gap_s) for a file timed between CUDA events (the gap when the call's combine is a second kernel)."""
     if isinstance(op, PrefillAttention):
-        return prefill_attention_cost(op, gpu, attn=a)[0]
-    if isinstance(op, DecodeAttention):
-        return decode_attention_cost(op, gpu, attn=a)[0]
-    raise TypeError(type(op).__name__)
+        t, bd = prefill_attention_cost(op, gpu, attn=a)
+    elif isinstance(op, DecodeAttention):
+        t, bd = decode_attention_cost(op, gpu, attn=a)
+    else:
+        raise TypeError(type(op).__name__)
+    if event[0] > 0.0 and t > 0.0:
+        t += event[0] + (event[1] if bd.get("combine_s", 0.0) > 0.0 else 0.0)
+    return t
+
+
+def _event(f: SharedFile) -> tuple[float, float]:
+    st = load_stack(f.stack or stack_for(f.format))
+    return st.attention_event_s, st.attention_gap_s
 
 
 def file_kernel(fmt: str, family: str, stack: str | None = None) -> str:
@@ -66,9 +79,13 @@ def file_kernel(fmt: str, family: str, stack: str | None = None) -> str:
     return chosen if chosen is not None else load_attention_calibration(family).kernel.value
 
 
-def family_rows(family: str, data: Path, kernel: str | None = None) -> list[tuple[str, GPUSpec, MeasuredOp]]:
-    """(regime label, gpu, record) of every attention record of the family's measured files (shared
-    and xpusim's own) whose stack runs the ``kernel`` generation (default: the family's own)."""
+Row = tuple[str, GPUSpec, MeasuredOp, tuple[float, float]]
+
+
+def family_rows(family: str, data: Path, kernel: str | None = None) -> list[Row]:
+    """(regime label, gpu, record, event overhead) of every attention record of the family's measured files
+    (shared and xpusim's own) that ran the ``kernel`` generation (default: the family's own): the file's
+    stack's kernel, or the record's own where its ops name one (``xpusim-kernel-times``)."""
     out = []
     kernel = kernel or load_attention_calibration(family).kernel.value
     for f in FIT_FILES:  # a file measured under another stack than its format's names it (SharedFile.stack)
@@ -76,12 +93,15 @@ def family_rows(family: str, data: Path, kernel: str | None = None) -> list[tupl
         gpu = load_gpu(f.hardware)
         if not f.fitted or gpu.architecture.value != family or f.format not in ATTENTION_FORMATS:
             continue  # held-out files (the H100's) never enter a fit
-        if file_kernel(f.format, family, stack) != kernel:
-            continue
+        own = file_kernel(f.format, family, stack)
         m = load_shared(f, data)
         for r in m.records:
-            if r.ops and all(op.kind in _ATTN for op in r.ops):
-                out.append((f"{Path(f.path).parent.name}:{r.op}", gpu, r))
+            if not r.ops or not all(op.kind in _ATTN for op in r.ops):
+                continue
+            ran = {getattr(op, "kernel", None) or own for op in r.ops}
+            if ran == {kernel}:
+                tag = "" if f.format == "xpusim-attention" else f"{f.format}:"
+                out.append((f"{Path(f.path).parent.name}:{tag}{r.op.split('.')[0]}", gpu, r, _event(f)))
     return out
 
 
@@ -96,11 +116,11 @@ def decode_kv(r: MeasuredOp) -> int:
     return kv
 
 
-def evaluate(rows: list[tuple[str, GPUSpec, MeasuredOp]], a: AttentionCalibration) -> dict[str, ErrorStats]:
+def evaluate(rows: list[Row], a: AttentionCalibration) -> dict[str, ErrorStats]:
     sims: dict[str, list[float]] = {}
     meas: dict[str, list[float]] = {}
-    for label, gpu, r in rows:
-        sims.setdefault(label, []).append(sum(op_time(op, gpu, a) for op in r.ops))
+    for label, gpu, r, ev in rows:
+        sims.setdefault(label, []).append(sum(op_time(op, gpu, a, ev) for op in r.ops))
         meas.setdefault(label, []).append(r.seconds)
     return {k: ErrorStats.from_pairs(sims[k], meas[k]) for k in sorted(sims)}
 
@@ -111,9 +131,9 @@ def fit(family: str, data: Path, fit_on: set[str] | None = None, max_nfev: int =
     rows = family_rows(family, data, kernel)
     if not rows:
         raise SystemExit(f"no shared attention files for family {family}")
-    train = [x for x in rows if (fit_on is None or x[0].split(":")[1] in fit_on)
+    train = [x for x in rows if (fit_on is None or x[0].split(":")[-1] in fit_on)
              and (kv_max is None or decode_kv(x[2]) <= kv_max)]
-    by_label: dict[str, list[tuple[str, GPUSpec, MeasuredOp]]] = {}
+    by_label: dict[str, list[Row]] = {}
     for x in train:
         by_label.setdefault(x[0], []).append(x)
     train = [x for xs in by_label.values() for x in xs[::max(1, math.ceil(len(xs) / TARGET_PER_REGIME))]]
@@ -124,23 +144,23 @@ def fit(family: str, data: Path, fit_on: set[str] | None = None, max_nfev: int =
     x0 = np.clip(np.array([getattr(base, n) for n in names], dtype=float), lo, hi)
     scale = hi - lo
     counts: dict[str, int] = {}
-    for label, _, _ in train:
+    for label, _, _, _ in train:
         counts[label] = counts.get(label, 0) + 1
 
     def cal(u: np.ndarray) -> AttentionCalibration:
         return dataclasses.replace(base, **{n: float(v) for n, v in zip(names, lo + u * scale)})
 
     mean_s: dict[str, float] = {}
-    for label, _, r in train:
+    for label, _, r, _ in train:
         mean_s[label] = mean_s.get(label, 0.0) + r.seconds / counts[label]
     # each row's log error, weighted up with its time so that WAPE (time-weighted) counts as much as MAPE
     weight = np.array([math.sqrt((0.5 + 0.5 * r.seconds / mean_s[label]) / counts[label])
-                       for label, _, r in train])
+                       for label, _, r, _ in train])
 
     def residuals(u: np.ndarray) -> np.ndarray:
         a = cal(u)
-        return weight * np.array([math.log(max(sum(op_time(op, gpu, a) for op in r.ops), 1e-12) / r.seconds)
-                                  for label, gpu, r in train])
+        return weight * np.array([math.log(max(sum(op_time(op, gpu, a, ev) for op in r.ops), 1e-12) / r.seconds)
+                                  for label, gpu, r, ev in train])
 
     sol = least_squares(residuals, (x0 - lo) / scale, bounds=(0.0, 1.0), diff_step=1e-3, max_nfev=max_nfev,
                         loss="soft_l1", f_scale=0.05)
@@ -169,10 +189,10 @@ def main() -> None:
             sys.stdout.write(f"{n} = {getattr(a, n):.4g}\n")
     rows = family_rows(args.family, args.data, args.kernel)
     if args.fit_kv_max is not None:
-        rows = [(f"{label}{'' if decode_kv(r) <= args.fit_kv_max else ':held_out'}", gpu, r)
-                for label, gpu, r in rows]
+        rows = [(f"{label}{'' if decode_kv(r) <= args.fit_kv_max else ':held_out'}", gpu, r, ev)
+                for label, gpu, r, ev in rows]
     for label, s in evaluate(rows, a).items():
-        held = "" if (fit_on is None or label.split(":")[1] in fit_on) and not label.endswith(":held_out") \
+        held = "" if (fit_on is None or label.split(":")[-1] in fit_on) and not label.endswith(":held_out") \
             else "  (held out)"
         sys.stdout.write(f"# {label:32s} n={s.n:6d} wape={s.wape:.4f} mape={s.mape:.4f}{held}\n")
 

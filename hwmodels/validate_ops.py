@@ -23,6 +23,7 @@ FORMAT_STACK = {
     # flash backend (FlashAttention-2 kernels), the module's steps take PyTorch's default backend
     "xpusim-gemm": "torch", "xpusim-memory-ops": "torch", "xpusim-steps": "torch",
     "xpusim-attention": "torch-flash",
+    "xpusim-kernel-times": "torch-step",   # the profiler's device time of each call (each SDPA row names its kernel)
 }
 
 

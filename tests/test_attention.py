@@ -161,7 +161,7 @@ def regimes() -> dict[tuple[str, str], object]:
     out = {}
     for fam in ("ampere", "ada"):
         for label, s in evaluate(family_rows(fam, DATA), load_attention_calibration(fam)).items():
-            folder, regime = label.split(":")
+            folder, regime = label.split(":")[0], label.split(":")[-1]
             out[folder, regime] = s
     return out
 

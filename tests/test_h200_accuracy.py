@@ -87,13 +87,41 @@ def test_stack_attention_kernel_per_family(tmp_path: Path) -> None:
 
 
 def test_cudnn_attention_file_meets_the_cuda_target() -> None:
-    """attention_cudnn.csv (SDPA with cuDNN's backend first; [attention_cudnn] is fitted on it, in-sample):
-    prefill wape 0.039, decode 0.034 under the torch stack (the family's FA3 constants gave 0.203 / 0.228)."""
+    """attention_cudnn.csv (SDPA with cuDNN's backend first, CUDA-event timed; [attention_cudnn] is fitted on it
+    and on kernel_times.csv, in-sample): prefill wape 0.040, decode 0.067 under the torch stack, which adds the
+    event latency to the kernel-time constants (the event-only fit had 0.039 / 0.034 and missed the in-step decodes;
+    the family's FA3 constants gave 0.203 / 0.228)."""
     r = validate_ops(read_measured("xpusim-attention", H200 / "attention_cudnn.csv"), load_gpu("h200-sxm-141gb"),
                      stack="torch")
     assert r.overall.wape <= CUDA_TARGET
-    assert r.per_op["attn_prefill"].wape == pytest.approx(0.039, abs=0.01)
-    assert r.per_op["attn_decode"].wape == pytest.approx(0.034, abs=0.01)
+    assert r.per_op["attn_prefill"].wape == pytest.approx(0.040, abs=0.01)
+    assert r.per_op["attn_decode"].wape == pytest.approx(0.067, abs=0.01)
+
+
+def test_kernel_times_file() -> None:
+    """kernel_times.csv (collect_cuda.py --sections kernel_times): each SDPA call scored against the profiler's
+    device time of its kernels, with the constants of the backend that ran (the row names it): cuDNN decode wape
+    0.066, prefill 0.033 (fitted on these rows and attention_cudnn.csv); flash decode 0.121, prefill 0.052 (the
+    event-fitted [attention_fa2] restated as kernel time, these rows not fitted). The event latency the `torch`
+    stack adds is what the same file measures: event minus kernel time."""
+    r = validate_ops(read_measured("xpusim-kernel-times", H200 / "kernel_times.csv"), load_gpu("h200-sxm-141gb"))
+    assert r.stack == "torch-step"
+    figures = {"attn_decode.cudnn": 0.066, "attn_prefill.cudnn": 0.033, "attn_decode.fa2": 0.121,
+               "attn_prefill.fa2": 0.052}
+    for op, w in figures.items():
+        assert r.per_op[op].n == (32 if "decode" in op else 10)
+        assert r.per_op[op].wape == pytest.approx(w, abs=0.01)
+    for op in ("attn_decode.cudnn", "attn_prefill.cudnn", "attn_prefill.fa2"):
+        assert r.per_op[op].wape <= CUDA_TARGET
+    import csv
+    import statistics
+    with (H200 / "kernel_times.csv").open() as fh:
+        rows = [x for x in csv.DictReader(fh) if x["kind"] == "attn_decode.cudnn_attention"]
+    gap = {n: statistics.median(float(x["event_flushed_s"]) - float(x["kernel_s"]) for x in rows
+                                if x["kernels"] == n) for n in ("1", "2")}
+    stack = load_stack("torch")
+    assert stack.attention_event_s == pytest.approx(gap["1"], abs=0.3e-6)
+    assert stack.attention_event_s + stack.attention_gap_s == pytest.approx(gap["2"], abs=0.3e-6)
 
 
 def test_bad_rows_name_the_file_line_and_column(tmp_path: Path) -> None:
@@ -158,11 +186,11 @@ def test_accuracy_report_writes_its_table(tmp_path: Path) -> None:
     # attention_cudnn.csv under the torch stack (KIT_FILES' per-file stack: PyTorch's default SDPA on Hopper)
     # the same kit on both GPUs (the H100's files are held out)
     assert {r["source"] for r in rows} == {f"validation/measured/{gpu}/{n}" for gpu in ("h200", "h100")
-                                           for n in (*FILES.values(), "attention_cudnn.csv")}
+                                           for n in (*FILES.values(), "attention_cudnn.csv", "kernel_times.csv")}
     cudnn = [r for r in rows if r["source"] == "validation/measured/h200/attention_cudnn.csv"
              and "all rows" in r["compared"]]
     assert len(cudnn) == 1 and "stack torch" in cudnn[0]["compared"]
-    assert cudnn[0]["wape"] == pytest.approx(0.037, abs=0.01) and cudnn[0]["wape"] <= CUDA_TARGET
+    assert cudnn[0]["wape"] == pytest.approx(0.049, abs=0.01) and cudnn[0]["wape"] <= CUDA_TARGET
     accuracy._write_atomic(tmp_path / "r.json", json.dumps(rows))
     accuracy._write_atomic(tmp_path / "r.md", accuracy.markdown(rows))
     assert json.loads((tmp_path / "r.json").read_text()) == rows

@@ -250,6 +250,71 @@ def read_xpusim_memory_ops(path: Path, model: ModelSpec | None = None, tp: int =
     return MeasuredFile("xpusim-memory-ops", str(path), tuple(records), skipped=tuple(sorted(skipped.items())))
 
 
+# ---- xpusim-kernel-times ------------------------------------------------------------------------------
+
+_KT_BACKEND = {"cudnn_attention": "cudnn", "flash_attention": "fa2"}  # SDPA backend -> xpusim's kernel name
+
+
+def _kt_shape(text: str, rows: CsvRows) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in text.split(";"):
+        key, sep, val = part.partition("=")
+        if not sep or not val.strip().isdigit() or int(val) < 1:
+            raise WorkloadError(f"shape must be key=positive integer pairs separated by ';', got {text!r}",
+                                file=str(rows.path), line=rows.line, column="shape")
+        out[key.strip()] = int(val)
+    return out
+
+
+@_format("xpusim-kernel-times")
+def read_xpusim_kernel_times(path: Path, model: ModelSpec | None = None, tp: int = 1) -> MeasuredFile:
+    """``kernel_times.csv`` (``collect_cuda.py --sections kernel_times``): each call timed four ways; the
+    record's time is ``kernel_s``, the profiler's device time of the call's kernels (what ``validate
+    torch`` compares per op). SDPA rows name the backend that ran (``attn_decode.cudnn_attention``), so
+    each op carries its kernel (``cudnn`` or ``fa2``) whatever the stack; the op names are
+    ``attn_<phase>.<kernel>`` and ``gemm_bf16``. Memory-op rows (``mem.*``) are counted as skipped: their
+    kernels are scored inside whole steps by ``validate torch``."""
+    rows = CsvRows(path, {"kind", "shape", "kernel_s"})
+    records: list[MeasuredOp] = []
+    skipped: dict[str, int] = {}
+    for row in rows:
+        kind = (row.get("kind") or "").strip()
+        v = rows.opt_number(row, "kernel_s")
+        if v is None or not math.isfinite(v):
+            skipped["no kernel time"] = skipped.get("no kernel time", 0) + 1
+            continue
+        sh = _kt_shape(row.get("shape") or "", rows)
+        op: Op
+        if kind.startswith("attn_"):
+            phase, _, backend = kind.partition(".")
+            kernel = _KT_BACKEND.get(backend)
+            if kernel is None or phase not in ("attn_prefill", "attn_decode"):
+                raise WorkloadError(f"unknown attention row kind {kind!r}; known backends: "
+                                    f"{', '.join(sorted(_KT_BACKEND))}", file=str(path), line=rows.line, column="kind")
+            b, q, kv, hq, hkv, d = (sh.get(k, 0) for k in ("b", "q", "kv", "hq", "hkv", "d"))
+            if min(b, q, kv, hq, hkv, d) < 1 or hq % hkv:
+                raise WorkloadError(f"attention shape needs b, q, kv, hq, hkv, d with hkv dividing hq, got {sh}",
+                                    file=str(path), line=rows.line, column="shape")
+            name = f"{phase}.{kernel}"
+            if phase == "attn_prefill":
+                op = PrefillAttention(name, hq, hkv, d, ((q, kv),) * b, BF16, causal=True, paged=False,
+                                      kernel=kernel)
+            else:
+                op = DecodeAttention(name, hq, hkv, d, (kv,) * b, BF16, pack_gqa=True, split_kv=True,
+                                     paged=False, kernel=kernel)
+        elif kind == "gemm":
+            name = "gemm_bf16"
+            op = Gemm(name, sh.get("m", 0), sh.get("n", 0), sh.get("k", 0), BF16)
+            if min(op.m, op.n, op.k) < 1:
+                raise WorkloadError(f"a GEMM shape needs m, n, k, got {sh}", file=str(path), line=rows.line,
+                                    column="shape")
+        else:
+            skipped[kind] = skipped.get(kind, 0) + 1
+            continue
+        records.append(MeasuredOp(name, (op,), _positive_time(v, rows, "kernel_s"), rows.line))
+    return MeasuredFile("xpusim-kernel-times", str(path), tuple(records), skipped=tuple(sorted(skipped.items())))
+
+
 # ---- xpusim-steps -----------------------------------------------------------------------------------
 
 STEP_MODES = ("eager", "cuda_graph")

@@ -81,6 +81,7 @@ class PrefillAttention:
     kind: OpKind = OpKind.ATTN_PREFILL
     causal: bool = True
     paged: bool = True
+    kernel: str | None = None   # the attention kernel that ran ("fa2", "fa3", "cudnn"); None: the stack's choice
 
     @property
     def flops(self) -> float:
@@ -122,6 +123,7 @@ class DecodeAttention:
     pack_gqa: bool = True
     split_kv: bool = True
     paged: bool = True
+    kernel: str | None = None   # as :class:`PrefillAttention`
 
     @property
     def flops(self) -> float:

@@ -9,11 +9,13 @@ kernels, eager HuggingFace, a tuned cuBLAS call...).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from hwmodels.gpu import GPUSpec
 from hwmodels.kernels.attention import decode_attention_cost, decode_attention_times, prefill_attention_cost
-from hwmodels.kernels.attention_calibration import load_attention_calibration
+from hwmodels.kernels.attention_calibration import AttentionCalibration, load_attention_calibration
 from hwmodels.kernels.calibration import Calibration, load_calibration
 from hwmodels.kernels.comm import all_reduce_cost
 from hwmodels.kernels.gemm import gemm_cost
@@ -44,22 +46,32 @@ class GPUKernelModel:
         if isinstance(op, Gemm):
             return gemm_cost(op, g, c, self.stack)
         if isinstance(op, PrefillAttention):
-            return self._profiled(prefill_attention_cost(op, g, c, self.attn))
+            return self._timed(prefill_attention_cost(op, g, c, self._attn(op)))
         if isinstance(op, DecodeAttention):
-            return self._profiled(decode_attention_cost(op, g, c, self.attn))
+            return self._timed(decode_attention_cost(op, g, c, self._attn(op)))
         if isinstance(op, MemoryOp):
             return memory_op_cost(op, g, c, self.stack)
         if isinstance(op, AllReduce):
             return all_reduce_cost(op, g, c)
         raise TypeError(f"no cost model for {type(op).__name__}")
 
-    def _profiled(self, cost: tuple[float, dict[str, float]]) -> tuple[float, dict[str, float]]:
-        """An attention call less the stack's ``attention_event_s`` (0 for event- or wall-timed stacks)."""
+    def _attn(self, op: PrefillAttention | DecodeAttention) -> AttentionCalibration:
+        """The constants of the kernel the op names (a measured row knows which SDPA backend ran), else
+        the stack's choice for the family."""
+        if op.kernel is None:
+            return self.attn
+        return load_attention_calibration(self.gpu.architecture.value, op.kernel)
+
+    def _timed(self, cost: tuple[float, dict[str, float]]) -> tuple[float, dict[str, float]]:
+        """An attention call as the stack's measurements time it: the kernels' device time plus, for a
+        stack timed by CUDA events around each call, ``attention_event_s`` and ``attention_gap_s`` per
+        further kernel (the split-KV combine). Both are 0 for the profiler's device time."""
         ev = self.stack.attention_event_s
         if ev <= 0.0 or cost[0] <= 0.0:
             return cost
         t, bd = cost
-        return max(0.0, t - ev), {**bd, "event_s": -ev}
+        ev += self.stack.attention_gap_s if bd.get("combine_s", 0.0) > 0.0 else 0.0
+        return t + ev, {**bd, "event_s": ev}
 
     def time(self, op: Op) -> float:
         return self.cost(op)[0]
@@ -67,6 +79,7 @@ class GPUKernelModel:
     def decode_stretch_times(self, op: DecodeAttention, steps: int):  # type: ignore[no-untyped-def]
         """Times of ``steps`` decode calls, call j over ``op.kv_lens + j`` (numpy array); each equals
         ``time()`` of that call."""
-        times = decode_attention_times(op, steps, self.gpu, self.attn)
-        ev = self.stack.attention_event_s
-        return times if ev <= 0.0 else np.where(times > 0.0, np.maximum(times - ev, 0.0), times)
+        if self.stack.attention_event_s > 0.0:   # event-timed stacks (benchmark files, not serving): per call
+            return np.array([self.time(replace(op, kv_lens=tuple(k + j for k in op.kv_lens))) if op.kv_lens else 0.0
+                             for j in range(steps)])
+        return decode_attention_times(op, steps, self.gpu, self._attn(op))

@@ -292,8 +292,9 @@ class _VarlenShape:
     """What a varlen call's cost depends on besides its sequences, with the constants of the cost
     formula; one per (op shape, GPU, calibration), kept by :func:`varlen_shape`."""
 
-    __slots__ = ("a", "bm", "bn", "causal", "cta_s", "dram", "dram_l2", "empty_cta_s", "gpu", "group", "heads",
-                 "inv_p", "kv_heads", "kvb", "l2cap", "launch_s", "p", "qob", "scheds", "slots", "span", "t_tile")
+    __slots__ = ("a", "bm", "bn", "causal", "cta_s", "dram", "dram_l2", "empty_cta_s", "extra_s", "gpu", "group",
+                 "heads", "inv_p", "kv_heads", "kvb", "l2cap", "launch_s", "p", "qob", "scheds", "slots", "span",
+                 "t_tile")
 
     def __init__(self, op: PrefillAttention, gpu: GPUSpec, a: AttentionCalibration) -> None:
         d, b = op.head_dim, op.dtype.bytes
@@ -316,6 +317,7 @@ class _VarlenShape:
         self.p = a.overlap_p
         self.inv_p = 1.0 / a.overlap_p
         self.launch_s, self.empty_cta_s = a.launch_s, a.empty_cta_s
+        self.extra_s = a.prefill_extra_s
         self.span = self.l2cap / self.dram if self.dram > 0 else math.inf   # DRAM time to refill the L2
         self.scheds: dict[tuple[int, ...], tuple[float, float, float]] = {}   # _varlen_schedule by tile counts
 
@@ -369,7 +371,7 @@ class _VarlenShape:
         memory = (kv_dram + qo) * ((1.0 - hit) / self.dram + hit / self.dram_l2)
         p = self.p
         body = (sched ** p + memory ** p) ** self.inv_p if sched > 0 and memory > 0 else sched + memory
-        return self.launch_s + body + empty * self.empty_cta_s / self.slots + 0.0
+        return self.launch_s + body + empty * self.empty_cta_s / self.slots + self.extra_s
 
 
 _S = TypeVar("_S", "_VarlenShape", "_DecodeShape")
@@ -404,7 +406,11 @@ def prefill_attention_cost(op: PrefillAttention, gpu: GPUSpec, cal: Calibration 
         return 0.0, {}
     a = _attn_cal(gpu, attn)
     sched, total, live, empty, kv_unique, kv_dram, qo = varlen_shape(op, gpu, a).parts(op.seqs)
-    return _finish(gpu, a, sched, total, live, empty, kv_unique, kv_dram, qo, False)
+    t, bd = _finish(gpu, a, sched, total, live, empty, kv_unique, kv_dram, qo, False)
+    if a.prefill_extra_s:
+        t += a.prefill_extra_s
+        bd["prefill_extra_s"] = a.prefill_extra_s
+    return t, bd
 
 
 def prefill_attention_time(op: PrefillAttention, gpu: GPUSpec, attn: AttentionCalibration | None = None) -> float:
@@ -455,6 +461,8 @@ class _DecodeShape:
         # FA2 runs a split decode through its split-KV kernel (and tiles), paged or not
         bm, self.bn = tile_shape(d, False, op.paged or op.split_kv, a.kernel, gpu, decode=True)
         self.t_tile = _tile_time(gpu, a, op.dtype, bm, self.bn, d)
+        if a.decode_cta_bw > 0.0:   # a decode CTA's K and V tile loads at the rate its loads in flight reach
+            self.t_tile += 2.0 * self.bn * d * b / a.decode_cta_bw
         self.m_blocks = math.ceil(rows / bm)
         self.n = len(op.kv_lens)
         self.split_ok = op.split_kv
@@ -500,7 +508,7 @@ class _DecodeShape:
             gpu, a = self.gpu, self.a
             sched, total, live, grid, splits = _decode_structure_of(
                 self.units, self.n, self.split_ok, self.sm_slots, gpu.sm_count, a.cta_s, self.t_tile,
-                tuple(sorted(Counter(tiles).items())))
+                tuple(sorted(Counter(tiles).items())), a.kernel is AttnKernel.CUDNN)
             empty = max(0, grid - live)
             # the p-th power as numpy takes it (the whole-array arithmetic of _finish_body)
             sp = float((np.array([sched]) ** self.p)[0]) if sched > 0 else 0.0
@@ -529,14 +537,26 @@ def _decode_structure(shape: _DecodeShape, blocks_count: dict[int, int], gpu: GP
     sequences span ``blocks_count`` = {KV tiles: sequences}; all that depends on the lengths only
     through their tile counts (memoised on them)."""
     return _decode_structure_of(shape.heads * shape.m_blocks, shape.n, shape.split_ok, shape.sm_slots,
-                                gpu.sm_count, a.cta_s, shape.t_tile, tuple(sorted(blocks_count.items())))
+                                gpu.sm_count, a.cta_s, shape.t_tile, tuple(sorted(blocks_count.items())),
+                                a.kernel is AttnKernel.CUDNN)
+
+
+# cuDNN's decode (sm80 mma.sync fprop + ``lean_reduction_kernel`` combine) splits the KV far less often than
+# FA2's heuristic: in validation/measured/h200/kernel_times.csv (and the H100's) the profiler shows the second,
+# combine kernel only when the grid holds at most a quarter as many (sequence, KV head) tiles as SMs (batch 1
+# and 4 of 8 KV heads: 8 and 32 tiles on 132 SMs; never at batch 16 = 128 tiles or 64) and the KV spans at
+# least 8 tiles of 128 (2,048 tokens split, 512 did not; 1,024 was not measured). Then FA2's split count.
+CUDNN_SPLIT_MAX_UNITS_PER_SM = 0.25
+CUDNN_SPLIT_MIN_KV_TILES = 8
 
 
 @functools.lru_cache(maxsize=65536)
 def _decode_structure_of(units: int, n: int, split_ok: bool, sm_slots: int, sm_count: int, cta_s: float,
-                         t_tile: float,
-                         blocks_count: tuple[tuple[int, int], ...]) -> tuple[float, float, int, int, int]:
+                         t_tile: float, blocks_count: tuple[tuple[int, int], ...],
+                         cudnn: bool = False) -> tuple[float, float, int, int, int]:
     max_blocks = blocks_count[-1][0]
+    if cudnn and (n * units > CUDNN_SPLIT_MAX_UNITS_PER_SM * sm_count or max_blocks < CUDNN_SPLIT_MIN_KV_TILES):
+        split_ok = False
     splits = fa2_num_splits(n * units, sm_slots, max_blocks) if split_ok else 1
     per_split = math.ceil(max_blocks / splits)
     groups: list[tuple[float, int]] = []

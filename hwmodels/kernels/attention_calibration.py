@@ -47,12 +47,15 @@ class AttentionCalibration:
     l2_reuse: float      # a re-read working set hits L2 by 1 - set / (l2_reuse x L2) (0 when negative)
     l2_bw_mult: float    # L2-resident traffic rate as a multiple of the DRAM rate
     overlap_p: float     # tile work and memory time combine as a p-norm: 1 adds them, large takes the max
+    prefill_extra_s: float = 0.0  # a prefill call's further fixed device time (cuDNN: a Memset before the fprop)
+    decode_cta_bw: float = 0.0  # bytes/s one decode CTA streams its K/V tiles at (its loads in flight); 0: no bound
     source: str = ""
 
 
 _NUM_KEYS = ("tile_eff", "cta_s", "block_s", "empty_cta_s", "launch_s", "combine_s", "dram_eff",
              "l2_reuse", "l2_bw_mult", "overlap_p")
-KEYS = frozenset(_NUM_KEYS) | {"kernel", "fitted_on"}
+_OPTIONAL_NUM_KEYS = ("prefill_extra_s", "decode_cta_bw")   # 0 when absent
+KEYS = frozenset(_NUM_KEYS) | frozenset(_OPTIONAL_NUM_KEYS) | {"kernel", "fitted_on"}
 
 
 class CalibrationValues(TypedDict, total=False):
@@ -68,6 +71,8 @@ class CalibrationValues(TypedDict, total=False):
     l2_reuse: float
     l2_bw_mult: float
     overlap_p: float
+    prefill_extra_s: float
+    decode_cta_bw: float
 
 
 def parse_attention(data: dict[str, Any], *, file: str, family: str, table: str = "attention") -> AttentionCalibration:
@@ -78,6 +83,8 @@ def parse_attention(data: dict[str, Any], *, file: str, family: str, table: str 
     reject_unknown(t, KEYS, file=file, section=table)
     kern = get_str(t, "kernel", file=file, section=table, choices=[k.value for k in AttnKernel])
     vals = {k: float(get_number(t, k, file=file, section=table, allow_zero=True)) for k in _NUM_KEYS}
+    vals.update({k: float(get_number(t, k, file=file, section=table, allow_zero=True, default=0.0))
+                 for k in _OPTIONAL_NUM_KEYS})
     if vals["overlap_p"] < 1.0:
         raise ConfigError("must be >= 1 (1: memory and tile work add)", file=file, field=f"{table}.overlap_p",
                           value=vals["overlap_p"])

@@ -69,9 +69,11 @@ class Stack:
     gather_small_max: int = 16   # index_select: at most this many indices take the serial small-index kernel
     gather_index_latencies: float = 2.0  # small-index kernel: memory latencies per index (serial loop)
     gather_elems_per_sm_cycle: float = 1.0  # large-index kernel: elements per SM per clock cycle
-    # CUDA-event time of one isolated SDPA call beyond its kernels' device time; a stack timed by the
-    # profiler's device time subtracts it from the attention constants (fitted on event-timed files)
+    # CUDA-event time of one isolated SDPA call beyond its kernels' device time (the attention constants
+    # are kernel device time, as the profiler measures it): added for a stack whose files time each call
+    # between two CUDA events; attention_gap_s more when the call launches a second kernel (split-KV combine)
     attention_event_s: float = 0.0
+    attention_gap_s: float = 0.0
     # memory-bound kernels read a working set that fits in L2 at the family's l2_bw_mult x the DRAM rate;
     # False: at the DRAM rate wherever their bytes sit (eager kernels whose rate the kernel sets, not the data)
     l2_credit: bool = True
@@ -91,7 +93,8 @@ class Stack:
 
 STACK_KEYS = ("gemm_eff", "gemm_bw_eff", "host_overhead_s", "gather_small_max", "gather_index_latencies",
               "gather_elems_per_sm_cycle")
-OPTIONAL_KEYS = {"attention_event_s": 0.0}  # [stack] keys a base stack may leave out (their default)
+# [stack] keys a base stack may leave out (their default)
+OPTIONAL_KEYS = {"attention_event_s": 0.0, "attention_gap_s": 0.0}
 OP_TABLES = {"norm": OpKind.NORM, "rope": OpKind.ROPE, "activation": OpKind.ACTIVATION, "add": OpKind.ADD,
              "elementwise": OpKind.ELEMENTWISE}
 ATTENTION_KERNELS = ("fa2", "fa3", "cudnn")  # attention_calibration.AttnKernel's values (a test checks)
