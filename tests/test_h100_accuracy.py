@@ -47,3 +47,47 @@ def test_cuda_graph_decode_steps_held_out(gpu) -> None:  # type: ignore[no-untyp
     assert graph.n == 18
     assert graph.wape <= CUDA_TARGET
     assert graph.wape == pytest.approx(0.023, abs=0.01)
+
+
+def test_kernel_times_held_out(gpu) -> None:  # type: ignore[no-untyped-def]
+    """kernel_times.csv (profiler device time of each call): cuDNN SDPA decode wape 0.061, prefill 0.045 with the
+    [attention_cudnn] table fitted on the H200's file; flash (FA2) decode 0.384 misses (docs/accuracy.md)."""
+    res = validate_ops(read_measured("xpusim-kernel-times", H100 / "kernel_times.csv"), gpu)
+    for op, w in (("attn_decode.cudnn", 0.061), ("attn_prefill.cudnn", 0.045)):
+        assert res.per_op[op].wape <= CUDA_TARGET
+        assert res.per_op[op].wape == pytest.approx(w, abs=0.01)
+    assert res.per_op["attn_decode.fa2"].wape == pytest.approx(0.384, abs=0.01)
+
+
+def test_memory_ops_held_out(gpu) -> None:  # type: ignore[no-untyped-def]
+    """memory_ops.csv (isolated, L2-flushed eager kernels): wape 0.163, was 0.518 while the strided elementwise
+    kernels' rate scaled with DRAM bandwidth; as issue-bound kernels (``sm_bytes_per_clk``, same SMs and clock as the
+    H200) they run at the H200's speed, as measured (no target for memory ops alone)."""
+    res = validate_ops(read_measured("xpusim-memory-ops", H100 / "memory_ops.csv"), gpu)
+    assert res.overall.n == 105
+    assert res.overall.wape == pytest.approx(0.163, abs=0.01)
+
+
+@pytest.mark.parametrize(("run", "fig"), [
+    # (run dir, {kind or step: wape}); lease 1 (README) and a second lease of the same command (this session)
+    ("validate_torch_llama-3.1-8b", {"gemm": 0.041, "attn_prefill": 0.020, "attn_decode": 0.101,
+                                     "prefill": 0.098, "decode": 0.060}),
+    ("validate_torch_llama-3.1-8b-lease2", {"gemm": 0.043, "attn_prefill": 0.018, "attn_decode": 0.101,
+                                            "prefill": 0.112, "decode": 0.063}),
+    ("validate_torch_llama-3.2-1b", {"gemm": 0.059, "attn_prefill": 0.028, "attn_decode": 0.072,
+                                     "prefill": 0.088, "decode": 0.029}),
+])
+def test_validate_torch_runs_held_out(gpu, run: str, fig: dict[str, float]) -> None:  # type: ignore[no-untyped-def]
+    """``xpusim validate torch --device cuda`` on the H100 (batch 4, prompt 512, 32 decode steps), re-scored offline:
+    nothing fitted on it. Met: GEMM, prefill attention, the 1B's decode attention and steps, the first 8B lease's
+    steps. Missed narrowly: the 8B's decode attention (0.101: a call took 10.4 us in the step, 9.9 us isolated) and
+    the second 8B lease's prefill step (0.112: measured 51.5 ms, 52.2 ms in the first lease, simulated 57.3 ms)."""
+    from hwmodels.validate_torch import CudaStepCost, validate_steps
+    from workloads.measured_xpusim import read_validate_torch
+
+    res = validate_steps(read_validate_torch(H100 / run).steps, CudaStepCost(gpu))
+    for key, w in fig.items():
+        got = res.steps[key].wape if key in ("prefill", "decode") else res.per_kind[key].wape
+        assert got == pytest.approx(w, abs=0.01), key
+        if w <= CUDA_TARGET:
+            assert got <= CUDA_TARGET, key

@@ -97,6 +97,15 @@ def gather_cost(op: MemoryOp, gpu: GPUSpec, cal: Calibration, stack: Stack) -> t
     return cal.launch_s + body, {"issue_s": issue, "memory_s": mem, "launch_s": cal.launch_s, "kernels": 1.0}
 
 
+def grid_eff(impl: KernelImpl, gpu: GPUSpec, cal: Calibration) -> float:
+    """The fraction of the family's streaming rate a grid kernel reaches: ``bw_eff``, or less where the
+    kernel's own issue rate (``sm_bytes_per_clk`` x SMs x clock) is below the DRAM rate."""
+    if impl.sm_bytes_per_clk <= 0.0:
+        return impl.bw_eff
+    issue = gpu.sm_count * (gpu.boost_clock_hz or 1.5e9) * impl.sm_bytes_per_clk
+    return min(impl.bw_eff, issue / (gpu.memory_bandwidth * cal.mem_eff))
+
+
 def memory_op_cost(op: MemoryOp, gpu: GPUSpec, cal: Calibration, stack: Stack) -> tuple[float, dict[str, float]]:
     """``kernels`` launches (the op's own count, times the stack's): a row kernel's latency chain plus
     its transfer (:func:`_row_time`); a grid kernel's one latency or its bytes at the bandwidth the
@@ -117,7 +126,7 @@ def memory_op_cost(op: MemoryOp, gpu: GPUSpec, cal: Calibration, stack: Stack) -
     else:
         chain = impl.passes * cal.mem_latency_s
         ctas = max(float(op.tokens), per_kernel / ROW_BYTES_PER_CTA)
-        mem = stream_time(gpu, cal, per_kernel, ctas, impl.bw_eff,
+        mem = stream_time(gpu, cal, per_kernel, ctas, grid_eff(impl, gpu, cal),
                           None if stack.l2_credit else math.inf)
         body = kernels * max(chain, mem)
     launch = kernels * cal.launch_s

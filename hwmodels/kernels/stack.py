@@ -56,6 +56,10 @@ class KernelImpl:
     vec: int = 1              # elements per thread access
     passes: float = 1.0       # dependent memory latencies per loop iteration (a norm's two passes: ~2)
     bw_eff: float = 1.0       # fraction of the family's streaming bandwidth reached with the GPU full
+    # bytes each SM's loads and stores move per clock when the kernel is bound by its own issue rate (strided,
+    # unvectorised eager kernels), not by DRAM: its rate is then min(bw_eff x the DRAM rate, SMs x clock x
+    # this), the same on GPUs of one SM design whatever their memory (0: DRAM-bound, bw_eff alone)
+    sm_bytes_per_clk: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,8 @@ OPTIONAL_KEYS = {"attention_event_s": 0.0, "attention_gap_s": 0.0}
 OP_TABLES = {"norm": OpKind.NORM, "rope": OpKind.ROPE, "activation": OpKind.ACTIVATION, "add": OpKind.ADD,
              "elementwise": OpKind.ELEMENTWISE}
 ATTENTION_KERNELS = ("fa2", "fa3", "cudnn")  # attention_calibration.AttnKernel's values (a test checks)
-IMPL_KEYS = ("geometry", "kernels", "block_threads", "vec", "passes", "bw_eff")
+IMPL_KEYS = ("geometry", "kernels", "block_threads", "vec", "passes", "bw_eff", "sm_bytes_per_clk")
+OPTIONAL_IMPL_KEYS = {"sm_bytes_per_clk": 0.0}
 _INT_KEYS = {"gather_small_max", "kernels", "block_threads", "vec"}
 
 
@@ -125,8 +130,11 @@ def _parse_impls(data: dict[str, Any], file: str) -> dict[OpKind, KernelImpl]:
         except ValueError:
             raise ConfigError(f"unknown geometry {geo!r}; known: row, grid", file=file,
                               field=f"{table}.geometry", value=geo) from None
-        ops[kind] = KernelImpl(geometry, **{k: get_number(t, k, file=file, section=table, integer=k in _INT_KEYS)
-                                            for k in IMPL_KEYS if k != "geometry"})
+        vals = {k: get_number(t, k, file=file, section=table, integer=k in _INT_KEYS)
+                for k in IMPL_KEYS if k != "geometry" and k not in OPTIONAL_IMPL_KEYS}
+        vals.update({k: get_number(t, k, file=file, section=table, default=d)
+                     for k, d in OPTIONAL_IMPL_KEYS.items() if k in t})
+        ops[kind] = KernelImpl(geometry, **vals)
     return ops
 
 
