@@ -28,7 +28,7 @@ Figures (one JSON line each; medians of ``REPEATS`` runs):
   per type choice times the number of type choices (81 split + 9 colocated; 1,026 simulations at 64 per pool):
   extrapolated from measured samples, not run whole (~1 hour per trace here).
 
-    python benchmarks/plan_serve_speed.py
+    python benchmarks/plan_serve_speed.py [--ilp-only]
 """
 
 from __future__ import annotations
@@ -94,7 +94,12 @@ def grid_numpy(caps: Sequence[Any], mix: Any, rate: float, objective: Any, k: in
     return sorted(best)[:k]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="speed of the serving planner against exhaustive grids")
+    ap.add_argument("--ilp-only", action="store_true", help="only the ILP figures (seconds), not the end-to-end one")
+    args = ap.parse_args(argv)
     import planners.serve as serve_mod
     from hwmodels.machines import load_machine
     from planners.capacity import Mix, capacities
@@ -149,6 +154,8 @@ def main() -> None:
                           "k": 3, "highs_s": round(statistics.median(tb["highs"]), 4),
                           "pulp_cbc_s": round(statistics.median(tb["cbc"]), 4),
                           "same_answer": res["highs"] == res["cbc"]}), flush=True)
+        if args.ilp_only:
+            continue
         # the planner end to end (cost objective, 64 per pool, plan_serve's defaults: K = 3, up to 3 rounds,
         # 3 bisection steps on a missed candidate, the burst allowance) against a simulation-checked grid
         sims: list[float] = []

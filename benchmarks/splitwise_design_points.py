@@ -21,9 +21,11 @@ How each is measured here (public functions of ``planners.serve`` only):
   once on DGX-A100 options only with split layouts only, once on DGX-H100 options only with colocated layouts
   only (TP 2, 4, 8 each), ``K`` candidates each; every candidate's highest rate within the Splitwise SLOs is then
   found by simulation (:func:`planners.serve.simulate_candidate`; :func:`max_rate`: bracket by doubling or
-  halving from the planned rate, then ``BISECT`` halvings). Not :func:`planners.serve.plan_serve` itself: its
-  max-rate mode takes the planning mix at 1 req/s (a few dozen requests of a short trace) and bisects down only
-  to a quarter of the planned rate, which a first run of this script showed to be too little (both at 0).
+  halving from the planned rate, then ``BISECT`` halvings). (:func:`planners.serve.plan_serve`'s max-rate
+  mode now searches the same way, doubling or halving then bisecting, with its mix from >= 2,000 requests; when
+  this script was first run it took the mix from a few dozen requests and bisected only down to a quarter of
+  the planned rate, which gave 0 req/s for both conversation designs. The script keeps its own search so that
+  its figures stay comparable with those recorded in docs/phase_split.md.)
 * Iso-cost-and-power: the ILP carries one budget, so the script enumerates, on the planner's capacities
   (:func:`planners.capacity.capacities`, the same per-machine figures the ILP uses), every split type choice
   (prefill option x decode option over DGX-A100, DGX-H100, DGX-H100 70 % cap x TP 2, 4, 8) and every
@@ -184,8 +186,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         wl, source = workload_fn(trace, DURATION_S, args.synthetic)
         common = {"trace": trace, "source": source, "duration_s": DURATION_S, "slo": "splitwise", "budget": budget}
         t0 = time.perf_counter()
-        # the planning mix from the trace at Splitwise's 70 req/s (plan_serve's max-rate mode takes it at 1 req/s,
-        # a few dozen requests of a short trace: not representative)
+        # the planning mix from the trace at Splitwise's 70 req/s (~2,800 requests in 40 s; plan_serve's max-rate
+        # mode takes it from >= 2,000 requests too, planners.serve.planning_mix)
         mix = Mix.of(wl(MIX_RATE))
         caps = capacities(model, [a100, h100, h100cap], TPS, mix, tbt_slowdown=SPLITWISE_SLO["tbt"][0])
         only = {m.id: [c for c in caps if c.machine.id == m.id] for m in (a100, h100)}
