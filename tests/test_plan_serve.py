@@ -234,3 +234,22 @@ def test_cli_json() -> None:
     d = json.loads(out.output)
     assert d["chosen"]["candidate"]["pools"] and d["chosen"]["metrics"]["requests"] > 0
     assert len(d["runner_ups"]) == 1 and d["capacities"][0]["option"] == "dgx-a100/tp8"
+
+
+@pytest.mark.parametrize("layout", ["split", "colocated"])
+def test_rerun_command_reproduces_the_plan(layout: str) -> None:
+    """``plan serve`` prints the ``simulate split`` command of its chosen plan (per-pool TP included: the planner
+    may pick prefill TP 4 and decode TP 8); running it gives the metrics the plan was verified with, exactly
+    (same workload, pools, engine limits, KV transfer and SLO)."""
+    import shlex
+
+    out = CliRunner().invoke(cli, ["plan", "serve", "--model", "llama-2-7b", "--trace", "azure-conv", "--rate", "3",
+                                   "--duration", "6", "--machines", "dgx-a100,dgx-h100", "--tp", "4,8",
+                                   "--layouts", layout, "--k", "1", "--rounds", "1", "--bisect", "1", "--json"])
+    assert out.exit_code == 0, out.output
+    d = json.loads(out.output)
+    cmd = shlex.split(d["rerun_command"])
+    assert cmd[:3] == ["xpusim", "simulate", "split"]
+    re = CliRunner().invoke(cli, [*cmd[1:], "--json"])
+    assert re.exit_code == 0, re.output
+    assert json.loads(re.output)[layout] == d["chosen"]["metrics"]

@@ -123,3 +123,20 @@ def test_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
     for bad in (["--prefill", "nope:1", "--decode", "dgx-a100:1"], ["--prefill", "dgx-h100", "--decode", "dgx-a100:1"]):
         r = CliRunner().invoke(cli, [*base, *bad])
         assert r.exit_code == 2 and "error:" in r.output
+
+
+def test_cli_per_pool_tp() -> None:
+    """``--prefill-tp`` / ``--decode-tp`` set each pool's TP (``--tp`` the rest): one DGX (8 GPUs) at TP2 is 4
+    prefill instances, at TP8 one decode instance; ``--colocated`` alone runs only the baseline, at ``--tp``."""
+    base = ["simulate", "split", "--model", "llama-2-7b", "--trace", "azure-conv", "--rate", "2", "--duration", "5"]
+    r = CliRunner().invoke(cli, [*base, "--prefill", "dgx-h100:1", "--prefill-tp", "2", "--decode", "dgx-a100:1",
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)["split"]
+    assert (d["prefill"]["tp"], d["prefill"]["instances"], d["decode"]["tp"], d["decode"]["instances"]) == (2, 4, 8, 1)
+    r = CliRunner().invoke(cli, [*base, "--colocated", "dgx-a100:1", "--tp", "4", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert set(d) == {"colocated"} and d["colocated"]["instances"] == 2
+    r = CliRunner().invoke(cli, [*base, "--prefill", "dgx-h100:1"])
+    assert r.exit_code == 2 and "--decode" in r.output

@@ -24,6 +24,34 @@ def _int_list(text: str, name: str) -> list[int]:
     return vals
 
 
+def rerun_command(v: Any, *, model: str, trace: str, rate: float, duration: float, seed: int, slo: str,
+                  transfer: str, engine: str | None) -> str:
+    """The ``xpusim simulate split`` command that re-runs the verified candidate ``v`` (a
+    :class:`planners.serve.Verified`) at ``rate`` on the workload the planner simulated: the same trace, duration
+    and seed (``load_cli_workload``), pools and TP degrees, KV transfer, engine profile and SLO; its JSON
+    output's metrics equal the plan's (``tests/test_plan_serve.py``). ``repr`` keeps the rate's float exact."""
+    import shlex
+
+    from planners.serve import Layout
+
+    cd = v.candidate
+    args = ["xpusim", "simulate", "split", "--model", model, "--trace", trace, "--rate", repr(float(rate)),
+            "--duration", repr(float(duration)), "--seed", str(seed)]
+    roles = {role: (c, n) for role, c, n in cd.pools}
+    if cd.layout is Layout.SPLIT:
+        (pc, pn), (dc, dn) = roles["prefill"], roles["decode"]
+        args += ["--prefill", f"{pc.machine.id}:{pn}", "--prefill-tp", str(pc.tp),
+                 "--decode", f"{dc.machine.id}:{dn}", "--decode-tp", str(dc.tp), "--transfer", transfer]
+    else:
+        cc, cn = roles["colocated"]
+        args += ["--colocated", f"{cc.machine.id}:{cn}", "--tp", str(cc.tp)]
+    if engine:
+        args += ["--engine", engine]
+    if slo != "none":
+        args += ["--slo", slo]
+    return " ".join(shlex.quote(a) for a in args)
+
+
 @click.command("serve")
 @click.option("--model", required=True, help="catalog name, HF id or model file")
 @click.option("--trace", required=True, help="azure-code | azure-conv | trace file | vLLM bench folder")
@@ -90,6 +118,13 @@ def plan_serve_cmd(model: str, trace: str, rate: float | None, max_rate: bool, b
                       max_count=max_count, rounds=rounds, bisect_steps=bisect_steps, engine=eng,
                       transfer=TransferMode(transfer), layouts=lay, burst=burst)
     out = plan.to_dict()
+    rerun = None
+    if plan.chosen is not None:
+        v = plan.chosen
+        at = rate if rate is not None else (v.sustained_rps or v.candidate.rate)
+        rerun = rerun_command(v, model=model, trace=trace, rate=at, duration=duration, seed=seed, slo=slo,
+                              transfer=transfer, engine=engine)
+        out["rerun_command"] = rerun
     if as_json:
         click.echo(json.dumps(out, default=float))
         return
@@ -108,6 +143,9 @@ def plan_serve_cmd(model: str, trace: str, rate: float | None, max_rate: bool, b
                   "-" if v.failed_rps is None else f"{v.failed_rps:.2f}",
                   *(f"{s[f'{key}_slowdown']['p99']:.2f}" for key in ("ttft", "tbt", "e2e")))
     con.print(t)
+    if rerun is not None:
+        con.print("re-run the chosen plan:", soft_wrap=True)
+        con.print(rerun, soft_wrap=True, markup=False, highlight=False)
     if plan.chosen is None:
         con.print(f"no candidate met the SLOs in simulation after {len(plan.rounds)} rounds; "
                   "raise --headroom or --rounds")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 from rich.console import Console
@@ -15,9 +16,12 @@ from rich.table import Table
 @click.option("--rate", type=float, default=None, help="requests/s")
 @click.option("--duration", type=float, default=None, help="seconds of arrivals")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--prefill", "prefill_spec", required=True, help="prefill pool <machine>:<count> (dgx-h100:2)")
-@click.option("--decode", "decode_spec", required=True, help="decode pool <machine>:<count> (dgx-a100:3)")
-@click.option("--tp", default=8, show_default=True, type=int, help="GPUs per instance in both pools")
+@click.option("--prefill", "prefill_spec", default=None, help="prefill pool <machine>:<count> (dgx-h100:2)")
+@click.option("--decode", "decode_spec", default=None, help="decode pool <machine>:<count> (dgx-a100:3)")
+@click.option("--tp", default=None, type=int,
+              help="GPUs per instance in every pool not given its own (default 8)")
+@click.option("--prefill-tp", default=None, type=int, help="GPUs per prefill instance (default --tp)")
+@click.option("--decode-tp", default=None, type=int, help="GPUs per decode instance (default --tp)")
 @click.option("--transfer", default="layerwise", show_default=True,
               type=click.Choice(["layerwise", "serialized", "none"]))
 @click.option("--router", default="jsq", show_default=True, type=click.Choice(["jsq", "round-robin"]),
@@ -25,12 +29,14 @@ from rich.table import Table
 @click.option("--engine", default=None, help="engine profile (vllm, vllm-splitwise); default vLLM 0.19")
 @click.option("--slo", default=None, type=click.Choice(["splitwise"]), help="slowdown SLO preset")
 @click.option("--colocated", default=None,
-              help="also run the colocated baseline on <machine>:<count> (same tp, router least-outstanding-tokens)")
+              help="also (or only, without --prefill/--decode) run the colocated baseline on <machine>:<count> "
+                   "at --tp, router least-outstanding-tokens")
 @click.option("--max-num-seqs", default=256, show_default=True, type=int)
 @click.option("--max-num-batched-tokens", default=2048, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def simulate_split_cmd(model: str, trace: str, rate: float | None, duration: float | None, seed: int,
-                       prefill_spec: str, decode_spec: str, tp: int, transfer: str, router: str,
+                       prefill_spec: str | None, decode_spec: str | None, tp: int | None, prefill_tp: int | None,
+                       decode_tp: int | None, transfer: str, router: str,
                        engine: str | None, slo: str | None, colocated: str | None, max_num_seqs: int,
                        max_num_batched_tokens: int, as_json: bool) -> None:
     """Serve a trace on a prefill pool and a decode pool (Splitwise-style), KV moved over the fabric."""
@@ -41,22 +47,33 @@ def simulate_split_cmd(model: str, trace: str, rate: float | None, duration: flo
     from sim.split import SplitConfig, SplitRouter, TransferMode, parse_pool, simulate_split
     from sim.split_metrics import SLO_PRESETS, summarize_colocated, summarize_split
     from workloads.catalog import load_model
+    from workloads.errors import ConfigError
     from xpusim.commands.serve_cmd import load_cli_workload
 
-    pre = parse_pool(prefill_spec, tp, "prefill")
-    dec = parse_pool(decode_spec, tp, "decode")
+    if (prefill_spec is None) != (decode_spec is None):
+        raise ConfigError("give both --prefill and --decode (or neither, with --colocated)",
+                          field="prefill" if prefill_spec is None else "decode")
+    if prefill_spec is None and colocated is None:
+        raise ConfigError("give --prefill and --decode, or --colocated", field="prefill")
+    tp = 8 if tp is None else tp
+    pre = None if prefill_spec is None else parse_pool(prefill_spec, tp if prefill_tp is None else prefill_tp,
+                                                       "prefill")
+    dec = None if decode_spec is None else parse_pool(decode_spec, tp if decode_tp is None else decode_tp, "decode")
     col = parse_pool(colocated, tp, "colocated") if colocated else None
     eng = load_engine(engine) if engine else None
     m = load_model(model)
     reqs = load_cli_workload(trace, rate, duration, seed)
     serve = ServeConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
-    cfg = SplitConfig(pre, dec, TransferMode(transfer), SplitRouter(router), serve, eng)
     preset = SLO_PRESETS[slo] if slo else None
-    out = {"split": summarize_split(simulate_split(m, reqs, cfg), preset)}
+    out: dict[str, Any] = {}
+    if pre is not None and dec is not None:
+        cfg = SplitConfig(pre, dec, TransferMode(transfer), SplitRouter(router), serve, eng)
+        out["split"] = summarize_split(simulate_split(m, reqs, cfg), preset)
     if col is not None:
         from sim.serving import simulate_serving
         from sim.split import step_model
 
+        cfg = SplitConfig(col, col, TransferMode(transfer), SplitRouter(router), serve, eng)
         ccfg = dataclasses.replace(serve, tp=tp, replicas=col.instances, router=RouterKind.LEAST_OUTSTANDING_TOKENS,
                                    iteration_overhead_s=cfg.iteration_overhead_s)
         step = step_model(m, col, cfg)
@@ -71,8 +88,9 @@ def simulate_split_cmd(model: str, trace: str, rate: float | None, duration: flo
         t.add_column(c, justify="right")
     for name, s in out.items():
         cp = s["cost_power"]
-        label = (f"split {s['prefill']['machine']}:{s['prefill']['count']} -> {s['decode']['machine']}:"
-                 f"{s['decode']['count']}") if name == "split" else f"colocated {s['machine']}:{s['count']}"
+        label = (f"split {s['prefill']['machine']}:{s['prefill']['count']} tp{s['prefill']['tp']} -> "
+                 f"{s['decode']['machine']}:{s['decode']['count']} tp{s['decode']['tp']}") if name == "split" \
+            else f"colocated {s['machine']}:{s['count']} tp{s['tp']}"
         t.add_row(label, f"{s['ttft_s']['p50']:.3f}/{s['ttft_s']['p99']:.3f}",
                   f"{s['tbt_s']['p50']:.4f}/{s['tbt_s']['p99']:.4f}", f"{s['e2e_s']['p99']:.2f}",
                   f"{s['throughput']['requests_per_s']:.2f}",
