@@ -140,3 +140,24 @@ def test_cli_per_pool_tp() -> None:
     assert set(d) == {"colocated"} and d["colocated"]["instances"] == 2
     r = CliRunner().invoke(cli, [*base, "--prefill", "dgx-h100:1"])
     assert r.exit_code == 2 and "--decode" in r.output
+
+
+def test_throughput_over_the_arrival_window_not_the_drain() -> None:
+    """5 requests 1 s apart (arrival window 4 s x 5/4 = 5 s: 1.0 req/s by construction) with 3,000 output tokens
+    each, so the last one decodes for many seconds after the last arrival: the throughput is the arrival rate,
+    1.0 req/s, in the split and the colocated summaries alike; over the run's span (drain included, still reported
+    as ``requests_per_s_with_drain``) it would read far less."""
+    from sim.split import step_model
+    from sim.split_metrics import summarize_colocated
+
+    reqs = [Request(i, 1.0 * i, 512, 3000) for i in range(5)]
+    cfg = SplitConfig(parse_pool("dgx-a100:1", 8), parse_pool("dgx-a100:1", 8), TransferMode.NONE)
+    s = summarize_split(simulate_split(MODEL, reqs, cfg))
+    assert s["drain_s"] > 10.0
+    assert s["throughput"]["requests_per_s"] == pytest.approx(1.0, rel=1e-12)
+    assert s["throughput"]["output_tokens_per_s"] == pytest.approx(3000.0, rel=1e-12)
+    assert s["throughput"]["requests_per_s_with_drain"] < 0.5
+    step = step_model(MODEL, cfg.prefill, cfg)
+    res = simulate_serving(MODEL, load_gpu("a100-sxm-80gb"), reqs, ServeConfig(tp=8, replicas=1), step_model=step)
+    c = summarize_colocated(res, cfg.prefill.machine, 1, None, step)
+    assert c["drain_s"] > 10.0 and c["throughput"]["requests_per_s"] == pytest.approx(1.0, rel=1e-12)
