@@ -21,8 +21,10 @@ memory is out, as ``simulate_training`` would raise ``CapacityError``), then a c
 uses (``sim.training.StageCosts``, memoised per TP x micro-batch x recompute), the 1F1B pipeline as
 ``(n - 1)`` micro-batches of the slowest stage plus one pass through all stages (fill and drain), the
 interleaved one with the fill divided by ``v``, i.e. the bubble ``(p - 1) / (v n)`` of Narayanan et al.
-2021 (Sec. 2.2.2), the blocking point-to-point sends (``2 v`` per micro-batch and stage), the DP
-gradient reduction's part not hidden under the last backward (the same bucket rule as the simulator),
+2021 (Sec. 2.2.2), the blocking point-to-point sends (``2 v`` per micro-batch and stage), each
+stage's DP gradient reduction on its own DP group, the part not hidden under its backwards (the same
+bucket rule as the simulator; the slowest stage bounds the step; on a cluster with several NIC types
+under each placement the planner will simulate, the fastest counted),
 the optimizer's memory-bound passes, ZeRO's all-gathers and the tied-embedding all-reduce.
 The ``top`` layouts by estimate are then simulated (:func:`sim.training.simulate_training`) and the
 fastest simulated one is the plan; the others are its runner-ups. :func:`exhaustive` simulates every
@@ -135,17 +137,33 @@ def _rank(lay: TrainLayout, stage: int, dp_rank: int = 0, tp_rank: int = 0) -> i
 class Estimator:
     """Closed-form step time of a layout (module docstring), memoised so that thousands of layouts cost
     little: a layer's passes are costed once per (TP, micro-batch, recompute, SP), a collective once per
-    group and size."""
+    group and size.
+
+    Communication over the data-parallel groups is priced per pipeline stage on that stage's own DP group
+    (TP rank 0's, as the simulator does; on a heterogeneous cluster the groups differ) and the slowest
+    stage bounds the step; the tied-embedding all-reduce on the slowest first/last-stage pair of all the
+    replicas. ``placement_cluster`` (several NIC types): the planner will also place each layout NIC-aware
+    on it (:func:`place_nic_aware`), so a layout's estimate is the fastest over the placements that would
+    try (Megatron's order, and each NIC-aware stage order); without it, Megatron's order on ``cluster``."""
 
     def __init__(self, model: ModelSpec, gpu: GPUSpec, cluster: Cluster, *, stack: str = DEFAULT_STACK,
-                 grad_bytes: int = 4, bucket_params: int = DEFAULT_BUCKET_PARAMS) -> None:
-        self.model, self.gpu, self.cluster = model, gpu, cluster
+                 grad_bytes: int = 4, bucket_params: int = DEFAULT_BUCKET_PARAMS,
+                 placement_cluster: Cluster | None = None) -> None:
+        self.model, self.gpu = model, gpu
+        pcl = placement_cluster
+        self.place_nic = pcl is not None and len(nic_groups(pcl)) > 1
+        self.cluster = pcl if self.place_nic and pcl is not None else cluster
         self.costs = StageCosts(gpu, stack)
         self.grad_bytes, self.bucket_params = grad_bytes, bucket_params
         self._layer: dict[Any, tuple[float, float, float, float]] = {}
         self._coll: dict[Any, float] = {}
         self._pass: dict[Any, float] = {}
         self._geos: dict[tuple[int, ...], Geometry] = {}
+        self._places: dict[tuple[int, int, int], list[tuple[int, ...] | None]] = {}
+        self._dp_geos: dict[tuple[int, int, int, int], list[Geometry]] = {}
+        self._dp_kinds: dict[tuple[int, int, int, int], list[tuple[Geometry, bool, bool]]] = {}
+        self._pair_geos: dict[tuple[int, int, int, int], set[Geometry]] = {}
+        self._emb_geos: dict[tuple[int, int, int, int], set[Geometry]] = {}
 
     def _geo(self, ranks: tuple[int, ...]) -> Geometry:
         if ranks not in self._geos:
@@ -166,6 +184,16 @@ class Estimator:
             self._pass[key] = self.costs.kernels.time(op)
         return self._pass[key]
 
+    def placements(self, lay: TrainLayout) -> list[tuple[int, ...] | None]:
+        """The rank -> GPU maps the planner will simulate for ``lay`` (None: Megatron's order)."""
+        key = (lay.tp, lay.pp, lay.dp)
+        if key not in self._places:
+            places: list[tuple[int, ...] | None] = [None]
+            if self.place_nic:
+                places += nic_aware_candidates(lay, self.cluster)[1]
+            self._places[key] = places
+        return self._places[key]
+
     def layer_costs(self, lay: TrainLayout) -> tuple[float, float, float, float]:
         """(layer forward, layer backward with recompute, first-stage extras, last-stage extras) seconds
         of one micro-batch on one GPU, TP collectives included (stage 0's TP group)."""
@@ -182,15 +210,36 @@ class Estimator:
         return self._layer[key]
 
     def step_time(self, lay: TrainLayout) -> float:
+        """The estimate: the fastest of :meth:`placements`."""
+        return min(self._step_time(lay, place, i) for i, place in enumerate(self.placements(lay)))
+
+    def _step_time(self, lay: TrainLayout, place: tuple[int, ...] | None, place_id: int = 0) -> float:
         m = self.model
         p, v, n, t = lay.pp, lay.chunks, lay.num_micro_batches, lay.tp
+
+        def ranks(*rs: int) -> tuple[int, ...]:
+            return rs if place is None else tuple(place[r] for r in rs)
+
+        gkey = (lay.tp, p, lay.dp, place_id)
+        if gkey not in self._dp_geos:    # each stage's DP group (TP rank 0's), once per degrees and placement
+            self._dp_geos[gkey] = [self._geo(ranks(*(_rank(lay, s, d) for d in range(lay.dp))))
+                                   for s in range(p)] if lay.dp > 1 else []
+            # stages whose DP groups have the same geometry and hold the same parameters cost the same
+            self._dp_kinds[gkey] = list({(g, s == 0, s == p - 1) for s, g in enumerate(self._dp_geos[gkey])})
+        kinds = self._dp_kinds[gkey]
+
+        def coll(op: CollectiveOp, nbytes: float, geo: Geometry) -> float:
+            key = (op, nbytes, geo)
+            if key not in self._coll:
+                self._coll[key] = collective_time(None, op, nbytes, geo=geo).time_s
+            return self._coll[key]
+
         lf, lb, h_first, h_last = self.layer_costs(lay)
         per_chunk = m.num_layers // (p * v)
         cf, cb = per_chunk * lf, per_chunk * lb
         chunk_params = per_chunk * m.layer_params() / t
         if lay.zero >= 3 and lay.dp > 1:
-            g = self._collective(CollectiveOp.ALL_GATHER, chunk_params * lay.dtype.bytes,
-                                 tuple(_rank(lay, 0, d) for d in range(lay.dp)))
+            g = max(coll(CollectiveOp.ALL_GATHER, chunk_params * lay.dtype.bytes, k[0]) for k in kinds)
             cf, cb = max(cf, g), max(cb, g)
         body = v * (cf + cb)
         heads = max(h_first, h_last) if p > 1 else h_first + h_last
@@ -199,38 +248,51 @@ class Estimator:
         send = 0.0
         if p > 1:
             full = lay.seq * lay.micro_batch * m.hidden_size * lay.dtype.bytes
-            send = self._collective(CollectiveOp.SEND_RECV, full / t, (0, _rank(lay, 1)))
+            # the slowest stage-to-stage pair of any replica (on a heterogeneous cluster they differ)
+            if gkey not in self._pair_geos:
+                pairs = {ranks(_rank(lay, s, d), _rank(lay, (s + 1) % p, d)) for s in range(p) for d in range(lay.dp)}
+                self._pair_geos[gkey] = {self._geo(pr) for pr in pairs}
+            send = max(coll(CollectiveOp.SEND_RECV, full / t, g) for g in self._pair_geos[gkey])
             if t > 1 and not lay.sequence_parallel:
                 send += self._collective(CollectiveOp.ALL_GATHER, full, tuple(range(t)))
         # (n - 1) micro-batches at the slowest stage's pace plus one pass through every stage (the fill and
         # drain; a chunk's share of it when interleaved); each chunk's forward and backward sends block
         pipe = (n - 1) * (w_max + 2 * v * send) + (w_max + (w_sum - w_max) / v + 2 * (p - 1) * send)
-        # DP: the stage's last backward (chunk 0 of stage 0) releases its buckets; what the stream has
-        # left after it is exposed (earlier chunks' buckets reduced under later backwards)
-        own = chunk_params + m.embedding_params() / t
+        # DP, per stage on its own DP group, a FIFO stream of buckets: chunk c's buckets become ready during
+        # its last backward, which ends c p backward chunks before the stage's last one (the interleaved
+        # cool-down runs each chunk's last p micro-batches in turn; 1F1B has one chunk); what the stream has
+        # left after the stage's last backward is exposed. The slowest stage bounds the step.
         stage = v * chunk_params + m.embedding_params() / t
-        exposed = 0.0
-        dp_ranks = tuple(_rank(lay, 0, d) for d in range(lay.dp))
+        exposed = gather = 0.0
         if lay.dp > 1:
             op = CollectiveOp.ALL_REDUCE if lay.zero == 0 else CollectiveOp.REDUCE_SCATTER
-            nb = max(1, math.ceil(own / self.bucket_params))
-            t_b = self._collective(op, own / nb * self.grad_bytes, dp_ranks)
-            stream = 0.0
-            for k in range(nb):
-                stream = max(stream, (k + 1) / nb * cb) + t_b
-            exposed = max(0.0, stream - cb)
+            for dgeo, first, last in kinds:
+                stream = -math.inf
+                for c in range(v - 1, -1, -1):
+                    own = chunk_params + (m.embedding_params() / t if first and c == 0 else 0.0)
+                    if last and c == v - 1 and p > 1:
+                        own += m.vocab_size * m.hidden_size / t
+                    nb = max(1, math.ceil(own / self.bucket_params))
+                    t_b = coll(op, own / nb * self.grad_bytes, dgeo)
+                    end = -c * p * cb if v > 1 else 0.0
+                    for k in range(nb):
+                        stream = max(stream, end - cb + (k + 1) / nb * cb) + t_b
+                exposed = max(exposed, stream)
+                if lay.zero >= 1:
+                    gather = max(gather, coll(CollectiveOp.ALL_GATHER, stage * lay.dtype.bytes, dgeo))
         shard = stage / (lay.dp if lay.zero >= 1 else 1)
         opt = (self._mem_pass("unscale_check_inf", shard, UNSCALE_BYTES)
                + self._mem_pass("grad_norm", shard, GRAD_NORM_BYTES)
                + self._mem_pass("adam_step", shard, ADAM_BYTES)
                + self._mem_pass("copy_main_to_model", shard, COPY_BYTES)
-               + self._mem_pass("zero_grad_buffer", stage, ZERO_GRAD_BYTES))
-        if lay.zero >= 1 and lay.dp > 1:
-            opt += self._collective(CollectiveOp.ALL_GATHER, stage * lay.dtype.bytes, dp_ranks)
+               + self._mem_pass("zero_grad_buffer", stage, ZERO_GRAD_BYTES)) + gather
         emb = 0.0
         if p > 1 and m.tied_embeddings:
-            emb = self._collective(CollectiveOp.ALL_REDUCE, m.vocab_size * m.hidden_size / t * 4.0,
-                                   (0, _rank(lay, p - 1)))
+            if gkey not in self._emb_geos:
+                self._emb_geos[gkey] = {self._geo(ranks(_rank(lay, 0, d), _rank(lay, p - 1, d)))
+                                        for d in range(lay.dp)}
+            emb = max(coll(CollectiveOp.ALL_REDUCE, m.vocab_size * m.hidden_size / t * 4.0, g)
+                      for g in self._emb_geos[gkey])
         return pipe + exposed + emb + opt
 
 
@@ -304,35 +366,18 @@ def _distinct_orders(kinds: list[int], limit: int) -> list[tuple[int, ...]] | No
     return sorted(set(itertools.permutations(kinds)))
 
 
-def place_nic_aware(model: ModelSpec, lay: TrainLayout, gpu: GPUSpec, cluster: Cluster, *,
-                    stack: str = DEFAULT_STACK, grad_bytes: int = 4, max_orders: int = MAX_ORDERS,
-                    oblivious: TrainReport | None = None) -> Placement:
-    """Holmes' NIC-aware placement of ``lay`` on ``cluster`` (module docstring), simulated against the
-    NIC-oblivious one (Megatron's default order over the first ``lay.gpus`` GPUs; pass its report as
-    ``oblivious`` when already simulated on this cluster). The cluster may hold more nodes than the
-    layout needs: the placement chooses which nodes to use."""
+def nic_aware_candidates(lay: TrainLayout, cluster: Cluster, *,
+                         max_orders: int = MAX_ORDERS) -> tuple[str, list[tuple[int, ...]]]:
+    """(search, placements): the rank -> GPU maps Holmes' rule (module docstring) would simulate for
+    ``lay`` on ``cluster``: ``"single-group"`` / ``"node-shared"`` with none (nothing to place),
+    ``"exhaustive"`` with every distinct stage order, or ``"heuristic"`` with two."""
     gpn = cluster.gpus_per_node
-    if len(cluster.gpus) < lay.gpus:
-        raise ConfigError(f"the layout needs {lay.gpus} GPUs, the cluster was sized to {len(cluster.gpus)}",
-                          field="gpus", value=len(cluster.gpus))
-
-    def sim(place: tuple[int, ...] | None) -> TrainReport:
-        return simulate_training(model, lay, gpu, cluster, stack=stack, grad_bytes=grad_bytes, placement=place)
-
-    base = oblivious if oblivious is not None else sim(None)
     groups = nic_groups(cluster)
-    label = {n: g.label for g in groups for n in g.nodes}
-    ident = tuple(range(lay.gpus))
-
-    def stage_labels(place: tuple[int, ...]) -> list[list[str]]:
-        per = lay.gpus // lay.pp
-        return [sorted({label[place[r] // gpn] for r in range(s * per, (s + 1) * per)}) for s in range(lay.pp)]
-
     per_stage = lay.gpus // lay.pp
     if len(groups) == 1 or per_stage % gpn:
         # one NIC type: nothing to choose; a stage smaller than a node: stages share nodes, not placed here
-        why = "single-group" if len(groups) == 1 else "node-shared"
-        return Placement(lay, base, base, ident, stage_labels(ident), 0, why)
+        return ("single-group" if len(groups) == 1 else "node-shared"), []
+    label = {n: g.label for g in groups for n in g.nodes}
     k = per_stage // gpn                         # nodes per stage block
 
     # rank the NIC groups by the time of a DP-sized all-reduce over TP rank 0's GPUs of (up to) k of their nodes
@@ -368,18 +413,48 @@ def place_nic_aware(model: ModelSpec, lay: TrainLayout, gpu: GPUSpec, cluster: C
         ranked_ids = sorted(kind_id)
         ends = [ranked_ids[0]] + ranked_ids[2:][::-1] + [ranked_ids[1]] if len(ranked_ids) > 2 else ranked_ids
         orders, search = sorted({tuple(ranked_ids), tuple(ends)}), "heuristic"
-    best: tuple[TrainReport, tuple[int, ...]] | None = None
+    places = []
     for o in orders:
         pool = {i: [b for b, kid in zip(blocks, kind_id, strict=True) if kid == i] for i in set(kind_id)}
-        stage_blocks = [pool[i].pop(0) for i in o]
-        place = _block_gpus(lay, stage_blocks, gpn)
+        places.append(_block_gpus(lay, [pool[i].pop(0) for i in o], gpn))
+    return search, places
+
+
+def place_nic_aware(model: ModelSpec, lay: TrainLayout, gpu: GPUSpec, cluster: Cluster, *,
+                    stack: str = DEFAULT_STACK, grad_bytes: int = 4, max_orders: int = MAX_ORDERS,
+                    oblivious: TrainReport | None = None) -> Placement:
+    """Holmes' NIC-aware placement of ``lay`` on ``cluster`` (module docstring), simulated against the
+    NIC-oblivious one (Megatron's default order over the first ``lay.gpus`` GPUs; pass its report as
+    ``oblivious`` when already simulated on this cluster). The cluster may hold more nodes than the
+    layout needs: the placement chooses which nodes to use."""
+    gpn = cluster.gpus_per_node
+    if len(cluster.gpus) < lay.gpus:
+        raise ConfigError(f"the layout needs {lay.gpus} GPUs, the cluster was sized to {len(cluster.gpus)}",
+                          field="gpus", value=len(cluster.gpus))
+
+    def sim(place: tuple[int, ...] | None) -> TrainReport:
+        return simulate_training(model, lay, gpu, cluster, stack=stack, grad_bytes=grad_bytes, placement=place)
+
+    base = oblivious if oblivious is not None else sim(None)
+    label = {n: g.label for g in nic_groups(cluster) for n in g.nodes}
+    ident = tuple(range(lay.gpus))
+
+    def stage_labels(place: tuple[int, ...]) -> list[list[str]]:
+        per = lay.gpus // lay.pp
+        return [sorted({label[place[r] // gpn] for r in range(s * per, (s + 1) * per)}) for s in range(lay.pp)]
+
+    search, places = nic_aware_candidates(lay, cluster, max_orders=max_orders)
+    if not places:
+        return Placement(lay, base, base, ident, stage_labels(ident), 0, search)
+    best: tuple[TrainReport, tuple[int, ...]] | None = None
+    for place in places:
         rep = sim(place)
         if best is None or rep.step_time_s < best[0].step_time_s:
             best = (rep, place)
     assert best is not None
-    log.info("NIC-aware placement of %s: %d orders (%s), %.4g s vs %.4g s oblivious", lay, len(orders), search,
+    log.info("NIC-aware placement of %s: %d orders (%s), %.4g s vs %.4g s oblivious", lay, len(places), search,
              best[0].step_time_s, base.step_time_s)
-    return Placement(lay, best[0], base, best[1], stage_labels(best[1]), len(orders), search)
+    return Placement(lay, best[0], base, best[1], stage_labels(best[1]), len(places), search)
 
 
 @dataclass
@@ -492,17 +567,26 @@ def plan_train(model: ModelSpec, gpu: GPUSpec, cluster: Cluster, gpus: int, glob
                           value=gpus)
     count, fits = feasible(model, gpu, gpus, global_batch, seq=seq, gpus_per_node=cluster.gpus_per_node,
                            attention=attention, dtype=dtype, grad_bytes=grad_bytes, headroom_bytes=headroom_bytes)
-    est = Estimator(model, gpu, cluster, stack=stack, grad_bytes=grad_bytes)
+    pcl = cluster if placement_cluster is None else placement_cluster
+    est = Estimator(model, gpu, cluster, stack=stack, grad_bytes=grad_bytes, placement_cluster=pcl)
     ranked = sorted((Candidate(lay, est.step_time(lay), mem) for lay, mem in fits),
                     key=lambda c: (c.estimate_s, c.memory_bytes))
     t1 = time.perf_counter()
-    chosen = ranked[:top]
-    pcl = cluster if placement_cluster is None else placement_cluster
+    # layouts whose estimates tie and that differ only in what the closed form does not price (ZeRO 1 vs 2,
+    # recompute none vs selective with FlashAttention: the same step) take one simulation slot, the one
+    # with less memory: the ``top`` slots go to distinct candidates
+    chosen: list[Candidate] = []
+    seen: set[tuple[Any, ...]] = set()
+    for c in ranked:
+        lay = c.layout
+        sig = (c.estimate_s, lay.tp, lay.pp, lay.dp, lay.micro_batch, lay.schedule, lay.virtual_stages)
+        if sig not in seen:
+            seen.add(sig)
+            chosen.append(c)
+            if len(chosen) == top:
+                break
     for i, c in enumerate(chosen):
-        c.report = simulate_training(model, c.layout, gpu, cluster, stack=stack, grad_bytes=grad_bytes)
-        if len(nic_groups(pcl)) > 1:
-            c.placement = place_nic_aware(model, c.layout, gpu, pcl, stack=stack, grad_bytes=grad_bytes,
-                                          oblivious=c.report if pcl is cluster else None)
+        _simulate(c, model, gpu, cluster, pcl, stack, grad_bytes)
         if progress is not None:
             progress(i + 1, len(chosen))
     done = sorted(chosen, key=lambda c: (c.step_time_s, c.memory_bytes))
@@ -512,18 +596,33 @@ def plan_train(model: ModelSpec, gpu: GPUSpec, cluster: Cluster, gpus: int, glob
                      {"estimate_wall_s": t1 - t0, "simulate_wall_s": wall - (t1 - t0)})
 
 
+def _simulate(c: Candidate, model: ModelSpec, gpu: GPUSpec, cluster: Cluster, pcl: Cluster, stack: str,
+              grad_bytes: int) -> None:
+    """Simulate ``c`` on ``cluster`` (Megatron's order) and, where ``pcl`` has several NIC types, place it
+    NIC-aware on ``pcl``."""
+    c.report = simulate_training(model, c.layout, gpu, cluster, stack=stack, grad_bytes=grad_bytes)
+    if len(nic_groups(pcl)) > 1:
+        c.placement = place_nic_aware(model, c.layout, gpu, pcl, stack=stack, grad_bytes=grad_bytes,
+                                      oblivious=c.report if pcl is cluster else None)
+
+
 def exhaustive(model: ModelSpec, gpu: GPUSpec, cluster: Cluster, gpus: int, global_batch: int, *, seq: int = 2048,
                attention: AttentionImpl = AttentionImpl.FLASH, dtype: DType = DType.BF16,
-               stack: str = DEFAULT_STACK, grad_bytes: int = 4) -> list[Candidate]:
-    """Every layout that fits, simulated, fastest first (the reference for :func:`plan_train`)."""
+               stack: str = DEFAULT_STACK, grad_bytes: int = 4,
+               placement_cluster: Cluster | None = None) -> list[Candidate]:
+    """Every layout that fits, simulated (and placed NIC-aware as :func:`plan_train` does), fastest first:
+    the reference for :func:`plan_train`."""
     _, fits = feasible(model, gpu, gpus, global_batch, seq=seq, gpus_per_node=cluster.gpus_per_node,
                        attention=attention, dtype=dtype, grad_bytes=grad_bytes)
-    est = Estimator(model, gpu, cluster, stack=stack, grad_bytes=grad_bytes)
-    out = [Candidate(lay, est.step_time(lay), mem,
-                     simulate_training(model, lay, gpu, cluster, stack=stack, grad_bytes=grad_bytes))
-           for lay, mem in fits]
+    pcl = cluster if placement_cluster is None else placement_cluster
+    est = Estimator(model, gpu, cluster, stack=stack, grad_bytes=grad_bytes, placement_cluster=pcl)
+    out = []
+    for lay, mem in fits:
+        c = Candidate(lay, est.step_time(lay), mem)
+        _simulate(c, model, gpu, cluster, pcl, stack, grad_bytes)
+        out.append(c)
     return sorted(out, key=lambda c: (c.step_time_s, c.memory_bytes))
 
 
 __all__ = ["Candidate", "Estimator", "NicGroup", "Placement", "TrainPlan", "enumerate_layouts", "exhaustive",
-           "feasible", "nic_groups", "place_nic_aware", "plan_train"]
+           "feasible", "nic_aware_candidates", "nic_groups", "place_nic_aware", "plan_train"]
