@@ -466,12 +466,25 @@ class Candidate:
     placement: Placement | None = None    # on a cluster with several NIC types
 
     @property
+    def chosen_report(self) -> TrainReport | None:
+        """The simulation report of the placement the plan uses: the NIC-aware one when it was placed and is
+        faster than Megatron's order, else Megatron's order (``report``)."""
+        if self.placement is not None and (self.report is None
+                                           or self.placement.aware.step_time_s < self.report.step_time_s):
+            return self.placement.aware
+        return self.report
+
+    @property
+    def nic_aware(self) -> bool:
+        """Whether the plan uses the NIC-aware placement (:attr:`chosen_report` is it)."""
+        return self.placement is not None and self.chosen_report is self.placement.aware \
+            and self.placement.search not in ("single-group", "node-shared")
+
+    @property
     def step_time_s(self) -> float:
-        """The simulated step (the NIC-aware placement's when it was placed and is faster)."""
-        t = self.report.step_time_s if self.report is not None else math.inf
-        if self.placement is not None:
-            t = min(t, self.placement.aware.step_time_s)
-        return t
+        """The simulated step of the chosen placement (:attr:`chosen_report`)."""
+        rep = self.chosen_report
+        return rep.step_time_s if rep is not None else math.inf
 
     def label(self) -> str:
         lay = self.layout
@@ -486,10 +499,12 @@ class Candidate:
             "schedule": lay.schedule.value, "virtual_stages": lay.virtual_stages,
             "recompute": lay.recompute.value, "sequence_parallel": lay.sequence_parallel, "zero": lay.zero,
             "estimate_s": self.estimate_s, "memory_gib_per_gpu": self.memory_bytes / 1024**3}
-        if self.report is not None:
-            out.update(self.report.summary())
+        rep = self.chosen_report
+        if rep is not None:   # every figure from the chosen placement's own simulation
+            out.update(rep.summary())
         if self.placement is not None:
-            out["placement"] = self.placement.to_dict()
+            out["placement"] = {**self.placement.to_dict(), "chosen": "nic-aware" if self.nic_aware
+                                else "megatron-order"}
         return out
 
 

@@ -20,7 +20,7 @@ from hwmodels.network.topology import load_cluster
 from planners.train import nic_groups, place_nic_aware
 from sim.training import simulate_training
 from workloads.errors import ConfigError
-from workloads.train_ops import Recompute, Schedule, TrainLayout, load_train_model
+from workloads.train_ops import Recompute, Schedule, TrainLayout, load_train_model, model_flops_per_iteration
 from xpusim.cli import cli
 
 GPT = "gpt:layers=24,hidden=2048,heads=16,vocab=51200"     # ~1.3B parameters
@@ -133,6 +133,25 @@ def test_plan_train_cli_reports_the_gain() -> None:
     pl = out["placement"]
     assert pl["gain"] == pl["nic_oblivious_step_s"] / pl["nic_aware_step_s"]
     assert len(pl["stage_nic_groups"]) == out["plan"]["pp"]
+    # every figure of the plan is the chosen placement's own simulation: the step is the faster placement's,
+    # and TFLOP/s and MFU are the model FLOPs over that step (not over the NIC-oblivious one)
+    plan = out["plan"]
+    assert pl["gain"] > 1.0 and plan["placement"]["chosen"] == "nic-aware"
+    assert plan["step_time_s"] == pl["nic_aware_step_s"] == min(pl["nic_aware_step_s"], pl["nic_oblivious_step_s"])
+    model = load_train_model(GPT, 2048)
+    lay = TrainLayout(tp=plan["tp"], pp=plan["pp"], dp=plan["dp"], micro_batch=plan["micro_batch"], global_batch=48,
+                      seq=2048, recompute=Recompute(plan["recompute"]))
+    flops = model_flops_per_iteration(model, lay)
+    assert plan["tflops_per_gpu"] == pytest.approx(flops / plan["step_time_s"] / 96 / 1e12, rel=1e-12)
+    assert plan["mfu"] == pytest.approx(flops / plan["step_time_s"] / 96 / GPU.peak_flops(lay.dtype), rel=1e-12)
+    # the table prints the same figures
+    table = CliRunner().invoke(cli, ["plan", "train", "--model", GPT, "--hardware", "a100-sxm-80gb",
+                                     "--cluster", "hetero-nic", "--gpus", "96", "--global-batch", "48",
+                                     "--top", "2"], terminal_width=250)
+    assert table.exit_code == 0, table.output
+    chosen = next(line for line in table.output.splitlines() if "chosen" in line)
+    assert f"{plan['step_time_s']:.3f}" in chosen and f"{plan['tflops_per_gpu']:.1f}" in chosen
+    assert f"{plan['mfu']:.3f}" in chosen and f"{plan['bubble_fraction']:.3f}" in chosen
     homo = CliRunner().invoke(cli, ["plan", "train", "--model", GPT, "--hardware", "a100-sxm-80gb",
                                     "--cluster", "dgx-a100-superpod", "--gpus", "16", "--global-batch", "16",
                                     "--top", "1", "--json"])

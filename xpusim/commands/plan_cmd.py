@@ -193,7 +193,7 @@ def plan_train_cmd(model: str, hardware: str, cluster: str, gpus: int, global_ba
     for col in ("", "layout", "step s", "estimate s", "TFLOP/s/GPU", "MFU", "bubble", "GiB/GPU"):
         t.add_column(col, justify="left" if col in ("", "layout") else "right")
     for tag, c in [("chosen", plan.best)] + [("runner-up", r) for r in plan.runner_ups]:
-        rep = c.report
+        rep = c.chosen_report     # the chosen placement's own report (NIC-aware where it was faster)
         assert rep is not None
         t.add_row(tag, c.label(), f"{c.step_time_s:.3f}", f"{c.estimate_s:.3f}", f"{rep.tflops_per_gpu:.1f}",
                   f"{rep.mfu:.3f}", f"{rep.bubble_fraction:.3f}", f"{rep.memory.total / 1024**3:.1f}")
