@@ -121,10 +121,26 @@ def prefill_seconds(step: StepTimeModel, prompt: int, budget: int, overhead_s: f
     return t
 
 
+def decode_context(mix: Mix) -> int:
+    """The context a decode step is timed at: mean prompt + half the mean output (tokens)."""
+    return max(1, int(round(mix.mean_prompt + mix.mean_decode / 2)))
+
+
+def single_decode_step_s(step: StepTimeModel, mix: Mix, overhead_s: float) -> float:
+    """One sequence's decode step alone at :func:`decode_context` (overhead included): what a TBT slowdown is
+    relative to."""
+    return float(step.decode_times([decode_context(mix)], 1)[0]) + overhead_s
+
+
 def capacity(model: ModelSpec, machine: Machine, tp: int, mix: Mix, *, serve: ServeConfig = DEFAULT_SERVE,
-             engine: EngineProfile | None = None, tbt_slowdown: float | None = None) -> Capacity:
-    """Capacities of ``machine`` at ``tp`` (module docstring). ``CapacityError``: the model or the longest
-    request does not fit an instance; ``ConfigError``: tp does not divide the machine."""
+             engine: EngineProfile | None = None, tbt_slowdown: float | None = None,
+             tbt_limit_s: float | None = None) -> Capacity:
+    """Capacities of ``machine`` at ``tp`` (module docstring). ``tbt_slowdown``: limit on the decode step as a
+    multiple of this instance's own single-sequence step; ``tbt_limit_s``: a limit in seconds (an absolute TBT
+    SLO, or a slowdown against a reference machine, :func:`single_decode_step_s` of it); the stricter holds. An
+    option whose single sequence already exceeds the limit gets decode and colocated capacity 0 (batch 0).
+    ``CapacityError``: the model or the longest request does not fit an instance; ``ConfigError``: tp does not
+    divide the machine."""
     if tp < 1 or machine.gpus % tp:
         raise ConfigError(f"tp {tp} must divide the {machine.gpus} GPUs of {machine.id}", field="tp", value=tp)
     mem = memory_breakdown(model, machine.effective_gpu, tp=tp, gpu_memory_utilization=serve.gpu_memory_utilization,
@@ -140,24 +156,27 @@ def capacity(model: ModelSpec, machine: Machine, tp: int, mix: Mix, *, serve: Se
     tp_s = np.array([prefill_seconds(step, p, serve.max_num_batched_tokens, ovh) for p in mix.prompts])
     prefill = float((w * np.array(mix.prompts)).sum() / (w * tp_s).sum())
 
-    ctx = max(1, int(round(mix.mean_prompt + mix.mean_decode / 2)))
+    ctx = decode_context(mix)
     per_seq = mix.mean_prompt + mix.mean_decode + 1
 
     def dstep(b: int) -> float:
         return float(step.decode_times([ctx] * b, 1)[0]) + ovh
 
     hi = max(1, min(serve.max_num_seqs, int(mem.kv_tokens // per_seq)))
-    if tbt_slowdown is not None:
-        limit = tbt_slowdown * dstep(1)
-        if dstep(hi) > limit:          # largest b with dstep(b) <= limit (monotone in b); b = 1 always passes
-            lo = 1
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                lo, hi = (mid, hi) if dstep(mid) <= limit else (lo, mid)
-            hi = lo
+    limit = None if tbt_slowdown is None else tbt_slowdown * dstep(1)
+    if tbt_limit_s is not None:
+        limit = tbt_limit_s if limit is None else min(limit, tbt_limit_s)
+    if limit is not None and dstep(1) > limit:
+        hi = 0                          # one sequence alone already misses the TBT limit
+    elif limit is not None and dstep(hi) > limit:   # largest b with dstep(b) <= limit (monotone in b)
+        lo = 1
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if dstep(mid) <= limit else (lo, mid)
+        hi = lo
     b = hi
-    decode = b / dstep(b)
-    colo = (1.0 / (mix.mean_prompt / prefill + mix.mean_decode / decode) if mix.mean_decode
+    decode = b / dstep(b) if b else 0.0
+    colo = (0.0 if not decode else 1.0 / (mix.mean_prompt / prefill + mix.mean_decode / decode) if mix.mean_decode
             else prefill / mix.mean_prompt)
     return Capacity(machine, tp, inst, prefill * inst, decode * inst, b, colo * inst, mem.kv_tokens,
                     tuple(float(t) for t in tp_s))
@@ -165,7 +184,7 @@ def capacity(model: ModelSpec, machine: Machine, tp: int, mix: Mix, *, serve: Se
 
 def capacities(model: ModelSpec, machines: Sequence[Machine], tps: Sequence[int], mix: Mix, *,
                serve: ServeConfig = DEFAULT_SERVE, engine: EngineProfile | None = None,
-               tbt_slowdown: float | None = None) -> list[Capacity]:
+               tbt_slowdown: float | None = None, tbt_limit_s: float | None = None) -> list[Capacity]:
     """:func:`capacity` of every machine x tp that divides it and fits the model (others logged and skipped)."""
     out = []
     for m in machines:
@@ -173,7 +192,8 @@ def capacities(model: ModelSpec, machines: Sequence[Machine], tps: Sequence[int]
             if m.gpus % tp or model.num_heads % tp:
                 continue
             try:
-                out.append(capacity(model, m, tp, mix, serve=serve, engine=engine, tbt_slowdown=tbt_slowdown))
+                out.append(capacity(model, m, tp, mix, serve=serve, engine=engine, tbt_slowdown=tbt_slowdown,
+                                    tbt_limit_s=tbt_limit_s))
             except CapacityError as exc:
                 log.info("skipping %s tp %d: %s", m.id, tp, exc)
     return out
@@ -193,7 +213,7 @@ def erlang_c(servers: int, load: float) -> float:
 
 
 def ttft_miss_fraction(cap: Capacity, mix: Mix, rate: float, machines: int, arrival_cv: float,
-                       slowdown: float) -> float:
+                       slowdown: float, *, allowed_wait: np.ndarray | None = None) -> float:
     """Fraction of requests whose TTFT exceeds ``slowdown`` x their prefill alone, in a pool of ``machines``
     machines of ``cap`` at ``rate`` req/s: the G/G/c approximation of Allen and Cunneen (Allen, "Probability,
     Statistics, and Queueing Theory", 2nd ed., 1990, Sec. 6.4; the standard heavy-traffic form also in Whitt,
@@ -206,7 +226,9 @@ def ttft_miss_fraction(cap: Capacity, mix: Mix, rate: float, machines: int, arri
     fraction is sum_g w_g P_w exp(-(slowdown - 1) s_g / mean wait), over the mix's groups g (weights w_g).
     With chunked prefill a short prompt joins a busy instance's next iteration rather than waiting for the
     whole queue, so this is the pessimistic side for short prompts; the JSQ router sends a request to an idle
-    instance when one exists, as the c-server model assumes."""
+    instance when one exists, as the c-server model assumes. ``allowed_wait`` (seconds per group) replaces
+    ``(slowdown - 1) s``: a slowdown against a reference machine (``k s_ref - s``) or an absolute TTFT limit
+    (``L - s``); a group whose allowed wait is <= 0 misses even without waiting."""
     if not cap.prefill_times:
         raise ValueError(f"{cap.key} carries no prefill times (built outside capacity())")
     s = np.array(cap.prefill_times)
@@ -219,18 +241,26 @@ def ttft_miss_fraction(cap: Capacity, mix: Mix, rate: float, machines: int, arri
         return 1.0
     pw = erlang_c(c, load)
     mean_wait = (arrival_cv**2 + scv) / 2.0 / (c / es - rate)
-    return float((w * pw * np.exp(-(slowdown - 1.0) * s / mean_wait)).sum())
+    wait = (slowdown - 1.0) * s if allowed_wait is None else np.asarray(allowed_wait, dtype=float)
+    miss = np.where(wait > 0, pw * np.exp(-np.maximum(wait, 0.0) / mean_wait), 1.0)
+    return float((w * miss).sum())
 
 
 def prefill_pool_min(cap: Capacity, mix: Mix, rate: float, arrival_cv: float,
-                     ttft_slowdown: tuple[float, float, float], limit: int) -> int:
+                     ttft_slowdown: tuple[float, float, float] | None, limit: int, *,
+                     ref_times: Sequence[float] | None = None, ttft_absolute: dict[int, float] | None = None) -> int:
     """Fewest machines of ``cap`` whose prefill pool keeps the TTFT slowdown percentiles (p50, p90, p99) within
     ``ttft_slowdown`` by :func:`ttft_miss_fraction` (at most 50 %, 10 %, 1 % of requests over each); ``limit + 1``
-    when even ``limit`` machines do not."""
-    allowed = (0.50, 0.10, 0.01)
+    when even ``limit`` machines do not. ``ref_times``: each prompt group alone on the SLO's reference machine
+    (default: on ``cap`` itself); ``ttft_absolute``: percentile -> seconds, held the same way."""
+    s = np.array(cap.prefill_times)
+    ref = s if ref_times is None else np.asarray(ref_times, dtype=float)
+    checks = [(k * ref - s, a) for k, a in zip(ttft_slowdown or (), (0.50, 0.10, 0.01))]
+    checks += [(sec - s, 1.0 - p / 100.0) for p, sec in (ttft_absolute or {}).items()]
 
     def ok(n: int) -> bool:
-        return all(ttft_miss_fraction(cap, mix, rate, n, arrival_cv, k) <= a for k, a in zip(ttft_slowdown, allowed))
+        return all(ttft_miss_fraction(cap, mix, rate, n, arrival_cv, 1.0, allowed_wait=wait) <= a
+                   for wait, a in checks)
 
     lo = max(1, math.ceil(rate * float(np.dot(mix.weights, cap.prefill_times)) / sum(mix.weights)
                           / cap.instances))     # stability: offered load < servers

@@ -44,11 +44,21 @@ import numpy as np
 
 from hwmodels.engine import EngineProfile
 from hwmodels.machines import Machine
-from planners.capacity import DEFAULT_SERVE, Capacity, Mix, capacities, iteration_overhead, prefill_pool_min, step_model
+from planners.capacity import (
+    DEFAULT_SERVE,
+    Capacity,
+    Mix,
+    capacities,
+    iteration_overhead,
+    prefill_pool_min,
+    prefill_seconds,
+    single_decode_step_s,
+    step_model,
+)
 from sim.config import RouterKind, ServeConfig
 from sim.serving import simulate_serving
 from sim.split import Pool, SplitConfig, TransferMode, simulate_split
-from sim.split_metrics import summarize_colocated, summarize_split
+from sim.split_metrics import SloSpec, as_slo, summarize_colocated, summarize_split
 from workloads.errors import ConfigError, Infeasible, WorkloadError
 from workloads.model_spec import ModelSpec
 from workloads.requests import Request
@@ -56,7 +66,7 @@ from workloads.traces import inter_arrival_cv
 
 log = logging.getLogger(__name__)
 
-Slo = dict[str, tuple[float, float, float]]
+Slo = SloSpec | dict[str, tuple[float, float, float]]     # a dict: slowdown limits on the default reference
 Workload = Callable[[float], Sequence[Request]]     # rate (req/s) -> requests
 
 
@@ -465,7 +475,7 @@ def simulate_candidate(model: ModelSpec, cand: Candidate, requests: Sequence[Req
                                iteration_overhead_s=iteration_overhead(serve, engine))
     step = step_model(model, m, cc.tp, serve, engine)
     res = simulate_serving(model, m.effective_gpu, requests, ccfg, step_model=step)
-    return summarize_colocated(res, m, cn, slo, step)
+    return summarize_colocated(res, m, cn, slo, step, engine)
 
 
 def verify(model: ModelSpec, cand: Candidate, workload: Workload, slo: Slo | None, *, bisect_steps: int = 3,
@@ -529,14 +539,40 @@ def arrival_cv(requests: Sequence[Request]) -> float:
 
 
 def burst_minimums(caps: Sequence[Capacity], mix: Mix, rate: float, cv: float, slo: Slo | None,
-                   max_count: int) -> list[int]:
-    """Per option, the fewest machines of a prefill pool that keeps the TTFT slowdown percentiles within the
-    SLO at ``rate`` under arrivals of burstiness ``cv`` (:func:`planners.capacity.prefill_pool_min`, a G/G/c
-    bound); 1 without a TTFT SLO. The capacity model sizes on mean token demand only; this is the burst
-    allowance on top of it (``max_count + 1``: no pool within ``max_count`` machines meets it)."""
-    if slo is None or "ttft" not in slo:
+                   max_count: int, *, ref_times: Sequence[float] | None = None) -> list[int]:
+    """Per option, the fewest machines of a prefill pool that keeps the TTFT percentiles within the SLO (slowdown
+    and absolute limits) at ``rate`` under arrivals of burstiness ``cv`` (:func:`planners.capacity.prefill_pool_min`,
+    a G/G/c bound); 1 without a TTFT SLO. ``ref_times``: the mix's prompt groups alone on the SLO's reference
+    machine (None: each option's own, the "own" reference). The capacity model sizes on mean token demand only;
+    this is the burst allowance on top of it (``max_count + 1``: no pool within ``max_count`` machines meets it)."""
+    spec = SloSpec(dict(slo)) if isinstance(slo, dict) else slo
+    if spec is None or ("ttft" not in spec.slowdown and "ttft" not in spec.absolute):
         return [1] * len(caps)
-    return [prefill_pool_min(cp, mix, rate, cv, slo["ttft"], max_count) for cp in caps]
+    return [prefill_pool_min(cp, mix, rate, cv, spec.slowdown.get("ttft"), max_count, ref_times=ref_times,
+                             ttft_absolute=spec.absolute.get("ttft")) for cp in caps]
+
+
+def slo_limits(model: ModelSpec, mix: Mix, slo: SloSpec | None, serve: ServeConfig,
+               engine: EngineProfile | None) -> tuple[float | None, float | None, list[float] | None]:
+    """What the capacity model and the burst bound hold of the SLO: (TBT slowdown against each option's own step,
+    TBT limit in seconds, the mix's prompt groups alone on the reference machine). A slowdown against a reference
+    machine becomes a limit in seconds (k x its single-sequence step at the mix's context), so every option is
+    held to the same limit; an absolute p50 TBT limit is the other bound (the stricter holds)."""
+    if slo is None:
+        return None, None, None
+    ovh = iteration_overhead(serve, engine)
+    own_k: float | None = None
+    limit_s = slo.absolute_limit("tbt", 50)
+    ref_times = None
+    if slo.reference is not None:
+        ref = step_model(model, slo.reference.machine, slo.reference.tp, serve, engine)
+        if "tbt" in slo.slowdown:
+            k = slo.slowdown["tbt"][0] * single_decode_step_s(ref, mix, ovh)
+            limit_s = k if limit_s is None else min(limit_s, k)
+        ref_times = [prefill_seconds(ref, p, serve.max_num_batched_tokens, ovh) for p in mix.prompts]
+    elif "tbt" in slo.slowdown:
+        own_k = slo.slowdown["tbt"][0]
+    return own_k, limit_s, ref_times
 
 
 MIX_MIN_REQUESTS = 2000      # requests the planning length mix is taken from, at least (see planning_mix)
@@ -594,9 +630,11 @@ def plan_serve(model: ModelSpec, workload: Workload, machines: Sequence[Machine]
     ``burst``: size prefill pools also by the queueing bound on TTFT (:func:`burst_minimums`; rate mode only)."""
     if rate is None and budget is None:
         raise ConfigError("give a rate, or a budget for the max-rate mode", field="rate")
+    slo = as_slo(slo)
     mix = planning_mix(workload, rate)
-    caps = capacities(model, machines, tps, mix, serve=serve, engine=engine,
-                      tbt_slowdown=None if slo is None else slo["tbt"][0])
+    own_k, tbt_limit, ref_times = slo_limits(model, mix, slo, serve, engine)
+    caps = capacities(model, machines, tps, mix, serve=serve, engine=engine, tbt_slowdown=own_k,
+                      tbt_limit_s=tbt_limit)
     kw: dict[str, Any] = {"serve": serve, "engine": engine, "transfer": transfer}
     log_rounds: list[dict[str, Any]] = []
     if rate is None:
@@ -616,7 +654,8 @@ def plan_serve(model: ModelSpec, workload: Workload, machines: Sequence[Machine]
     cv = arrival_cv(workload(rate)) if burst and slo is not None else None
     for rnd in range(max(1, rounds)):
         # the queueing bound at the rate scaled as the headroom was raised (round 1: the rate itself)
-        pmin = None if cv is None else burst_minimums(caps, mix, rate * h / headroom, cv, slo, max_count)
+        pmin = None if cv is None else burst_minimums(caps, mix, rate * h / headroom, cv, slo, max_count,
+                                                  ref_times=ref_times)
         cands = solve(caps, mix, rate, objective=objective, headroom=h, k=k, max_count=max_count, budget=budget,
                       layouts=layouts, prefill_min=pmin)
         ver = [verify(model, cd, workload, slo, bisect_steps=bisect_steps, **kw) for cd in cands]

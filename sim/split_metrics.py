@@ -2,28 +2,146 @@
 
 Per request: TTFT = first token - arrival; TBT = (last - first) / (output - 1) (the mean time between its
 tokens; the KV transfer falls in its first gap); E2E = last - arrival. Each at p50/p90/p99, absolute and as
-slowdown against the request run alone: its prompt alone on a prefill instance (one iteration plus the
-iteration overhead), its tokens alone on a decode instance (``StepTimeModel.decode_times`` of one sequence),
-E2E alone = the sum. SLOs: limits on the slowdown percentiles; ``SPLITWISE_SLO`` is Splitwise's (Patel et al.,
-ISCA 2024, Table of SLOs: TTFT 2/3/6x, TBT and E2E 1.25/1.5/5x at p50/p90/p99). Cost and power: the machines'
-catalog figures (:mod:`hwmodels.machines`). Throughput: requests (tokens) over the arrival window
-(:func:`measured_window_s`), not over the run's span with its drain.
+slowdown against the request run alone: its prompt alone (one iteration plus the iteration overhead), its tokens
+alone (``StepTimeModel.decode_times`` of one sequence), E2E alone = the sum.
+
+Alone *where* (:class:`SloReference`): Splitwise (Patel et al., ISCA 2024, Sec. on SLOs) states its slowdowns
+against the request run alone on a reference machine, the same for every design compared; so by default
+(:func:`default_reference`) it is one DGX-A100 at TP8 (one instance per machine, as Splitwise runs Llama-2-70B
+and BLOOM-176B) under the run's own engine profile. With ``reference=None`` ("own") each pool's own instance is
+the reference (what this module did before): slower hardware then loosens its own SLO, and designs are not
+compared like for like.
+
+SLOs (:class:`SloSpec`): limits on the slowdown percentiles (``SPLITWISE_SLO``: TTFT 2/3/6x, TBT and E2E
+1.25/1.5/5x at p50/p90/p99) and/or absolute limits in seconds (``ttft_p99=2.0``), all of which must hold.
+Cost and power: the machines' catalog figures (:mod:`hwmodels.machines`). Throughput: requests (tokens) over
+the arrival window (:func:`measured_window_s`), not over the run's span with its drain.
 """
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from hwmodels.engine import EngineProfile, EngineStepTimeModel
+from hwmodels.machines import Machine
 from hwmodels.step import StepTimeModel
 from sim.metrics import request_latencies
+from workloads.errors import ConfigError
 from workloads.llm_ops import Batch
+from workloads.model_spec import ModelSpec
 
 PCTS = (50, 90, 99)
+METRICS = ("ttft", "tbt", "e2e")
 SPLITWISE_SLO: dict[str, tuple[float, float, float]] = {"ttft": (2.0, 3.0, 6.0), "tbt": (1.25, 1.5, 5.0),
                                                         "e2e": (1.25, 1.5, 5.0)}
 SLO_PRESETS = {"splitwise": SPLITWISE_SLO}
+DEFAULT_REFERENCE = "dgx-a100"      # Splitwise's reference machine, at TP = its GPUs (8)
+
+
+@dataclass(frozen=True)
+class SloReference:
+    """The machine (at a TP degree) a request is run alone on to define its slowdown."""
+
+    machine: Machine
+    tp: int
+
+    def __post_init__(self) -> None:
+        if self.tp < 1 or self.machine.gpus % self.tp:
+            raise ConfigError(f"tp {self.tp} must divide the {self.machine.gpus} GPUs of {self.machine.id}",
+                              field="slo-reference", value=self.tp)
+
+    @property
+    def label(self) -> str:
+        return f"{self.machine.id}/tp{self.tp}"
+
+
+@dataclass(frozen=True)
+class SloSpec:
+    """SLOs: ``slowdown[metric]`` = limits at p50/p90/p99 (x the request alone on ``reference``);
+    ``absolute[metric][pct]`` = seconds. ``reference`` None: each pool's own instance."""
+
+    slowdown: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    absolute: dict[str, dict[int, float]] = field(default_factory=dict)
+    reference: SloReference | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"limits": {k: dict(zip((f"p{p}" for p in PCTS), v)) for k, v in self.slowdown.items()},
+                "absolute_s": {k: {f"p{p}": v for p, v in d.items()} for k, d in self.absolute.items()},
+                "reference": "own" if self.reference is None else self.reference.label}
+
+    def absolute_limit(self, metric: str, pct: int) -> float | None:
+        return self.absolute.get(metric, {}).get(pct)
+
+
+@functools.cache
+def default_reference() -> SloReference:
+    from hwmodels.machines import load_machine
+
+    m = load_machine(DEFAULT_REFERENCE)
+    return SloReference(m, m.gpus)
+
+
+def parse_reference(text: str) -> SloReference | None:
+    """``own`` -> None; ``<machine>`` (TP = its GPUs) or ``<machine>/tp<N>`` -> a :class:`SloReference`."""
+    from hwmodels.machines import load_machine
+
+    text = text.strip()
+    if text == "own":
+        return None
+    name, sep, tp = text.partition("/tp")
+    m = load_machine(name)
+    if sep and not tp.isdigit():
+        raise ConfigError(f"expected <machine>[/tp<N>] or own, got {text!r}", field="slo-reference", value=text)
+    return SloReference(m, int(tp) if sep else m.gpus)
+
+
+def as_slo(slo: SloSpec | dict[str, tuple[float, float, float]] | None) -> SloSpec | None:
+    """A plain dict of slowdown limits (``SPLITWISE_SLO``) means them against :func:`default_reference`."""
+    if slo is None or isinstance(slo, SloSpec):
+        return slo
+    return SloSpec(dict(slo), {}, default_reference())
+
+
+def parse_slo(text: str | None, reference: str = DEFAULT_REFERENCE) -> SloSpec | None:
+    """``--slo``: ``none``, a preset (``splitwise``), absolute limits ``ttft_p99=2.0,tbt_p50=0.05,e2e_p90=30``
+    (seconds; metrics ttft, tbt, e2e; percentiles 50, 90, 99), or a preset and limits comma-separated.
+    ``reference``: :func:`parse_reference`. Malformed: ``ConfigError`` naming the item."""
+    if text is None or text.strip() in ("", "none"):
+        return None
+    slow: dict[str, tuple[float, float, float]] = {}
+    absolute: dict[str, dict[int, float]] = {}
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        if item in SLO_PRESETS:
+            slow.update(SLO_PRESETS[item])
+            continue
+        key, eq, val = item.partition("=")
+        metric, _, pct = key.strip().partition("_p")
+        try:
+            sec = float(val)
+        except ValueError:
+            sec = float("nan")
+        if not eq or metric not in METRICS or not pct.isdigit() or int(pct) not in PCTS or not sec > 0 \
+                or sec == float("inf"):
+            raise ConfigError(f"expected a preset ({', '.join(SLO_PRESETS)}) or <ttft|tbt|e2e>_p<50|90|99>=<seconds>"
+                              f" (> 0), got {item!r}", field="slo", value=text)
+        absolute.setdefault(metric, {})[int(pct)] = sec
+    return SloSpec(slow, absolute, parse_reference(reference))
+
+
+@functools.lru_cache(maxsize=16)
+def reference_step(model: ModelSpec, ref: SloReference, max_kv_len: int,
+                   engine: EngineProfile | None) -> StepTimeModel:
+    """The step model of one instance of the reference (memoised: its GEMM tables serve every summary)."""
+    gpu = ref.machine.effective_gpu
+    if engine is None:
+        return StepTimeModel(model, gpu, ref.tp, max_kv_len=max_kv_len)
+    return EngineStepTimeModel(model, gpu, ref.tp, engine=engine, max_kv_len=max_kv_len)
 
 
 def isolated_times(prompt: np.ndarray, output: np.ndarray, pre: StepTimeModel, pre_overhead_s: float,
@@ -70,8 +188,7 @@ def measured_window_s(arrival_ns: np.ndarray, last_ns: np.ndarray) -> float:
 
 
 def latency_summary(arrival_ns: np.ndarray, first_ns: np.ndarray, last_ns: np.ndarray, prompt: np.ndarray,
-                    output: np.ndarray, alone: dict[str, np.ndarray],
-                    slo: dict[str, tuple[float, float, float]] | None) -> dict[str, Any]:
+                    output: np.ndarray, alone: dict[str, np.ndarray], slo: SloSpec | None) -> dict[str, Any]:
     ttft, tbt, e2e = request_latencies(arrival_ns, first_ns, last_ns, output)
     got = {"ttft": ttft, "tbt": tbt, "e2e": e2e}
     out: dict[str, Any] = {}
@@ -81,8 +198,10 @@ def latency_summary(arrival_ns: np.ndarray, first_ns: np.ndarray, last_ns: np.nd
         out[f"{k}_s"] = _pcts(v)
         out[f"{k}_slowdown"] = slow
         if slo is not None:
-            for p, lim in zip(PCTS, slo[k]):
+            for p, lim in zip(PCTS, slo.slowdown.get(k, ())):
                 ok &= bool(slow[f"p{p}"] <= lim)
+            for p, sec in slo.absolute.get(k, {}).items():
+                ok &= bool(out[f"{k}_s"][f"p{p}"] <= sec)
     n = arrival_ns.size
     span = max(1e-9, (int(last_ns.max()) - int(arrival_ns.min())) / 1e9) if n else 1e-9
     window = measured_window_s(arrival_ns, last_ns)
@@ -94,8 +213,7 @@ def latency_summary(arrival_ns: np.ndarray, first_ns: np.ndarray, last_ns: np.nd
     out["duration_s"] = span
     out["drain_s"] = max(0.0, (int(last_ns.max()) - int(arrival_ns.max())) / 1e9) if n else 0.0
     if slo is not None:
-        out["slo"] = {"limits": {k: dict(zip((f"p{p}" for p in PCTS), v)) for k, v in slo.items()},
-                      "met": ok}
+        out["slo"] = {**slo.to_dict(), "met": ok}
     return out
 
 
@@ -113,10 +231,20 @@ def cost_power(pools: dict[str, Any], throughput_rps: float) -> dict[str, Any]:
             "requests_per_s_per_kw": throughput_rps / (power / 1e3) if power else None}
 
 
-def summarize_split(res: Any, slo: dict[str, tuple[float, float, float]] | None = None) -> dict[str, Any]:
+def _alone(model: ModelSpec, prompt: np.ndarray, output: np.ndarray, slo: SloSpec | None, pre: StepTimeModel,
+           dec: StepTimeModel, ovh: float, max_kv_len: int, engine: EngineProfile | None) -> dict[str, np.ndarray]:
+    """Each request alone: on the SLO's reference machine, or (no SLO, or reference "own") on its own pools."""
+    if slo is not None and slo.reference is not None:
+        pre = dec = reference_step(model, slo.reference, max_kv_len, engine)
+    return isolated_times(prompt, output, pre, ovh, dec, ovh)
+
+
+def summarize_split(res: Any, slo: SloSpec | dict[str, tuple[float, float, float]] | None = None) -> dict[str, Any]:
     cfg = res.cfg
     ovh = cfg.iteration_overhead_s
-    alone = isolated_times(res.prompt, res.output, res.steps["prefill"], ovh, res.steps["decode"], ovh)
+    slo = as_slo(slo)
+    alone = _alone(res.model, res.prompt, res.output, slo, res.steps["prefill"], res.steps["decode"], ovh,
+                   cfg.serve.max_model_len or res.model.max_position_embeddings, cfg.engine)
     pools = {"prefill": cfg.prefill, "decode": cfg.decode}
     out = {"layout": "split", "model": res.model.name, "requests": int(res.ids.size),
            "transfer": cfg.transfer.value, "router": cfg.router.value,
@@ -131,11 +259,15 @@ def summarize_split(res: Any, slo: dict[str, tuple[float, float, float]] | None 
     return out
 
 
-def summarize_colocated(res: Any, machine: Any, count: int, slo: dict[str, tuple[float, float, float]] | None,
-                        step: StepTimeModel) -> dict[str, Any]:
-    """The colocated baseline (:func:`sim.serving.simulate_serving`) in the same terms."""
+def summarize_colocated(res: Any, machine: Any, count: int,
+                        slo: SloSpec | dict[str, tuple[float, float, float]] | None, step: StepTimeModel,
+                        engine: EngineProfile | None = None) -> dict[str, Any]:
+    """The colocated baseline (:func:`sim.serving.simulate_serving`) in the same terms; ``engine``: the profile
+    its ``step`` was built with (the reference machine runs the request alone under the same one)."""
     ovh = res.cfg.iteration_overhead_s
-    alone = isolated_times(res.prompt, res.output, step, ovh, step, ovh)
+    slo = as_slo(slo)
+    alone = _alone(res.model, res.prompt, res.output, slo, step, step, ovh,
+                   res.cfg.max_model_len or res.model.max_position_embeddings, engine)
     out: dict[str, Any] = {"layout": "colocated", "model": res.model.name, "requests": int(res.ids.size),
                            "machine": machine.id, "count": count, "tp": res.cfg.tp, "instances": res.cfg.replicas}
     out.update(latency_summary(res.arrival_ns, res.first_ns, res.last_ns, res.prompt, res.output, alone, slo))

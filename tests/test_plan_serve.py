@@ -253,3 +253,35 @@ def test_rerun_command_reproduces_the_plan(layout: str) -> None:
     re = CliRunner().invoke(cli, [*cmd[1:], "--json"])
     assert re.exit_code == 0, re.output
     assert json.loads(re.output)[layout] == d["chosen"]["metrics"]
+
+
+def test_reference_slo_is_one_limit_for_every_option(mix: Mix) -> None:
+    """With a reference machine the TBT slowdown becomes one limit in seconds (1.25 x the reference's single-sequence
+    step at the mix's context) held by every option: an option whose own single sequence is slower gets decode
+    capacity 0, the others the largest batch within the limit. DGX-A100 TP2's single step is slower than TP8's
+    (a quarter of the GPUs read the weights), so against an A100 TP8 reference TP2 cannot decode within 1.25x."""
+    from planners.capacity import DEFAULT_SERVE, decode_context, single_decode_step_s
+    from planners.capacity import step_model as cstep
+    from planners.serve import slo_limits
+    from sim.split_metrics import parse_slo
+
+    slo = parse_slo("splitwise", "dgx-a100")
+    own_k, limit, ref_times = slo_limits(MODEL, mix, slo, DEFAULT_SERVE, None)
+    a100 = load_machine("dgx-a100")
+    ovh = DEFAULT_SERVE.iteration_overhead_s
+    assert own_k is None and limit == pytest.approx(1.25 * single_decode_step_s(cstep(MODEL, a100, 8, DEFAULT_SERVE,
+                                                                                      None), mix, ovh))
+    assert ref_times is not None and len(ref_times) == len(mix.prompts)
+    caps = capacities(MODEL, MACHINES, (2, 4, 8), mix, tbt_limit_s=limit)
+    ctx = decode_context(mix)
+    for c in caps:
+        step = cstep(MODEL, c.machine, c.tp, DEFAULT_SERVE, None)
+        if c.decode_batch == 0:
+            assert c.decode_tokens_s == 0 and single_decode_step_s(step, mix, ovh) > limit
+        else:
+            assert float(step.decode_times([ctx] * c.decode_batch, 1)[0]) + ovh <= limit
+    assert {c.key: c.decode_batch for c in caps}["dgx-a100/tp2"] == 0
+    pmin = burst_minimums(caps, mix, 20.0, 1.0, slo, 24, ref_times=ref_times)
+    got = solve(caps, mix, 20.0, k=4, max_count=24, prefill_min=pmin)
+    ref = grid(caps, mix, 20.0, k=4, max_count=24, prefill_min=pmin)
+    assert [c.objective for c in got] == pytest.approx([c.objective for c in ref], rel=1e-12)

@@ -25,7 +25,7 @@ def _int_list(text: str, name: str) -> list[int]:
 
 
 def rerun_command(v: Any, *, model: str, trace: str, rate: float, duration: float, seed: int, slo: str,
-                  transfer: str, engine: str | None) -> str:
+                  slo_reference: str, transfer: str, engine: str | None) -> str:
     """The ``xpusim simulate split`` command that re-runs the verified candidate ``v`` (a
     :class:`planners.serve.Verified`) at ``rate`` on the workload the planner simulated: the same trace, duration
     and seed (``load_cli_workload``), pools and TP degrees, KV transfer, engine profile and SLO; its JSON
@@ -47,8 +47,8 @@ def rerun_command(v: Any, *, model: str, trace: str, rate: float, duration: floa
         args += ["--colocated", f"{cc.machine.id}:{cn}", "--tp", str(cc.tp)]
     if engine:
         args += ["--engine", engine]
-    if slo != "none":
-        args += ["--slo", slo]
+    if slo.strip() not in ("", "none"):
+        args += ["--slo", slo, "--slo-reference", slo_reference]
     return " ".join(shlex.quote(a) for a in args)
 
 
@@ -63,7 +63,12 @@ def rerun_command(v: Any, *, model: str, trace: str, rate: float, duration: floa
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--machines", required=True, help="comma-separated machine types (dgx-a100,dgx-h100,dgx-h100-pcap)")
 @click.option("--tp", "tps", default="2,4,8", show_default=True, help="TP degrees to consider")
-@click.option("--slo", default="splitwise", show_default=True, type=click.Choice(["splitwise", "none"]))
+@click.option("--slo", default="splitwise", show_default=True,
+              help="none, a slowdown preset (splitwise), absolute limits in seconds (ttft_p99=2.0,tbt_p50=0.05,"
+                   "e2e_p90=30), or a preset and limits comma-separated")
+@click.option("--slo-reference", default="dgx-a100", show_default=True,
+              help="where a request runs alone to define its slowdown, the same for every design: "
+                   "<machine>[/tp<N>] (TP default: all its GPUs), or own (each pool's own instance)")
 @click.option("--objective", default="cost", show_default=True, type=click.Choice(["cost", "power"]))
 @click.option("--layouts", default="split,colocated", show_default=True, help="split, colocated or both")
 @click.option("--k", "k", default=3, show_default=True, type=int, help="candidates verified by simulation")
@@ -78,7 +83,8 @@ def rerun_command(v: Any, *, model: str, trace: str, rate: float, duration: floa
 @click.option("--engine", default=None, help="engine profile (vllm, vllm-splitwise); default vLLM 0.19")
 @click.option("--json", "as_json", is_flag=True, help="print the plan, runner-ups and metrics as JSON")
 def plan_serve_cmd(model: str, trace: str, rate: float | None, max_rate: bool, budget: float | None,
-                   duration: float, seed: int, machines: str, tps: str, slo: str, objective: str, layouts: str,
+                   duration: float, seed: int, machines: str, tps: str, slo: str, slo_reference: str,
+                   objective: str, layouts: str,
                    k: int, burst: bool, headroom: float, max_count: int, rounds: int, bisect_steps: int, transfer: str,
                    engine: str | None, as_json: bool) -> None:
     """Plan a serving cluster (prefill/decode pools or colocated replicas) that meets the SLOs."""
@@ -86,7 +92,7 @@ def plan_serve_cmd(model: str, trace: str, rate: float | None, max_rate: bool, b
     from hwmodels.machines import load_machine
     from planners.serve import Layout, Objective, plan_serve
     from sim.split import TransferMode
-    from sim.split_metrics import SLO_PRESETS
+    from sim.split_metrics import parse_slo
     from workloads.catalog import load_model
     from xpusim.commands.serve_cmd import load_cli_workload
 
@@ -114,7 +120,7 @@ def plan_serve_cmd(model: str, trace: str, rate: float | None, max_rate: bool, b
         return cache[r]
 
     plan = plan_serve(m, workload, mach, rate=rate, budget=bud, tps=_int_list(tps, "tp"),
-                      slo=None if slo == "none" else SLO_PRESETS[slo], objective=obj, headroom=headroom, k=k,
+                      slo=parse_slo(slo, slo_reference), objective=obj, headroom=headroom, k=k,
                       max_count=max_count, rounds=rounds, bisect_steps=bisect_steps, engine=eng,
                       transfer=TransferMode(transfer), layouts=lay, burst=burst)
     out = plan.to_dict()
@@ -123,7 +129,7 @@ def plan_serve_cmd(model: str, trace: str, rate: float | None, max_rate: bool, b
         v = plan.chosen
         at = rate if rate is not None else (v.sustained_rps or v.candidate.rate)
         rerun = rerun_command(v, model=model, trace=trace, rate=at, duration=duration, seed=seed, slo=slo,
-                              transfer=transfer, engine=engine)
+                              slo_reference=slo_reference, transfer=transfer, engine=engine)
         out["rerun_command"] = rerun
     if as_json:
         click.echo(json.dumps(out, default=float))

@@ -27,7 +27,12 @@ from rich.table import Table
 @click.option("--router", default="jsq", show_default=True, type=click.Choice(["jsq", "round-robin"]),
               help="jsq: join the shortest queue by tokens")
 @click.option("--engine", default=None, help="engine profile (vllm, vllm-splitwise); default vLLM 0.19")
-@click.option("--slo", default=None, type=click.Choice(["splitwise"]), help="slowdown SLO preset")
+@click.option("--slo", default=None,
+              help="SLOs: a slowdown preset (splitwise), absolute limits in seconds (ttft_p99=2.0,tbt_p50=0.05,"
+                   "e2e_p90=30), or both comma-separated")
+@click.option("--slo-reference", default="dgx-a100", show_default=True,
+              help="where the request runs alone for the slowdowns: <machine>[/tp<N>] (TP default: all its GPUs), "
+                   "or own (each pool's own instance)")
 @click.option("--colocated", default=None,
               help="also (or only, without --prefill/--decode) run the colocated baseline on <machine>:<count> "
                    "at --tp, router least-outstanding-tokens")
@@ -36,8 +41,8 @@ from rich.table import Table
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def simulate_split_cmd(model: str, trace: str, rate: float | None, duration: float | None, seed: int,
                        prefill_spec: str | None, decode_spec: str | None, tp: int | None, prefill_tp: int | None,
-                       decode_tp: int | None, transfer: str, router: str,
-                       engine: str | None, slo: str | None, colocated: str | None, max_num_seqs: int,
+                       decode_tp: int | None, transfer: str, router: str, engine: str | None, slo: str | None,
+                       slo_reference: str, colocated: str | None, max_num_seqs: int,
                        max_num_batched_tokens: int, as_json: bool) -> None:
     """Serve a trace on a prefill pool and a decode pool (Splitwise-style), KV moved over the fabric."""
     import dataclasses
@@ -45,7 +50,7 @@ def simulate_split_cmd(model: str, trace: str, rate: float | None, duration: flo
     from hwmodels.engine import load_engine
     from sim.config import RouterKind, ServeConfig
     from sim.split import SplitConfig, SplitRouter, TransferMode, parse_pool, simulate_split
-    from sim.split_metrics import SLO_PRESETS, summarize_colocated, summarize_split
+    from sim.split_metrics import parse_slo, summarize_colocated, summarize_split
     from workloads.catalog import load_model
     from workloads.errors import ConfigError
     from xpusim.commands.serve_cmd import load_cli_workload
@@ -64,7 +69,7 @@ def simulate_split_cmd(model: str, trace: str, rate: float | None, duration: flo
     m = load_model(model)
     reqs = load_cli_workload(trace, rate, duration, seed)
     serve = ServeConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
-    preset = SLO_PRESETS[slo] if slo else None
+    preset = parse_slo(slo, slo_reference)
     out: dict[str, Any] = {}
     if pre is not None and dec is not None:
         cfg = SplitConfig(pre, dec, TransferMode(transfer), SplitRouter(router), serve, eng)
@@ -78,7 +83,7 @@ def simulate_split_cmd(model: str, trace: str, rate: float | None, duration: flo
                                    iteration_overhead_s=cfg.iteration_overhead_s)
         step = step_model(m, col, cfg)
         res = simulate_serving(m, col.machine.effective_gpu, reqs, ccfg, step_model=step)
-        out["colocated"] = summarize_colocated(res, col.machine, col.count, preset, step)
+        out["colocated"] = summarize_colocated(res, col.machine, col.count, preset, step, eng)
     if as_json:
         click.echo(json.dumps(out, default=float))
         return
