@@ -91,6 +91,8 @@ def test_layer_flops_are_megatrons() -> None:
     ({"tp": 7, "pp": 8, "dp": 1}, 56, "160 attention heads are not divisible by tp=7"),
     ({"tp": 8, "pp": 48, "dp": 1}, 384, "128 layers are not divisible by pp x virtual stages = 48 x 1 = 48"),
     ({"tp": 8, "pp": 32, "dp": 1, "schedule": Schedule.INTERLEAVED, "virtual_stages": 3}, 256, "32 x 3 = 96"),
+    ({"tp": 8, "pp": 1, "dp": 1, "schedule": Schedule.INTERLEAVED, "virtual_stages": 2}, 8,
+     "needs pp > 1"),
     ({"tp": 8, "pp": 8, "dp": 8, "global_batch": 100}, 512,
      "global batch 100 is not divisible by dp x micro-batch = 8 x 1 = 8"),
 ])
@@ -136,6 +138,9 @@ def test_cli_json_and_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert sum(e["ph"] == "X" for e in trace["traceEvents"]) == 4 * 16 * 2
     bad = r.invoke(cli, [*args, "--gpus", "30", "--tp", "8", "--pp", "4"])
     assert bad.exit_code == 2 and "8 x 4 x 1 = 32 is not the GPU count 30" in bad.output
+    # interleaved without a pipeline: one clear error, not a KeyError from the schedule
+    one = r.invoke(cli, [*args, "--gpus", "8", "--tp", "8", "--schedule", "interleaved", "--virtual-stages", "2"])
+    assert one.exit_code == 2 and "needs pp > 1" in one.output and "Traceback" not in one.output
 
 
 # ---- Korthikanti et al. 2022, Table 5: Selene (DGX A100 80GB, 8 HDR per node), seq 2048, fp16 --------------

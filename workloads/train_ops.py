@@ -193,6 +193,10 @@ def check_layout(model: ModelSpec, layout: TrainLayout, gpus: int | None = None)
     if lay.schedule is not Schedule.INTERLEAVED and lay.virtual_stages != 1:
         raise ConfigError(f"virtual stages ({lay.virtual_stages}) need --schedule interleaved, got "
                           f"{lay.schedule.value}", field="virtual_stages", value=lay.virtual_stages)
+    if lay.schedule is Schedule.INTERLEAVED and lay.virtual_stages > 1 and lay.pp == 1:
+        raise ConfigError(f"the interleaved schedule splits each pipeline stage into {lay.virtual_stages} virtual "
+                          "stages and needs pp > 1 (Megatron-LM's rule); with pp=1 use --schedule 1f1b",
+                          field="pp", value=lay.pp)
     if model.num_layers % (lay.pp * v):
         raise ConfigError(f"{model.name}: {model.num_layers} layers are not divisible by pp x virtual stages = "
                           f"{lay.pp} x {v} = {lay.pp * v}", field="pp", value=lay.pp)
