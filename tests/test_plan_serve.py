@@ -285,3 +285,18 @@ def test_reference_slo_is_one_limit_for_every_option(mix: Mix) -> None:
     got = solve(caps, mix, 20.0, k=4, max_count=24, prefill_min=pmin)
     ref = grid(caps, mix, 20.0, k=4, max_count=24, prefill_min=pmin)
     assert [c.objective for c in got] == pytest.approx([c.objective for c in ref], rel=1e-12)
+
+
+def test_cli_text_output_is_readable_when_piped() -> None:
+    """Not a terminal (CliRunner, a pipe): one block per candidate instead of a rich table, so nothing is cut at 80
+    columns (rich marks a cut with an ellipsis): the full cluster label, the SLO verdict and the three slowdown
+    percentiles of each metric, every line but the label and the re-run command under 80 characters."""
+    out = CliRunner().invoke(cli, ["plan", "serve", "--model", "llama-2-70b", "--trace", "azure-conv", "--rate", "1",
+                                   "--duration", "8", "--machines", "dgx-a100", "--tp", "4,8", "--k", "2",
+                                   "--rounds", "1", "--bisect", "1", "--layouts", "split"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert "…" not in out.output
+    assert any(ln.startswith("chosen: prefill dgx-a100:") and "decode dgx-a100:" in ln for ln in lines)
+    assert sum(ln.startswith("  slowdown TTFT ") and " TBT " in ln and " E2E " in ln for ln in lines) == 2
+    assert all(len(ln) < 80 for ln in lines if not ln.startswith(("chosen:", "runner-up:", "xpusim simulate")))

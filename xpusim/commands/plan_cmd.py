@@ -52,6 +52,23 @@ def rerun_command(v: Any, *, model: str, trace: str, rate: float, duration: floa
     return " ".join(shlex.quote(a) for a in args)
 
 
+def _serve_text(title: str, rows: list[tuple[str, Any]]) -> str:
+    """The plan as plain text, one block per candidate (for pipes and files: no table to truncate at 80 columns).
+    Lines stay under 80 characters except the cluster label, which is never cut."""
+    out = [title, "slowdown: p50/p90/p99 of latency / the request alone on the SLO reference"]
+    for tag, v in rows:
+        cd, s = v.candidate, v.summary
+        cost = "-" if cd.cost_per_hour is None else f"{cd.cost_per_hour:.2f}"
+        out += ["", f"{tag}: {cd.label()}",
+                f"  $/h {cost}   kW {cd.power_w / 1e3:.1f}   SLO met {v.met}"
+                + ("" if v.sustained_rps is None else f"   sustained {v.sustained_rps:.2f} req/s")
+                + ("" if v.failed_rps is None else f"   misses at {v.failed_rps:.2f}"),
+                "  slowdown " + "  ".join(
+                    f"{key.upper()} " + "/".join(f"{s[f'{key}_slowdown'][p]:.2f}" for p in ("p50", "p90", "p99"))
+                    for key in ("ttft", "tbt", "e2e"))]
+    return "\n".join(out)
+
+
 @click.command("serve")
 @click.option("--model", required=True, help="catalog name, HF id or model file")
 @click.option("--trace", required=True, help="azure-code | azure-conv | trace file | vLLM bench folder")
@@ -135,22 +152,26 @@ def plan_serve_cmd(model: str, trace: str, rate: float | None, max_rate: bool, b
         click.echo(json.dumps(out, default=float))
         return
     con = Console()
-    t = Table(title=f"{m.name}: " + (f"{rate:g} req/s" if rate is not None else f"max rate within {budget:g}")
-              + f", objective {objective}")
-    for c in ("", "cluster", "$/h", "kW", "SLO met", "sustained req/s", "misses at", "TTFT p99 x", "TBT p99 x",
-              "E2E p99 x"):
-        t.add_column(c, justify="left" if c in ("", "cluster") else "right")
+    title = (f"{m.name}: " + (f"{rate:g} req/s" if rate is not None else f"max rate within {budget:g}")
+             + f", objective {objective}")
     rows = ([("chosen", plan.chosen)] if plan.chosen else []) + [("runner-up", v) for v in plan.runner_ups]
-    for tag, v in rows:
-        cd, s = v.candidate, v.summary
-        t.add_row(tag, cd.label(), "-" if cd.cost_per_hour is None else f"{cd.cost_per_hour:.2f}",
-                  f"{cd.power_w / 1e3:.1f}", str(v.met),
-                  "-" if v.sustained_rps is None else f"{v.sustained_rps:.2f}",
-                  "-" if v.failed_rps is None else f"{v.failed_rps:.2f}",
-                  *(f"{s[f'{key}_slowdown']['p99']:.2f}" for key in ("ttft", "tbt", "e2e")))
-    con.print(t)
+    if con.is_terminal:
+        t = Table(title=title)
+        for c in ("", "cluster", "$/h", "kW", "SLO met", "sustained req/s", "misses at", "TTFT p99 x", "TBT p99 x",
+                  "E2E p99 x"):
+            t.add_column(c, justify="left" if c in ("", "cluster") else "right")
+        for tag, v in rows:
+            cd, s = v.candidate, v.summary
+            t.add_row(tag, cd.label(), "-" if cd.cost_per_hour is None else f"{cd.cost_per_hour:.2f}",
+                      f"{cd.power_w / 1e3:.1f}", str(v.met),
+                      "-" if v.sustained_rps is None else f"{v.sustained_rps:.2f}",
+                      "-" if v.failed_rps is None else f"{v.failed_rps:.2f}",
+                      *(f"{s[f'{key}_slowdown']['p99']:.2f}" for key in ("ttft", "tbt", "e2e")))
+        con.print(t)
+    else:
+        click.echo(_serve_text(title, rows))
     if rerun is not None:
-        con.print("re-run the chosen plan:", soft_wrap=True)
+        con.print("\nre-run the chosen plan:", soft_wrap=True)
         con.print(rerun, soft_wrap=True, markup=False, highlight=False)
     if plan.chosen is None:
         con.print(f"no candidate met the SLOs in simulation after {len(plan.rounds)} rounds; "
@@ -167,7 +188,8 @@ def plan_serve_cmd(model: str, trace: str, rate: float | None, max_rate: bool, b
 @click.option("--seq", default=2048, show_default=True, type=int, help="sequence length (tokens)")
 @click.option("--top", default=5, show_default=True, type=int, help="layouts simulated (best by closed-form estimate)")
 @click.option("--attention", default="flash", show_default=True, help="flash | unfused (Megatron-LM 2022)")
-@click.option("--dtype", default="bf16", show_default=True, help="bf16 | fp16 | fp8 GEMMs and activations")
+@click.option("--dtype", default="bf16", show_default=True,
+              help="bf16 | fp16 | fp8 (Transformer Engine: fp8 GEMM inputs, bf16 the rest)")
 @click.option("--memory-headroom-gib", default=0.0, show_default=True, type=float,
               help="GiB per GPU kept free beyond the memory model (CUDA context, NCCL, fragmentation)")
 @click.option("--json", "as_json", is_flag=True, help="print the plan, runner-ups and search counts as JSON")
