@@ -139,7 +139,7 @@ def train_memory(model: ModelSpec, layout: TrainLayout, *, grad_bytes: int = 4, 
     else:
         params = stage_params(model, layout, stage)
     d, z = layout.dp * layout.cp, layout.zero   # ZeRO shards over DP x CP (Megatron-Core)
-    wb = layout.dtype.bytes
+    wb = layout.act_dtype.bytes      # 16-bit weights (fp8 training keeps bf16 weights: TrainLayout.act_dtype)
     weights = params * wb / (d if z >= 3 else 1)
     grads = params * grad_bytes / (d if z >= 2 else 1)
     optim = params * OPTIMIZER_BYTES_PER_PARAM / (d if z >= 1 else 1)

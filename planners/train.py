@@ -70,6 +70,7 @@ from sim.training import (
     ZERO_GRAD_BYTES,
     StageCosts,
     TrainReport,
+    check_precision,
     simulate_training,
 )
 from workloads.errors import ConfigError, Infeasible
@@ -239,7 +240,7 @@ class Estimator:
         cf, cb = per_chunk * lf, per_chunk * lb
         chunk_params = per_chunk * m.layer_params() / t
         if lay.zero >= 3 and lay.dp > 1:
-            g = max(coll(CollectiveOp.ALL_GATHER, chunk_params * lay.dtype.bytes, k[0]) for k in kinds)
+            g = max(coll(CollectiveOp.ALL_GATHER, chunk_params * lay.act_dtype.bytes, k[0]) for k in kinds)
             cf, cb = max(cf, g), max(cb, g)
         body = v * (cf + cb)
         heads = max(h_first, h_last) if p > 1 else h_first + h_last
@@ -247,7 +248,7 @@ class Estimator:
         w_sum = p * body + h_first + h_last
         send = 0.0
         if p > 1:
-            full = lay.seq * lay.micro_batch * m.hidden_size * lay.dtype.bytes
+            full = lay.seq * lay.micro_batch * m.hidden_size * lay.act_dtype.bytes
             # the slowest stage-to-stage pair of any replica (on a heterogeneous cluster they differ)
             if gkey not in self._pair_geos:
                 pairs = {ranks(_rank(lay, s, d), _rank(lay, (s + 1) % p, d)) for s in range(p) for d in range(lay.dp)}
@@ -279,7 +280,7 @@ class Estimator:
                         stream = max(stream, end - cb + (k + 1) / nb * cb) + t_b
                 exposed = max(exposed, stream)
                 if lay.zero >= 1:
-                    gather = max(gather, coll(CollectiveOp.ALL_GATHER, stage * lay.dtype.bytes, dgeo))
+                    gather = max(gather, coll(CollectiveOp.ALL_GATHER, stage * lay.act_dtype.bytes, dgeo))
         shard = stage / (lay.dp if lay.zero >= 1 else 1)
         opt = (self._mem_pass("unscale_check_inf", shard, UNSCALE_BYTES)
                + self._mem_pass("grad_norm", shard, GRAD_NORM_BYTES)
@@ -545,6 +546,7 @@ def feasible(model: ModelSpec, gpu: GPUSpec, gpus: int, global_batch: int, *, se
     if not 0.0 <= headroom_bytes < gpu.memory_bytes:
         raise ConfigError(f"memory headroom must be >= 0 and below the GPU's memory, got {headroom_bytes / 1024**3:g} "
                           "GiB", field="memory_headroom", value=headroom_bytes)
+    check_precision(gpu, dtype)
     limit = gpu.memory_bytes - headroom_bytes
     count, fits, least = 0, [], math.inf
     for lay in enumerate_layouts(model, gpus, global_batch, seq=seq, gpus_per_node=gpus_per_node,

@@ -50,7 +50,7 @@ from hwmodels.network.collectives import CollectiveOp, Geometry, collective_time
 from hwmodels.network.topology import Cluster
 from hwmodels.train_memory import TrainMemory, check_fits, train_memory
 from workloads.model_spec import ModelSpec
-from workloads.ops import Gemm, MemoryOp, OpKind
+from workloads.ops import DType, Gemm, MemoryOp, OpKind
 from workloads.specfile import unknown_name
 from workloads.train_ops import (
     Recompute,
@@ -305,6 +305,17 @@ def _check_placement(placement: Sequence[int] | None, ranks: int, cluster_gpus: 
     return place
 
 
+def check_precision(gpu: GPUSpec, dtype: DType) -> None:
+    """fp8 training (Transformer Engine's fp8 GEMMs, ``workloads.train_ops``) needs fp8 tensor cores: a
+    :class:`ConfigError` on a GPU whose spec has no fp8 peak (``fp8_dense_tflops``), e.g. the A100."""
+    if dtype is DType.FP8 and not gpu.fp8_flops:
+        from workloads.errors import ConfigError
+
+        raise ConfigError(f"--dtype fp8 runs the GEMMs on fp8 tensor cores (Transformer Engine); {gpu.name} has "
+                          "none (its spec has no fp8_dense_tflops): use bf16 or fp16", field="dtype",
+                          value=dtype.value)
+
+
 def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, cluster: Cluster, *,
                       stack: str = DEFAULT_STACK, grad_bytes: int = 4, bucket_params: int = DEFAULT_BUCKET_PARAMS,
                       check_memory: bool = True, stage_slowdown: dict[int, float] | None = None,
@@ -333,6 +344,7 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
         engine = PipelineEngine(engine)
     lay = layout
     check_layout(model, lay)
+    check_precision(gpu, lay.dtype)
     if len(cluster.gpus) < lay.gpus:
         from workloads.errors import ConfigError
 
@@ -397,7 +409,7 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
     zero3_gather: dict[tuple[int, int], float] = {}
     if lay.zero >= 3 and dpc > 1:
         for s in range(p):
-            t_g = collective_time(None, CollectiveOp.ALL_GATHER, chunk_params * lay.dtype.bytes,
+            t_g = collective_time(None, CollectiveOp.ALL_GATHER, chunk_params * lay.act_dtype.bytes,
                                   geo=dp_geo[s]).time_s
             for c in range(v):
                 zero3_gather[s, c] = t_g
@@ -412,7 +424,7 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
     # et al. 2021, Sec. 4.1) sends s b h / t per TP rank over each rank's own NIC; without sequence
     # parallelism the receiver all-gathers the full activation over the node's NVLink
     sp = lay.sequence_parallel and lay.tp > 1
-    full = lay.seq // lay.cp * lay.micro_batch * model.hidden_size * lay.dtype.bytes   # this GPU's s/cp tokens
+    full = lay.seq // lay.cp * lay.micro_batch * model.hidden_size * lay.act_dtype.bytes   # this GPU's s/cp tokens
     msg = full / lay.tp
     send_memo: dict[tuple[Geometry, Geometry | None], int] = {}
 
@@ -510,7 +522,7 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
         t_opt = pass_s("adam_step", shard, ADAM_BYTES) + pass_s("copy_main_to_model", shard, COPY_BYTES)
         gather = 0.0
         if lay.zero >= 1 and dpc > 1:
-            gather = collective_time(None, CollectiveOp.ALL_GATHER, sum(params.values()) * lay.dtype.bytes,
+            gather = collective_time(None, CollectiveOp.ALL_GATHER, sum(params.values()) * lay.act_dtype.bytes,
                                      geo=dp_geo[s]).time_s
         param_gather = max(param_gather, gather)
         opt_post.append(t_opt + gather)

@@ -29,6 +29,19 @@ Recompute (:class:`Recompute`): ``full`` re-runs the layer's forward (collective
 backward; ``selective`` re-runs the attention core's QK^T, softmax, dropout and PV (unfused; FlashAttention
 recomputes those inside its own backward already, so nothing more).
 
+Precision (``TrainLayout.dtype``): ``bf16`` / ``fp16`` everywhere; ``fp8`` is Transformer Engine's fp8
+training (Micikevicius et al. 2022, "FP8 Formats for Deep Learning", arXiv:2209.05433; TE's
+``fp8_autocast`` with the ``DelayedScaling`` HYBRID recipe as Megatron-LM's ``--fp8-format hybrid``
+runs it on ``--bf16``): the inputs of the linear layers' GEMMs (QKV, O, FC1, FC2, forward and both
+gradients) are cast to fp8 (E4M3 forward, E5M2 gradients), so those GEMMs run at the fp8 tensor-core
+rate with 1-byte operands; everything else stays bf16 (``TrainLayout.act_dtype``): activations and their
+memory, the TP / CP / pipeline / DP communication, the memory-bound ops, the attention core (TE's fp8
+attention is off by default), the LM head and the embedding; the weights are bf16 and the optimizer
+keeps fp32 master weights and states (mixed precision as with bf16). Not modelled: the fp8 casts and
+amax reductions TE adds per GEMM (small memory-bound passes), TE's fp8 copies of the GEMM inputs it
+saves for backward (activation memory is counted at 2 bytes) and its cached fp8 weight copy; the
+kernel model counts an fp8 GEMM's output at 1 byte (TE writes bf16), a GEMM-bound layer's small error.
+
 Errors are :class:`~workloads.errors.ConfigError` naming the numbers.
 """
 
@@ -164,6 +177,18 @@ class TrainLayout:
     def num_micro_batches(self) -> int:
         """Micro-batches per DP replica per step (gradient accumulation steps)."""
         return self.global_batch // (self.dp * self.micro_batch)
+
+    @property
+    def gemm_dtype(self) -> DType:
+        """The inputs of the linear layers' GEMMs (QKV, O, FC1, FC2: forward, data and weight gradients)."""
+        return self.dtype
+
+    @property
+    def act_dtype(self) -> DType:
+        """Everything else: activations, collectives, memory-bound ops, the attention core, the LM head,
+        the 16-bit weights. ``fp8`` is Transformer Engine's fp8 training (module docstring): fp8 GEMM
+        inputs, bf16 the rest."""
+        return DType.BF16 if self.dtype is DType.FP8 else self.dtype
 
     @property
     def chunks(self) -> int:
@@ -331,7 +356,7 @@ def layer_passes(model: ModelSpec, layout: TrainLayout) -> LayerPasses:
     h, d = model.hidden_size, model.head_dim
     q_heads = model.num_heads // t
     kv_heads = max(1, model.num_kv_heads // t)
-    dt = layout.dtype
+    dt, gdt = layout.act_dtype, layout.gemm_dtype
     eb = dt.bytes
     tok = s * b                                   # rows of every GEMM
     sp = layout.sequence_parallel and t > 1
@@ -353,10 +378,10 @@ def layer_passes(model: ModelSpec, layout: TrainLayout) -> LayerPasses:
         # the conjugate of position f is g and vice versa (Megatron's f/g operators; Korthikanti Fig. 5)
         return tp_comm(f"{name}_bwd", "g" if pos == "f" else "f")
 
-    qkv = Gemm("qkv_proj", tok, (q_heads + 2 * kv_heads) * d, h, dt)
-    o = Gemm("attn_out_proj", tok, h, q_heads * d, dt)
-    fc1 = Gemm("mlp_fc1", tok, mats * ffn, h, dt)
-    fc2 = Gemm("mlp_fc2", tok, h, ffn, dt)
+    qkv = Gemm("qkv_proj", tok, (q_heads + 2 * kv_heads) * d, h, gdt)
+    o = Gemm("attn_out_proj", tok, h, q_heads * d, gdt)
+    fc1 = Gemm("mlp_fc1", tok, mats * ffn, h, gdt)
+    fc2 = Gemm("mlp_fc2", tok, h, ffn, gdt)
     ln1 = _mem("input_layernorm", OpKind.NORM, ln_tok, ln_act, ln_act, 5.0 * ln_tok * h)
     ln2 = _mem("post_attention_layernorm", OpKind.NORM, ln_tok, ln_act, ln_act, 5.0 * ln_tok * h)
     # bias + dropout + residual add (Megatron's fused kernel): reads x, residual; writes out and a 1-byte mask
@@ -395,7 +420,7 @@ def _attention_core(layout: TrainLayout, q_heads: int, kv_heads: int, d: int,
     """The attention core of one layer on one GPU (``q_heads`` / ``kv_heads`` per TP rank): RoPE on the
     GPU's own tokens, then the core itself (``cp = 1``), or its context-parallel form (:func:`_ulysses`,
     :func:`_ring`)."""
-    b, dt, cp = layout.micro_batch, layout.dtype, layout.cp
+    b, dt, cp = layout.micro_batch, layout.act_dtype, layout.cp
     eb = dt.bytes
     tok = layout.seq // cp * b
     pre: list[TrainOp] = []
@@ -414,7 +439,7 @@ def _attention_core(layout: TrainLayout, q_heads: int, kv_heads: int, d: int,
 def _core(layout: TrainLayout, s: int, q_heads: int, kv_heads: int,
           d: int) -> tuple[list[TrainOp], list[TrainOp]]:
     """Causal attention of ``micro_batch`` sequences of ``s`` tokens over ``q_heads`` heads."""
-    b, dt = layout.micro_batch, layout.dtype
+    b, dt = layout.micro_batch, layout.act_dtype
     eb = dt.bytes
     tok = s * b
     if layout.attention is AttentionImpl.FLASH:
@@ -448,7 +473,7 @@ def ulysses_all_to_all_bytes(layout: TrainLayout, q_heads: int, kv_heads: int, d
     other ranks), the same back for the output. K and V carry the KV heads per TP rank, replicated up
     to ``cp`` heads when fewer (GQA with fewer KV heads than ranks): ``(s/cp) b max(kv/t, cp) d``."""
     tok = layout.seq // layout.cp * layout.micro_batch
-    eb = layout.dtype.bytes
+    eb = layout.act_dtype.bytes
     return float(tok * q_heads * d * eb), float(tok * max(kv_heads, layout.cp) * d * eb)
 
 
@@ -482,7 +507,7 @@ def _ring(layout: TrainLayout, q_heads: int, kv_heads: int, d: int) -> tuple[lis
     Backward: the same blocks, each FlashAttention's backward (2.5 x) plus the fp32 accumulation of the
     block's dQ and dK/dV; the K/V block and the dK/dV accumulator (the same size) travel together, 2 x the
     forward's bytes per step, and after the last step the dK/dV accumulator's last hop to its owner."""
-    cp, b, dt = layout.cp, layout.micro_batch, layout.dtype
+    cp, b, dt = layout.cp, layout.micro_batch, layout.act_dtype
     eb = dt.bytes
     n = layout.seq // cp
     c = n // 2
@@ -516,7 +541,7 @@ def head_passes(model: ModelSpec, layout: TrainLayout) -> tuple[LayerPasses, Lay
     (vocab split over TP) and cross-entropy (fp32 logits), on the GPU's ``seq / cp`` tokens. Recompute
     never covers them (Megatron)."""
     t, b, s = layout.tp, layout.micro_batch, layout.seq // layout.cp
-    h, dt = model.hidden_size, layout.dtype
+    h, dt = model.hidden_size, layout.act_dtype
     eb = dt.bytes
     tok = s * b
     sp = layout.sequence_parallel and t > 1

@@ -57,7 +57,8 @@ def _enum(cls: Any, value: str, field: str) -> Any:
 @click.option("--virtual-stages", default=1, show_default=True, type=int, help="model chunks per stage (interleaved)")
 @click.option("--zero", default=0, show_default=True, type=int, help="ZeRO stage 0-3 over the DP group")
 @click.option("--attention", default="flash", show_default=True, help="flash | unfused (Megatron-LM 2022)")
-@click.option("--dtype", default="bf16", show_default=True, help="bf16 | fp16 | fp8 GEMMs and activations")
+@click.option("--dtype", default="bf16", show_default=True,
+              help="bf16 | fp16 | fp8 (Transformer Engine: fp8 GEMM inputs, bf16 the rest)")
 @click.option("--timeline", type=click.Path(dir_okay=False), default=None, help="Chrome/Perfetto trace JSON")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def simulate_train(model: str, seq: int, hardware: str, cluster: str, gpus: int, tp: int, pp: int, dp: int,
