@@ -213,3 +213,21 @@ def test_engine_by_name_and_unknown_engine() -> None:
     assert by_name.step_time_s == by_enum.step_time_s == default.step_time_s
     with pytest.raises(ConfigError, match="unknown pipeline engine 'heap'; known: list, simpy"):
         simulate_training(gpt, lay, gpu, cl, engine="heap")
+
+
+def test_selective_recompute_flops_follow_what_runs() -> None:
+    """Selective recompute re-runs the unfused attention core (its FLOPs counted: 4 B s^2 h l more,
+    Korthikanti et al. 2022 Sec. 5); with FlashAttention it re-runs nothing, so it costs no time and the
+    hardware FLOPs equal the model FLOPs (HFU = MFU)."""
+    m = load_train_model(GPT.format(4, 4096, 32))
+    gpu, cl = load_gpu("a100-sxm-80gb"), load_cluster("dgx-a100-superpod", gpus=8)
+    lay = TrainLayout(tp=8, global_batch=4, recompute=Recompute.SELECTIVE, sequence_parallel=True)
+    none = TrainLayout(**{**lay.__dict__, "recompute": Recompute.NONE})
+    flash, flash0 = simulate_training(m, lay, gpu, cl), simulate_training(m, none, gpu, cl)
+    assert layer_passes(m, lay).recompute == ()
+    assert flash.step_time_s == flash0.step_time_s
+    assert flash.hardware_tflops_per_gpu == flash.tflops_per_gpu and flash.hfu == flash.mfu
+    unf = TrainLayout(**{**lay.__dict__, "attention": AttentionImpl.UNFUSED})
+    rep = simulate_training(m, unf, gpu, cl)
+    extra = 4.0 * 4 * 2048**2 * 4096 * 4 / rep.step_time_s / 8 / 1e12
+    assert rep.hardware_tflops_per_gpu == pytest.approx(rep.tflops_per_gpu + extra, rel=1e-12)

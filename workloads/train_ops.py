@@ -572,12 +572,15 @@ def model_flops_per_iteration(model: ModelSpec, layout: TrainLayout, recompute: 
     Model Training on GPU Clusters Using Megatron-LM", Sec. 5.1, Appendix): ``72 B s l h^2 (1 + s/(6h) +
     V/(12 l h))`` without recompute (forward 1x, backward 2x). ``recompute`` counts what the hardware
     also runs: full adds a forward of the layers (the 96 form, ``96 B s l h^2 (1 + s/(6h) + V/(16 l h))``);
-    selective adds the attention core's forward (4 B s^2 h per layer: Korthikanti et al. 2022 Sec. 5).
-    The formula is that of a GPT (FFN 4h, full MHA); other models use the same form with their h."""
+    selective adds the attention core's forward (4 B s^2 h per layer: Korthikanti et al. 2022 Sec. 5) with
+    the unfused core; with FlashAttention there is nothing to recompute selectively (its backward
+    recomputes the scores inside the kernel, which the 2.5x backward already costs), so none is counted,
+    as :func:`layer_passes` runs none. The formula is that of a GPT (FFN 4h, full MHA); other models use
+    the same form with their h."""
     B, s, L, h, V = layout.global_batch, layout.seq, model.num_layers, model.hidden_size, model.vocab_size
     base = 72.0 * B * s * L * h * h * (1.0 + s / (6.0 * h) + V / (12.0 * L * h))
     if recompute is Recompute.FULL:
         return 96.0 * B * s * L * h * h * (1.0 + s / (6.0 * h) + V / (16.0 * L * h))
-    if recompute is Recompute.SELECTIVE:
+    if recompute is Recompute.SELECTIVE and layout.attention is AttentionImpl.UNFUSED:
         return base + 4.0 * B * s * s * h * L
     return base
