@@ -671,3 +671,101 @@ def plan_serve(model: ModelSpec, workload: Workload, machines: Sequence[Machine]
         h *= max(1.1, min(factor, 4.0))
         log.info("round %d: no candidate met the SLOs; headroom -> %.3g", rnd, h)
     return ServePlan(None, ver, caps, mix, log_rounds)
+
+
+# ---- iso-cost / iso-power comparison ------------------------------------------------------------------
+@dataclass
+class DesignResult:
+    """One design family (a colocated machine type, or a prefill type and a decode type, any TP) at the budget."""
+
+    family: str
+    verified: Verified | None            # None: no cluster of the family fits the budget (``note`` says why)
+    note: str = ""
+    ratio: float | None = None           # sustained rate / the baseline's
+
+    @property
+    def sustained_rps(self) -> float:
+        v = self.verified
+        if v is None:
+            return 0.0
+        return v.sustained_rps if v.sustained_rps is not None else (v.candidate.rate if v.met else 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        v = self.verified
+        return {"family": self.family, "note": self.note, "ratio_to_baseline": self.ratio,
+                "sustained_rps": self.sustained_rps if v is not None else None,
+                "failed_rps": None if v is None else v.failed_rps,
+                "cluster": None if v is None else v.candidate.to_dict(),
+                "bisection": [] if v is None else [{"rate_rps": r, "slo_met": ok} for r, ok in v.bisection]}
+
+
+@dataclass
+class Comparison:
+    mode: str                    # iso-cost | iso-power
+    budget: float                # $/hour or watts
+    baseline: str                # the family the ratios are against
+    designs: list[DesignResult]
+    mix: Mix
+    capacities: list[Capacity]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "budget": self.budget, "baseline": self.baseline,
+                "designs": [d.to_dict() for d in self.designs],
+                "mix": {"mean_prompt": self.mix.mean_prompt, "mean_decode": self.mix.mean_decode}}
+
+
+def compare_designs(model: ModelSpec, workload: Workload, machines: Sequence[Machine], budget: float, *,
+                    objective: Objective = Objective.COST, baseline: Machine | None = None,
+                    tps: Sequence[int] = (2, 4, 8), slo: Slo | None = None, headroom: float = 1.2, k: int = 1,
+                    max_count: int = 64, bisect_steps: int = 3, serve: ServeConfig = DEFAULT_SERVE,
+                    engine: EngineProfile | None = None,
+                    transfer: TransferMode = TransferMode.LAYERWISE) -> Comparison:
+    """Iso-cost (``objective`` COST, ``budget`` $/hour) or iso-power (POWER, watts) comparison, as Splitwise's
+    design comparisons: for each design family of ``machines`` (colocated per type; split per prefill type x decode
+    type, TP free), the highest rate it sustains within the SLOs at ``budget``, and its ratio to the colocated
+    ``baseline`` family (added to the machines when missing). Per family the max-rate ILP (:func:`solve_max_rate`
+    on the family's options, its type choices enumerated best first by no-good cuts) proposes the ``k`` best
+    clusters of exactly the family's types, and each is searched by simulation as in ``--max-rate``
+    (:func:`verify` with ``search_up``: doubling or halving to a bracket, then ``bisect_steps`` bisections); the
+    family's figure is its best cluster's sustained rate."""
+    slo = as_slo(slo)
+    if slo is None:
+        raise ConfigError("an iso-cost / iso-power comparison needs an SLO (the rates are those within it)",
+                          field="slo")
+    if not math.isfinite(budget) or budget <= 0:
+        raise ConfigError(f"budget must be a finite number > 0, got {budget!r}", field="budget", value=budget)
+    mach = list(dict.fromkeys(machines))
+    if baseline is not None and baseline not in mach:
+        mach.append(baseline)
+    mix = planning_mix(workload, None)
+    own_k, tbt_limit, _ = slo_limits(model, mix, slo, serve, engine)
+    caps = capacities(model, mach, tps, mix, serve=serve, engine=engine, tbt_slowdown=own_k, tbt_limit_s=tbt_limit)
+    kw: dict[str, Any] = {"serve": serve, "engine": engine, "transfer": transfer}
+    fams: list[tuple[str, Layout, tuple[str, ...]]] = [(f"colocated {m.id}", Layout.COLOCATED, (m.id,)) for m in mach]
+    fams += [(f"split {p.id} -> {d.id}", Layout.SPLIT, (p.id, d.id)) for p in machines for d in machines]
+    out: list[DesignResult] = []
+    for name, lay, ids in fams:
+        sub = [c for c in caps if c.machine.id in ids]
+        if not sub:
+            out.append(DesignResult(name, None, "no TP option fits the model and the longest request"))
+            continue
+        try:
+            cands = solve_max_rate(sub, mix, budget, objective=objective, headroom=headroom,
+                                   k=len(sub) ** 2 if lay is Layout.SPLIT else len(sub), max_count=max_count,
+                                   layouts=(lay,))
+        except Infeasible as exc:
+            out.append(DesignResult(name, None, str(exc)))
+            continue
+        mine = [c for c in cands if c.rate > 0 and tuple(cp.machine.id for _, cp, _ in c.pools) == ids][:k]
+        if not mine:
+            out.append(DesignResult(name, None, "no cluster of the family sustains a positive rate in the capacity "
+                                                "model (e.g. no option decodes within the TBT limit)"))
+            continue
+        ver = [verify(model, c, workload, slo, bisect_steps=bisect_steps, search_up=True, **kw) for c in mine]
+        out.append(max((DesignResult(name, v) for v in ver), key=lambda d: d.sustained_rps))
+    base = next((d for d in out if baseline is not None and d.family == f"colocated {baseline.id}"), None)
+    if base is not None and base.sustained_rps > 0:
+        for d in out:
+            d.ratio = d.sustained_rps / base.sustained_rps
+    return Comparison("iso-cost" if objective is Objective.COST else "iso-power", budget,
+                      "" if base is None else base.family, out, mix, caps)

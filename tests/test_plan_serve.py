@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from hwmodels.machines import load_machine
 from planners.capacity import Capacity, Mix, capacities, erlang_c, prefill_pool_min, ttft_miss_fraction
 from planners.serve import (
+    Candidate,
     Layout,
     Objective,
     _ilp,
@@ -224,6 +225,8 @@ def test_cli_errors_exit_2() -> None:
     assert out.exit_code == 2 and "--max-rate" in out.output
     out = r.invoke(cli, [*base, "--rate", "1e6", "--duration", "1", "--max-count", "2", "--machines", "dgx-a100"])
     assert out.exit_code == 2 and "serves 1e+06 req/s" in out.output
+    out = r.invoke(cli, [*base, "--rate", "2", "--compare", "iso-cost", "--budget", "100", "--machines", "dgx-a100"])
+    assert out.exit_code == 2 and "--compare" in out.output
 
 
 def test_cli_json() -> None:
@@ -300,3 +303,42 @@ def test_cli_text_output_is_readable_when_piped() -> None:
     assert any(ln.startswith("chosen: prefill dgx-a100:") and "decode dgx-a100:" in ln for ln in lines)
     assert sum(ln.startswith("  slowdown TTFT ") and " TBT " in ln and " E2E " in ln for ln in lines) == 2
     assert all(len(ln) < 80 for ln in lines if not ln.startswith(("chosen:", "runner-up:", "xpusim simulate")))
+
+
+@pytest.mark.parametrize("mode,budget,unit", [("iso-cost", 80.0, "cost_per_hour_usd"), ("iso-power", 27.0, "power_kw")])
+def test_compare_iso_cost_and_power(mode: str, budget: float, unit: str) -> None:
+    """``--compare``: each design family of DGX-A100 / DGX-H100 at TP8 (2 colocated, 4 split) gets a cluster within
+    the budget ($80/h, or 27 kW) and the highest rate the simulation sustains within the Splitwise SLOs; the ratio is
+    that rate over the colocated DGX-H100 family's. The baseline's bracket is re-simulated here: its sustained rate
+    meets the SLOs and its failing rate (at most 1.5x above, one bisection of a factor-2 bracket) misses them."""
+    from sim.split_metrics import parse_slo
+
+    args = ["plan", "serve", "--model", "llama-2-70b", "--trace", "azure-conv", "--duration", "6", "--machines",
+            "dgx-a100,dgx-h100", "--tp", "8", "--compare", mode, "--budget", str(budget), "--bisect", "1", "--json"]
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 0, out.output
+    d = json.loads(out.output)
+    assert d["mode"] == mode and d["baseline"] == "colocated dgx-h100"
+    fams = {x["family"]: x for x in d["designs"]}
+    assert set(fams) == {"colocated dgx-a100", "colocated dgx-h100", "split dgx-a100 -> dgx-a100",
+                         "split dgx-a100 -> dgx-h100", "split dgx-h100 -> dgx-a100", "split dgx-h100 -> dgx-h100"}
+    base = fams["colocated dgx-h100"]
+    assert base["ratio_to_baseline"] == 1.0 and base["sustained_rps"] > 0
+    for x in fams.values():
+        if x["cluster"] is None:
+            continue
+        assert x["cluster"][unit] <= budget + 1e-9
+        assert x["ratio_to_baseline"] == pytest.approx(x["sustained_rps"] / base["sustained_rps"], rel=1e-12)
+        roles = [p["machine"] for p in x["cluster"]["pools"]]
+        assert " -> ".join(roles) == x["family"].split(" ", 1)[1]
+    h100 = load_machine("dgx-h100")
+    cand = Candidate(Layout.COLOCATED, (("colocated", capacities(MODEL, [h100], (8,), Mix.of(
+        load_workload("azure-conv", rate=20, duration_s=6, seed=0)))[0], base["cluster"]["pools"][0]["count"]),),
+        0.0, 1.0)
+    slo = parse_slo("splitwise")
+
+    def wl(r: float):  # type: ignore[no-untyped-def]
+        return load_workload("azure-conv", rate=r, duration_s=6, seed=0)
+    assert simulate_candidate(MODEL, cand, wl(base["sustained_rps"]), slo)["slo"]["met"]
+    assert not simulate_candidate(MODEL, cand, wl(base["failed_rps"]), slo)["slo"]["met"]
+    assert base["failed_rps"] / base["sustained_rps"] <= 1.5 + 1e-9

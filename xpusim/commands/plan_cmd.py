@@ -69,6 +69,34 @@ def _serve_text(title: str, rows: list[tuple[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _compare(m: Any, workload: Any, mach: list[Any], bud: float, obj: Any, base: Any, tps: list[int], slo: Any,
+             headroom: float, k: int, max_count: int, bisect_steps: int, eng: Any, transfer: Any, mode: str,
+             budget: float | None, as_json: bool) -> None:
+    """``--compare``: :func:`planners.serve.compare_designs`, as JSON or one line per design family."""
+    from planners.serve import compare_designs
+
+    cmp = compare_designs(m, workload, mach, bud, objective=obj, baseline=base, tps=tps, slo=slo, headroom=headroom,
+                          k=k, max_count=max_count, bisect_steps=bisect_steps, engine=eng, transfer=transfer)
+    if as_json:
+        click.echo(json.dumps(cmp.to_dict(), default=float))
+        return
+    unit = "$/h" if mode == "iso-cost" else "kW"
+    lines = [f"{m.name}: {mode} at {budget:g} {unit}; highest rate within the SLOs (simulated), ratio to "
+             f"{cmp.baseline or 'the baseline (not sustained)'}"]
+    for d in cmp.designs:
+        v = d.verified
+        if v is None:
+            lines += ["", f"{d.family}: none within the budget ({d.note})"]
+            continue
+        cd = v.candidate
+        cost = "-" if cd.cost_per_hour is None else f"{cd.cost_per_hour:.2f}"
+        lines += ["", f"{d.family}: {d.sustained_rps:.2f} req/s"
+                  + ("" if d.ratio is None else f", {d.ratio:.2f}x")
+                  + ("" if v.failed_rps is None else f" (misses at {v.failed_rps:.2f})"),
+                  f"  {cd.label()}", f"  $/h {cost}   kW {cd.power_w / 1e3:.1f}"]
+    click.echo("\n".join(lines))
+
+
 @click.command("serve")
 @click.option("--model", required=True, help="catalog name, HF id or model file")
 @click.option("--trace", required=True, help="azure-code | azure-conv | trace file | vLLM bench folder")
@@ -98,12 +126,16 @@ def _serve_text(title: str, rows: list[tuple[str, Any]]) -> str:
 @click.option("--transfer", default="layerwise", show_default=True,
               type=click.Choice(["layerwise", "serialized", "none"]))
 @click.option("--engine", default=None, help="engine profile (vllm, vllm-splitwise); default vLLM 0.19")
+@click.option("--compare", default=None, type=click.Choice(["iso-cost", "iso-power"]),
+              help="instead of a plan: the highest rate each design family sustains at --budget ($/h or kW), "
+                   "and its ratio to the colocated --baseline")
+@click.option("--baseline", default="dgx-h100", show_default=True, help="--compare: the colocated baseline machine")
 @click.option("--json", "as_json", is_flag=True, help="print the plan, runner-ups and metrics as JSON")
 def plan_serve_cmd(model: str, trace: str, rate: float | None, max_rate: bool, budget: float | None,
                    duration: float, seed: int, machines: str, tps: str, slo: str, slo_reference: str,
                    objective: str, layouts: str,
                    k: int, burst: bool, headroom: float, max_count: int, rounds: int, bisect_steps: int, transfer: str,
-                   engine: str | None, as_json: bool) -> None:
+                   engine: str | None, compare: str | None, baseline: str, as_json: bool) -> None:
     """Plan a serving cluster (prefill/decode pools or colocated replicas) that meets the SLOs."""
     from hwmodels.engine import load_engine
     from hwmodels.machines import load_machine
@@ -113,7 +145,11 @@ def plan_serve_cmd(model: str, trace: str, rate: float | None, max_rate: bool, b
     from workloads.catalog import load_model
     from xpusim.commands.serve_cmd import load_cli_workload
 
-    if max_rate == (rate is not None):
+    if compare is not None:
+        if rate is not None or max_rate or budget is None:
+            raise ConfigError("--compare takes --budget ($/h for iso-cost, kW for iso-power), not --rate or "
+                              "--max-rate", field="compare", value=compare)
+    elif max_rate == (rate is not None):
         raise ConfigError("give either --rate or --max-rate (with --budget)", field="rate", value=rate)
     if max_rate and budget is None:
         raise ConfigError("--max-rate needs --budget ($/hour, or kW with --objective power)", field="budget")
@@ -125,7 +161,7 @@ def plan_serve_cmd(model: str, trace: str, rate: float | None, max_rate: bool, b
         lay = [Layout(v.strip()) for v in layouts.split(",") if v.strip()]
     except ValueError:
         raise ConfigError("expected split, colocated or both", field="layouts", value=layouts) from None
-    obj = Objective(objective)
+    obj = Objective(objective) if compare is None else (Objective.COST if compare == "iso-cost" else Objective.POWER)
     bud = None if budget is None else (budget * 1e3 if obj is Objective.POWER else budget)   # kW -> W
     m = load_model(model)
     eng = load_engine(engine) if engine else None
@@ -136,6 +172,12 @@ def plan_serve_cmd(model: str, trace: str, rate: float | None, max_rate: bool, b
             cache[r] = load_cli_workload(trace, r, duration, seed)
         return cache[r]
 
+    if compare is not None:
+        assert bud is not None
+        _compare(m, workload, mach, bud, obj, load_machine(baseline), _int_list(tps, "tp"),
+                 parse_slo(slo, slo_reference), headroom, k, max_count, bisect_steps, eng, TransferMode(transfer),
+                 compare, budget, as_json)
+        return
     plan = plan_serve(m, workload, mach, rate=rate, budget=bud, tps=_int_list(tps, "tp"),
                       slo=parse_slo(slo, slo_reference), objective=obj, headroom=headroom, k=k,
                       max_count=max_count, rounds=rounds, bisect_steps=bisect_steps, engine=eng,
