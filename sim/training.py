@@ -253,7 +253,11 @@ class TrainReport:
     memory: TrainMemory
     stage_compute_s: list[float]
     chunk_times_s: dict[str, float]
-    # (stage, "F" | "B", micro-batch, chunk, start ns, end ns); filled when record_events
+    # (stage, kind, micro-batch, chunk, start ns, end ns); filled when record_events. kind: "F" / "B" a
+    # chunk's forward / backward; "TPF" / "TPB" its TP (and CP) collectives summarised (their sum, from the chunk's
+    # start: they run between its kernels); "SF" / "SB" the point-to-point send of its output / input
+    # gradient (the sender waits on it); "DP" a gradient bucket's reduction on the stage's communication
+    # stream (micro-batch field: the bucket index); "EMB" the tied-embedding all-reduce. The slowest replica's.
     events: list[tuple[int, str, int, int, int, int]] = field(default_factory=list)
     layout: TrainLayout | None = None
     gpus: int = 0
@@ -443,6 +447,7 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
     run = _run_simpy if engine is PipelineEngine.SIMPY else _run_list
     # every DP replica's costs (they differ where its GPUs' links differ); equal ones share one run
     runs: dict[Any, Timeline] = {}
+    tp_span: dict[Any, dict[tuple[int, int, bool], int]] = {}   # per run: a chunk's TP / CP collectives, ns
     fwd_c: dict[tuple[int, int], PassCost] = {}
     bwd_c: dict[tuple[int, int], PassCost] = {}
     emb_geos: set[Geometry] = set()
@@ -466,9 +471,23 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
         sig = (tuple(sorted(dur.items())), tuple(sorted(send_ns.items())))
         if sig not in runs:
             runs[sig] = run(lists, dur, send_ns, p, v, record_events)
+            if record_events:
+                tp_span[sig] = {}
+                for s in range(p):
+                    fs, bs = stage_costs(s, tp_geos[s], cp_geo_of(s, d))
+                    for c in range(v):
+                        for fwd, pc in ((True, fs[c]), (False, bs[c])):
+                            tp_span[sig][s, c, fwd] = round(sum(pc.comm.values()) * 1e9)
+    sig_of = {id(x): k for k, x in runs.items()}
     timelines = list(runs.values())
     tl = max(timelines, key=lambda x: max(x.end_ns))   # the slowest replica (the first of equals)
-    busy_ns, wait_comm_ns, events = tl.busy_ns, tl.comm_ns, tl.events
+    busy_ns, wait_comm_ns, events = tl.busy_ns, tl.comm_ns, list(tl.events)
+    if record_events:
+        # a chunk's TP (and CP) collectives run between its kernels: one summarised span per chunk, from the
+        # chunk's start, as long as their sum
+        spans = tp_span[sig_of[id(tl)]]
+        events += [(e[0], "TP" + e[1], e[2], e[3], e[4], e[4] + spans[e[0], e[3], e[1] == "F"])
+                   for e in tl.events if e[1] in ("F", "B") and spans[e[0], e[3], e[1] == "F"] > 0]
     end_ns = [max(x.end_ns[s] for x in timelines) for s in range(p)]
 
     # ---- DP gradient reduction on each stage's communication stream, then the optimizer ------------
@@ -512,7 +531,10 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
                 t_b = collective_time(None, op, size, geo=dgeo).time_s
                 for k in range(nb):
                     ready_t = max(_ready(x.last_bwd[s, c], k, nb) for x in timelines)
-                    stream = max(stream, ready_t) + t_b
+                    start_t = max(stream, ready_t)
+                    stream = start_t + t_b
+                    if record_events:
+                        events.append((s, "DP", k, c, round(start_t * 1e9), round(stream * 1e9)))
         sync_end.append(max(t_end, stream))
         dp_exposed = max(dp_exposed, sync_end[-1] - t_end)
         full_params = stage_params + (params[0] - chunk_params if s == 0 else 0.0)
@@ -534,8 +556,11 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
         # every replica's pair reduces at once; the slowest pair's time
         emb_s = max(collective_time(None, CollectiveOp.ALL_REDUCE, model.vocab_size * model.hidden_size / lay.tp * 4.0,
                                     geo=egeo).time_s for egeo in emb_geos)
+        t_emb = max(sync_end[0], sync_end[p - 1])
         for s in (0, p - 1):
-            sync_end[s] = max(sync_end[0], sync_end[p - 1]) + emb_s
+            sync_end[s] = t_emb + emb_s
+            if record_events:
+                events.append((s, "EMB", 0, 0, round(t_emb * 1e9), round((t_emb + emb_s) * 1e9)))
     # the optimizer step: the found-inf flag and the gradient norm are all-reduced over the model-parallel
     # group (every stage waits for the slowest: two barriers), then Adam and the copy to the 16-bit
     # weights (and ZeRO's all-gather); the grad buffer is zeroed before the step's first forward, which
@@ -629,6 +654,8 @@ def _run_simpy(lists: list[list[Item]], dur: dict[tuple[int, int, bool], int], s
                 if delay > 0:
                     yield env.timeout(delay)
                     tl.comm_ns[s] += delay
+                    if record:
+                        tl.events.append((s, "SF" if fwd else "SB", mb, c, end, int(env.now)))
                 arrival(tgt).succeed(delay)
         tl.end_ns[s] = int(env.now)
 
@@ -678,6 +705,8 @@ def _run_list(lists: list[list[Item]], dur: dict[tuple[int, int, bool], int], se
                 tgt = _target(fwd, mb, vs, nvs)
                 if tgt is not None:
                     delay = send_ns[s, tgt[2] % p]
+                    if record and delay > 0:
+                        tl.events.append((s, "SF" if fwd else "SB", mb, c, t, t + delay))
                     t += delay
                     comm += delay
                     arrived[tgt] = (t, delay)

@@ -135,7 +135,7 @@ def test_cli_json_and_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = json.loads(res.output)
     assert {"step_time_s", "tflops_per_gpu", "mfu", "bubble_fraction", "memory_gib_per_gpu"} <= set(out)
     trace = json.loads(tl.read_text())
-    assert sum(e["ph"] == "X" for e in trace["traceEvents"]) == 4 * 16 * 2
+    assert sum(e["ph"] == "X" and e["cat"] in ("forward", "backward") for e in trace["traceEvents"]) == 4 * 16 * 2
     bad = r.invoke(cli, [*args, "--gpus", "30", "--tp", "8", "--pp", "4"])
     assert bad.exit_code == 2 and "8 x 4 x 1 = 32 is not the GPU count 30" in bad.output
     # interleaved without a pipeline: one clear error, not a KeyError from the schedule
@@ -231,3 +231,42 @@ def test_selective_recompute_flops_follow_what_runs() -> None:
     rep = simulate_training(m, unf, gpu, cl)
     extra = 4.0 * 4 * 2048**2 * 4096 * 4 / rep.step_time_s / 8 / 1e12
     assert rep.hardware_tflops_per_gpu == pytest.approx(rep.tflops_per_gpu + extra, rel=1e-12)
+
+
+def test_timeline_has_communication_spans(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """PP 2, DP 2, TP 4 on one DGX node's 16 GPUs: the trace holds, per stage, a TP track (one summarised span
+    per chunk, as long as the chunk's TP collectives), a pipeline-send track (one send per forward / backward
+    that has a consumer on the other stage) and a DP track (every gradient bucket's reduction, none before
+    its chunk's last backward started), each span at the simulation's start and end."""
+    m = load_train_model(GPT.format(4, 4096, 32))
+    gpu, cl = load_gpu("a100-sxm-80gb"), load_cluster("dgx-a100-superpod", gpus=16)
+    lay = TrainLayout(tp=4, pp=2, dp=2, global_batch=8, recompute=Recompute.SELECTIVE, sequence_parallel=True)
+    rep = simulate_training(m, lay, gpu, cl, record_events=True)
+    n = lay.num_micro_batches
+    kinds = [e[1] for e in rep.events]
+    assert kinds.count("F") == kinds.count("B") == 2 * n
+    assert kinds.count("TPF") == kinds.count("TPB") == 2 * n
+    # stage 0 sends each forward's output on, stage 1 each backward's input gradient back
+    assert sorted((e[0], e[1]) for e in rep.events if e[1] in ("SF", "SB")) == [(0, "SF")] * n + [(1, "SB")] * n
+    # a chunk's TP span starts with the chunk; the DP buckets' stream is FIFO (no overlap on a stage's track)
+    fwd0 = next(e for e in rep.events if e[1] == "F" and e[0] == 0)
+    tp0 = next(e for e in rep.events if e[1] == "TPF" and e[0] == 0 and e[2] == fwd0[2])
+    assert tp0[4] == fwd0[4] and tp0[5] - tp0[4] > 0
+    for s in range(2):
+        dp = sorted((e[4], e[5]) for e in rep.events if e[1] == "DP" and e[0] == s)
+        last_b = max(e[4] for e in rep.events if e[1] == "B" and e[0] == s)
+        assert dp and dp[0][0] >= last_b and all(a[1] <= b[0] for a, b in zip(dp, dp[1:], strict=False))
+    tl = tmp_path / "t.json"
+    from xpusim.commands.train_cmd import train_chrome_trace
+
+    tl.write_text(train_chrome_trace(rep))
+    ev = json.loads(tl.read_text())["traceEvents"]
+    names = {(e["pid"], e["tid"]): e["args"]["name"] for e in ev if e["ph"] == "M" and e["name"] == "thread_name"}
+    by_cat: dict[str, set[str]] = {}
+    for e in ev:
+        if e["ph"] == "X":
+            by_cat.setdefault(e["cat"], set()).add(names[e["pid"], e["tid"]])
+    assert by_cat["pp_send"] == {"stage 0 pipeline sends", "stage 1 pipeline sends"}
+    assert by_cat["dp_reduce"] == {"stage 0 DP reduction", "stage 1 DP reduction"}
+    assert by_cat["tp"] == {"stage 0 TP collectives", "stage 1 TP collectives"}
+    assert by_cat["forward"] == {"stage 0", "stage 1"}

@@ -14,17 +14,42 @@ def register(simulate_group: click.Group) -> None:
     simulate_group.add_command(simulate_train)
 
 
+_COMM_TRACKS = {"TPF": (0, "TP collectives"), "TPB": (0, "TP collectives"), "SF": (1, "pipeline sends"),
+                "SB": (1, "pipeline sends"), "DP": (2, "DP reduction"), "EMB": (2, "DP reduction")}
+
+
 def train_chrome_trace(report: Any) -> str:
-    """Chrome/Perfetto trace: a track per pipeline stage with every micro-batch's forward (F) and
-    backward (B) of each model chunk."""
-    ev: list[dict[str, Any]] = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "pipeline stages"}}]
+    """Chrome/Perfetto trace: a track per pipeline stage with every micro-batch's forward (F) and backward
+    (B) of each model chunk, and per stage three communication tracks: its TP collectives (one summarised
+    span per chunk: their sum from the chunk's start, as they run between its kernels), its point-to-point
+    sends (forward activation / backward gradient) and its DP gradient buckets' reductions (with the
+    tied-embedding all-reduce), each span at the simulated start and end."""
+    ev: list[dict[str, Any]] = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "pipeline stages"}},
+                                {"ph": "M", "name": "process_name", "pid": 2, "args": {"name": "communication"}}]
     stages = sorted({e[0] for e in report.events})
     for s in stages:
         ev.append({"ph": "M", "name": "thread_name", "pid": 1, "tid": s, "args": {"name": f"stage {s}"}})
+        for k, name in sorted(set(_COMM_TRACKS.values())):
+            ev.append({"ph": "M", "name": "thread_name", "pid": 2, "tid": 3 * s + k,
+                       "args": {"name": f"stage {s} {name}"}})
     for s, kind, mb, chunk, start, end in report.events:
-        ev.append({"ph": "X", "pid": 1, "tid": s, "name": f"{kind}{mb}" + (f".c{chunk}" if chunk else ""),
-                   "cat": "forward" if kind == "F" else "backward", "ts": start / 1e3, "dur": (end - start) / 1e3,
-                   "args": {"micro_batch": mb, "chunk": chunk}})
+        c = f".c{chunk}" if chunk else ""
+        if kind in ("F", "B"):
+            ev.append({"ph": "X", "pid": 1, "tid": s, "name": f"{kind}{mb}{c}",
+                       "cat": "forward" if kind == "F" else "backward", "ts": start / 1e3, "dur": (end - start) / 1e3,
+                       "args": {"micro_batch": mb, "chunk": chunk}})
+            continue
+        k, _ = _COMM_TRACKS[kind]
+        name, cat, args = {
+            "TPF": (f"TP F{mb}{c}", "tp", {"micro_batch": mb, "chunk": chunk}),
+            "TPB": (f"TP B{mb}{c}", "tp", {"micro_batch": mb, "chunk": chunk}),
+            "SF": (f"send F{mb}{c}", "pp_send", {"micro_batch": mb, "chunk": chunk, "direction": "forward"}),
+            "SB": (f"send B{mb}{c}", "pp_send", {"micro_batch": mb, "chunk": chunk, "direction": "backward"}),
+            "DP": (f"DP bucket {mb}{c}", "dp_reduce", {"bucket": mb, "chunk": chunk}),
+            "EMB": ("embedding all-reduce", "dp_reduce", {}),
+        }[kind]
+        ev.append({"ph": "X", "pid": 2, "tid": 3 * s + k, "name": name, "cat": cat, "ts": start / 1e3,
+                   "dur": (end - start) / 1e3, "args": args})
     return json.dumps({"traceEvents": ev, "displayTimeUnit": "ms"})
 
 
