@@ -261,6 +261,7 @@ class TrainReport:
     events: list[tuple[int, str, int, int, int, int]] = field(default_factory=list)
     layout: TrainLayout | None = None
     gpus: int = 0
+    pipeline_runs: int = 1           # distinct DP replicas simulated (replicas with equal costs share a run)
 
     def summary(self) -> dict[str, Any]:
         gib = 1024**3
@@ -590,7 +591,7 @@ def simulate_training(model: ModelSpec, layout: TrainLayout, gpu: GPUSpec, clust
                        hardware_tflops_per_gpu=hf / step / gpus / 1e12, mfu=mf / step / gpus / peak,
                        hfu=hf / step / gpus / peak, bubble_fraction=bubble, exposed_comm_s=exposed, memory=mem,
                        stage_compute_s=[b / 1e9 for b in busy_ns], chunk_times_s=chunk_times,
-                       events=events, layout=lay, gpus=gpus)
+                       events=events, layout=lay, gpus=gpus, pipeline_runs=len(timelines))
 
 
 # ---- the pipeline: two engines over one dependency graph -------------------------------------------
