@@ -16,7 +16,10 @@ fabric (:func:`hwmodels.network.transfer.kv_transfer_time` on a cluster of the t
 
 The decode instance then admits it like any request (its whole KV must fit: admission blocks while the KV
 cache is full) with the prompt already computed and one token generated, and decodes the rest. Requests of
-one output token end at the prefill. Time is integer ns; the same inputs give the same result.
+one output token end at the prefill. An optional mixed pool (:class:`MixedPool`, Splitwise's overflow pool)
+takes whole requests when the prefill pool is loaded and decodes when the decode pool has no KV room; without
+one the simulation is exactly what it was before the mixed pool existed. Time is integer ns; the same inputs give
+the same result.
 """
 
 from __future__ import annotations
@@ -93,6 +96,28 @@ def parse_pool(spec: str, tp: int, field_name: str = "pool") -> Pool:
 
 
 @dataclass(frozen=True)
+class MixedPool:
+    """Splitwise's mixed pool: machines that take prefill or decode work when the dedicated pools are loaded.
+    Each instance is a colocated replica (prefills and decodes share its iterations). Routing rule:
+
+    * an arriving request overflows to the mixed pool when every prefill instance already has at least
+      ``prefill_overflow_tokens`` prompt tokens routed and not yet prefilled (None: the engine's token budget,
+      ``max_num_batched_tokens``: a full iteration waiting) and the least-loaded mixed instance has fewer
+      outstanding tokens (prompt + output, the conservative count) than that; it then runs there whole (prefill and
+      decode on one instance, no KV transfer);
+    * a prefilled request's decode overflows when no decode instance can take its KV: every one has
+      ``decode_overflow_tokens`` (None: its KV-cache tokens) or more outstanding with this request counted; its KV
+      then moves to a mixed instance (same transfer model) and decodes there;
+
+    both only when the request's whole KV fits a mixed instance; the mixed instance is the one with the fewest
+    outstanding tokens (prompt + output of what it holds)."""
+
+    pool: Pool
+    prefill_overflow_tokens: int | None = None
+    decode_overflow_tokens: int | None = None
+
+
+@dataclass(frozen=True)
 class SplitConfig:
     prefill: Pool
     decode: Pool
@@ -100,6 +125,7 @@ class SplitConfig:
     router: SplitRouter = SplitRouter.JSQ_TOKENS
     serve: ServeConfig = ServeConfig()      # engine limits of every instance (its tp is the pool's)
     engine: EngineProfile | None = None     # None: vLLM 0.19 (the serving simulation's default)
+    mixed: MixedPool | None = None          # None: no mixed pool (Splitwise's overflow pool, :class:`MixedPool`)
 
     @property
     def iteration_overhead_s(self) -> float:
@@ -123,6 +149,8 @@ class SplitResult:
     decode_instance: np.ndarray      # -1: finished at the prefill
     memory: dict[str, MemoryBreakdown] = field(default_factory=dict)
     steps: dict[str, StepTimeModel] = field(default_factory=dict)
+    mixed_instance: np.ndarray | None = None   # -1: not on the mixed pool (None: no mixed pool)
+    mixed_phase: np.ndarray | None = None      # 0 none, 1 the whole request there, 2 its decode there
 
 
 class _HookedReplica(Replica):
@@ -156,11 +184,12 @@ def _serve_cfg(pool: Pool, cfg: SplitConfig) -> ServeConfig:
                                iteration_overhead_s=cfg.iteration_overhead_s)
 
 
-def build_cluster(prefill: Pool, decode: Pool) -> tuple[Cluster, int]:
-    """The two pools as one cluster (prefill machines first) on a rail-optimised non-blocking fabric
-    (one leaf per rail per 32 nodes, as a DGX SuperPOD scalable unit); returns it and the prefill node count."""
+def build_cluster(prefill: Pool, decode: Pool, mixed: Pool | None = None) -> tuple[Cluster, int]:
+    """The pools as one cluster (prefill machines first, then decode, then mixed) on a rail-optimised non-blocking
+    fabric (one leaf per rail per 32 nodes, as a DGX SuperPOD scalable unit); returns it and the prefill node
+    count."""
     groups = []
-    for pool in (prefill, decode):
+    for pool in (prefill, decode) + (() if mixed is None else (mixed,)):
         if pool.machine.node is None:
             raise ConfigError(f"machine {pool.machine.id} has no network node type to move KV caches over",
                               field="machine", value=pool.machine.id)
@@ -171,7 +200,7 @@ def build_cluster(prefill: Pool, decode: Pool) -> tuple[Cluster, int]:
         groups.append(NodeGroup(node, load_nic(node.nic), pool.count))
     fabric = Fabric(nodes_per_leaf=32, rail_optimised=True, spines=8, oversubscription=1.0,
                     switch_latency_s=130e-9)
-    total = (prefill.count + decode.count) * prefill.machine.gpus
+    total = (prefill.count + decode.count + (0 if mixed is None else mixed.count)) * prefill.machine.gpus
     return Cluster("split", tuple(groups), fabric, num_gpus=total), prefill.count
 
 
@@ -179,9 +208,11 @@ def simulate_split(model: ModelSpec, requests: Sequence[Request], cfg: SplitConf
     """Simulate phase-split serving of ``requests``. ``CapacityError`` when a request's KV cache cannot
     fit a prefill or a decode instance."""
     pp, dp = cfg.prefill, cfg.decode
-    steps = {"prefill": step_model(model, pp, cfg), "decode": step_model(model, dp, cfg)}
-    scfg = {"prefill": _serve_cfg(pp, cfg), "decode": _serve_cfg(dp, cfg)}
-    mem = {k: memory_breakdown(model, (pp if k == "prefill" else dp).machine.effective_gpu, tp=c.tp,
+    mx = None if cfg.mixed is None else cfg.mixed.pool
+    pools = {"prefill": pp, "decode": dp, **({} if mx is None else {"mixed": mx})}
+    steps = {k: step_model(model, pl, cfg) for k, pl in pools.items()}
+    scfg = {k: _serve_cfg(pl, cfg) for k, pl in pools.items()}
+    mem = {k: memory_breakdown(model, pools[k].machine.effective_gpu, tp=c.tp,
                                gpu_memory_utilization=c.gpu_memory_utilization,
                                max_num_batched_tokens=c.max_num_batched_tokens, max_num_seqs=c.max_num_seqs,
                                block_size=c.block_size) for k, c in scfg.items()}
@@ -195,7 +226,7 @@ def simulate_split(model: ModelSpec, requests: Sequence[Request], cfg: SplitConf
                                     breakdown={"kv_cache": mem[k].kv_cache_bytes})
     cluster = None
     if cfg.transfer is not TransferMode.NONE:
-        cluster, _ = build_cluster(pp, dp)
+        cluster, _ = build_cluster(pp, dp, mx)
     env = simpy.Environment()
     n = len(reqs)
     idx = {r.id: i for i, r in enumerate(reqs)}
@@ -205,8 +236,15 @@ def simulate_split(model: ModelSpec, requests: Sequence[Request], cfg: SplitConf
     kvb = np.zeros(n)
     pre_inst = np.full(n, -1, np.int64)
     dec_inst = np.full(n, -1, np.int64)
-    load = {"prefill": [0] * pp.instances, "decode": [0] * dp.instances}   # tokens routed, not yet done
+    load = {k: [0] * pl.instances for k, pl in pools.items()}   # tokens routed, not yet done
     rr = {"prefill": 0, "decode": 0}
+    mix_inst = np.full(n, -1, np.int64)
+    mix_phase = np.zeros(n, np.int64)
+    p_thr = d_thr = 0
+    if cfg.mixed is not None:
+        pt, dt = cfg.mixed.prefill_overflow_tokens, cfg.mixed.decode_overflow_tokens
+        p_thr = scfg["prefill"].max_num_batched_tokens if pt is None else pt
+        d_thr = mem["decode"].kv_tokens if dt is None else dt
     kv_per_token = model.kv_bytes_per_token(2)
     memo: dict[tuple[int, int, int], float] = {}
     layers = model.num_layers
@@ -224,24 +262,36 @@ def simulate_split(model: ModelSpec, requests: Sequence[Request], cfg: SplitConf
         return [f"n{(base_gpu + inst * tp + j) // per_node}.gpu{(base_gpu + inst * tp + j) % per_node}"
                 for j in range(tp)]
 
-    def transfer_s(src: int, dst: int, prompt: int) -> float:
-        key = (src, dst, prompt)
+    def transfer_s(src: int, dst: int, prompt: int, to_mixed: bool = False) -> float:
+        key = (src, dst if not to_mixed else -1 - dst, prompt)
         t = memo.get(key)
         if t is None:
             assert cluster is not None
             s = gpus(0, src, pp.tp)
-            d = gpus(pp.count * pp.machine.gpus, dst, dp.tp)
+            if to_mixed:
+                assert mx is not None
+                d = gpus((pp.count + dp.count) * pp.machine.gpus, dst, mx.tp)
+            else:
+                d = gpus(pp.count * pp.machine.gpus, dst, dp.tp)
             t = memo[key] = kv_transfer_time(cluster, s, d, prompt * kv_per_token)
         return t
 
     dec_reps: list[Replica] = []
+    mix_reps: list[Replica] = []
 
     def on_decode_done(inst: int, r: SimRequest) -> None:
         i = idx[r.id]
         last[i] = r.last_ns
         load["decode"][inst] -= r.prompt + r.output
 
-    def handoff(r: SimRequest, i: int, dst: int, delay: int):  # type: ignore[no-untyped-def]
+    def on_mixed_done(inst: int, r: SimRequest) -> None:
+        i = idx[r.id]
+        if first[i] < 0:
+            first[i] = r.first_ns
+        last[i] = r.last_ns
+        load["mixed"][inst] -= r.prompt + r.output
+
+    def handoff(r: SimRequest, i: int, dst: int, delay: int, to_mixed: bool = False):  # type: ignore[no-untyped-def]
         if delay > 0:
             yield env.timeout(delay)
         o = reqs[i].output_tokens
@@ -249,7 +299,14 @@ def simulate_split(model: ModelSpec, requests: Sequence[Request], cfg: SplitConf
         d.num_tokens, d.num_computed, d.generated = r.prompt + 1, r.prompt, 1
         d.first_ns = d.last_ns = r.first_ns
         d.admitted_ns = r.admitted_ns
-        dec_reps[dst].add(d)
+        (mix_reps if to_mixed else dec_reps)[dst].add(d)
+
+    def mixed_target(need: int) -> int | None:
+        """The mixed instance with the fewest outstanding tokens, if the request's whole KV fits one."""
+        if cfg.mixed is None or need > mem["mixed"].kv_tokens:
+            return None
+        loads = load["mixed"]
+        return min(range(len(loads)), key=loads.__getitem__)
 
     def on_prefill_done(inst: int, r: SimRequest) -> None:
         i = idx[r.id]
@@ -259,21 +316,29 @@ def simulate_split(model: ModelSpec, requests: Sequence[Request], cfg: SplitConf
         if o <= 1:
             last[i] = r.first_ns
             return
-        dst = route("decode")
-        load["decode"][dst] += r.prompt + o
-        dec_inst[i] = dst
+        to_mixed = False
+        if cfg.mixed is not None and min(load["decode"]) + r.prompt + o > d_thr:
+            m = mixed_target(r.prompt + o)
+            if m is not None:
+                to_mixed, dst = True, m
+                load["mixed"][m] += r.prompt + o
+                mix_inst[i], mix_phase[i] = m, 2
+        if not to_mixed:
+            dst = route("decode")
+            load["decode"][dst] += r.prompt + o
+            dec_inst[i] = dst
         kvb[i] = r.prompt * kv_per_token
         if cfg.transfer is TransferMode.NONE:
             exposed = 0.0
         else:
-            t = transfer_s(inst, dst, r.prompt)
+            t = transfer_s(inst, dst, r.prompt, to_mixed)
             if cfg.transfer is TransferMode.SERIALIZED:
                 exposed = t
             else:
                 span = (r.first_ns - r.admitted_ns) / 1e9
                 exposed = max(t / layers, t - span * (layers - 1) / layers)
         xfer[i] = int(round(exposed * 1e9))
-        env.process(handoff(r, i, dst, int(xfer[i])))
+        env.process(handoff(r, i, dst, int(xfer[i]), to_mixed))
 
     pc, dc = scfg["prefill"], scfg["decode"]
     pclock = DecodeClock(steps["prefill"], int(round(pc.iteration_overhead_s * 1e9)))
@@ -282,12 +347,24 @@ def simulate_split(model: ModelSpec, requests: Sequence[Request], cfg: SplitConf
                                on_done=on_prefill_done) for k in range(pp.instances)]
     dec_reps.extend(_HookedReplica(env, k, dc, steps["decode"], mem["decode"].num_blocks, False, dclock,
                                    on_done=on_decode_done) for k in range(dp.instances))
+    if mx is not None:
+        mc = scfg["mixed"]
+        mclock = DecodeClock(steps["mixed"], int(round(mc.iteration_overhead_s * 1e9)))
+        mix_reps.extend(_HookedReplica(env, k, mc, steps["mixed"], mem["mixed"].num_blocks, False, mclock,
+                                       on_done=on_mixed_done) for k in range(mx.instances))
 
     def arrivals():  # type: ignore[no-untyped-def]
         for i, r in enumerate(reqs):
             t = int(round(r.arrival_s * 1e9))
             if t > env.now:
                 yield env.timeout(t - env.now)
+            if cfg.mixed is not None and min(load["prefill"]) >= p_thr:
+                m = mixed_target(r.prompt_tokens + r.output_tokens)
+                if m is not None and load["mixed"][m] < min(load["prefill"]):
+                    load["mixed"][m] += r.prompt_tokens + r.output_tokens
+                    mix_inst[i], mix_phase[i] = m, 1
+                    mix_reps[m].add(SimRequest(r.id, t, r.prompt_tokens, r.output_tokens))
+                    continue
             k = route("prefill")
             load["prefill"][k] += r.prompt_tokens
             pre_inst[i] = k
@@ -301,4 +378,5 @@ def simulate_split(model: ModelSpec, requests: Sequence[Request], cfg: SplitConf
                        np.array([r.prompt_tokens for r in reqs], np.int64),
                        np.array([r.output_tokens for r in reqs], np.int64),
                        np.array([int(round(r.arrival_s * 1e9)) for r in reqs], np.int64),
-                       first, last, xfer, kvb, pre_inst, dec_inst, mem, steps)
+                       first, last, xfer, kvb, pre_inst, dec_inst, mem, steps,
+                       None if mx is None else mix_inst, None if mx is None else mix_phase)

@@ -245,13 +245,17 @@ def summarize_split(res: Any, slo: SloSpec | dict[str, tuple[float, float, float
     slo = as_slo(slo)
     alone = _alone(res.model, res.prompt, res.output, slo, res.steps["prefill"], res.steps["decode"], ovh,
                    cfg.serve.max_model_len or res.model.max_position_embeddings, cfg.engine)
-    pools = {"prefill": cfg.prefill, "decode": cfg.decode}
+    pools = {"prefill": cfg.prefill, "decode": cfg.decode, **({} if cfg.mixed is None else {"mixed": cfg.mixed.pool})}
     out = {"layout": "split", "model": res.model.name, "requests": int(res.ids.size),
            "transfer": cfg.transfer.value, "router": cfg.router.value,
            **{role: {"machine": p.machine.id, "count": p.count, "tp": p.tp, "instances": p.instances}
               for role, p in pools.items()}}
     out.update(latency_summary(res.arrival_ns, res.first_ns, res.last_ns, res.prompt, res.output, alone, slo))
     moved = res.decode_instance >= 0
+    if res.mixed_phase is not None:
+        moved = moved | (res.mixed_phase == 2)
+        out["mixed_pool"] = {"whole_requests": int((res.mixed_phase == 1).sum()),
+                             "decode_overflow_requests": int((res.mixed_phase == 2).sum())}
     out["kv_transfer"] = {"requests": int(moved.sum()), "bytes": float(res.kv_bytes.sum()),
                           "exposed_s": _pcts(res.transfer_ns[moved] / 1e9)}
     out["cost_power"] = cost_power({role: (p.machine, p.count) for role, p in pools.items()},

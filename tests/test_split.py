@@ -222,3 +222,49 @@ def test_absolute_slo_limits() -> None:
     assert not summarize_split(res, parse_slo(f"ttft_p99={p99 * 0.999!r}"))["slo"]["met"]
     both = summarize_split(res, parse_slo(f"splitwise,e2e_p50={1e-6!r}"))
     assert not both["slo"]["met"] and both["slo"]["absolute_s"] == {"e2e": {"p50": 1e-6}}
+
+
+def _mixed_cfg(transfer: TransferMode, mixed, router: SplitRouter = SplitRouter.JSQ_TOKENS):  # type: ignore[no-untyped-def]
+    return SplitConfig(parse_pool("dgx-h100:1", 4), parse_pool("dgx-a100:1", 4), transfer, router, mixed=mixed)
+
+
+@pytest.mark.parametrize("router", list(SplitRouter))
+def test_idle_mixed_pool_changes_nothing(load, router: SplitRouter) -> None:  # type: ignore[no-untyped-def]
+    """A mixed pool whose overflow thresholds are never reached receives no work, and every request's first and last
+    token, exposed transfer and instances are bit-identical to the run without one (the extra machine sits on the
+    same leaf of the non-blocking fabric, so no transfer time changes either). Without a mixed pool the code path is
+    the one before the mixed pool existed: its result digest on this workload was checked unchanged when it was
+    added."""
+    from sim.split import MixedPool
+
+    base = simulate_split(MODEL, load, _mixed_cfg(TransferMode.LAYERWISE, None, router))
+    idle = MixedPool(parse_pool("dgx-a100:1", 8), prefill_overflow_tokens=10**12, decode_overflow_tokens=10**12)
+    res = simulate_split(MODEL, load, _mixed_cfg(TransferMode.LAYERWISE, idle, router))
+    assert base.mixed_phase is None and res.mixed_phase is not None and (res.mixed_phase == 0).all()
+    for a in ("ids", "first_ns", "last_ns", "transfer_ns", "kv_bytes", "prefill_instance", "decode_instance"):
+        assert np.array_equal(getattr(base, a), getattr(res, a)), a
+
+
+def test_mixed_pool_absorbs_a_burst() -> None:
+    """60 requests of 2,000 prompt tokens arrive at once on one DGX-A100 prefill instance (TP8): each waits for the
+    prefills queued before it. A mixed DGX-A100 (one TP8 instance) takes arrivals while the prefill instance has a
+    full iteration (2,048 tokens) waiting, runs them whole there, and the TTFT tail falls; every request still
+    finishes, and the mixed pool's cost shows in $/h. With a decode threshold of 1 token every decode overflows to
+    the mixed pool (its KV moved there, the decode pool idle)."""
+    from sim.split import MixedPool
+
+    reqs = [Request(i, 0.0, 2000, 40) for i in range(60)]
+    pool = parse_pool("dgx-a100:1", 8)
+    alone = simulate_split(MODEL, reqs, SplitConfig(pool, pool, TransferMode.LAYERWISE))
+    mixed = simulate_split(MODEL, reqs, SplitConfig(pool, pool, TransferMode.LAYERWISE, mixed=MixedPool(pool)))
+    assert mixed.mixed_phase is not None and (mixed.mixed_phase == 1).sum() > 10
+    assert (mixed.last_ns >= mixed.first_ns).all() and (mixed.first_ns > 0).all()
+    sa, sm = summarize_split(alone), summarize_split(mixed)
+    assert sm["ttft_s"]["p99"] < 0.8 * sa["ttft_s"]["p99"]
+    assert sm["ttft_s"]["p50"] < sa["ttft_s"]["p50"]
+    assert sm["cost_power"]["cost_per_hour_usd"] == pytest.approx(3 * 17.68)
+    assert sm["mixed_pool"]["whole_requests"] == int((mixed.mixed_phase == 1).sum())
+    dec = simulate_split(MODEL, reqs[:5], SplitConfig(pool, pool, TransferMode.SERIALIZED,
+                                                      mixed=MixedPool(pool, 10**12, decode_overflow_tokens=1)))
+    assert dec.mixed_phase is not None and (dec.mixed_phase == 2).all() and (dec.decode_instance == -1).all()
+    assert (dec.transfer_ns > 0).all() and summarize_split(dec)["kv_transfer"]["requests"] == 5

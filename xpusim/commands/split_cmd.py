@@ -22,6 +22,10 @@ from rich.table import Table
               help="GPUs per instance in every pool not given its own (default 8)")
 @click.option("--prefill-tp", default=None, type=int, help="GPUs per prefill instance (default --tp)")
 @click.option("--decode-tp", default=None, type=int, help="GPUs per decode instance (default --tp)")
+@click.option("--mixed", "mixed_spec", default=None,
+              help="mixed (overflow) pool <machine>:<count>: takes arrivals while every prefill instance has a full "
+                   "iteration waiting, and decodes no decode instance has KV room for")
+@click.option("--mixed-tp", default=None, type=int, help="GPUs per mixed instance (default --tp)")
 @click.option("--transfer", default="layerwise", show_default=True,
               type=click.Choice(["layerwise", "serialized", "none"]))
 @click.option("--router", default="jsq", show_default=True, type=click.Choice(["jsq", "round-robin"]),
@@ -41,7 +45,8 @@ from rich.table import Table
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def simulate_split_cmd(model: str, trace: str, rate: float | None, duration: float | None, seed: int,
                        prefill_spec: str | None, decode_spec: str | None, tp: int | None, prefill_tp: int | None,
-                       decode_tp: int | None, transfer: str, router: str, engine: str | None, slo: str | None,
+                       decode_tp: int | None, mixed_spec: str | None, mixed_tp: int | None, transfer: str,
+                       router: str, engine: str | None, slo: str | None,
                        slo_reference: str, colocated: str | None, max_num_seqs: int,
                        max_num_batched_tokens: int, as_json: bool) -> None:
     """Serve a trace on a prefill pool and a decode pool (Splitwise-style), KV moved over the fabric."""
@@ -49,7 +54,7 @@ def simulate_split_cmd(model: str, trace: str, rate: float | None, duration: flo
 
     from hwmodels.engine import load_engine
     from sim.config import RouterKind, ServeConfig
-    from sim.split import SplitConfig, SplitRouter, TransferMode, parse_pool, simulate_split
+    from sim.split import MixedPool, SplitConfig, SplitRouter, TransferMode, parse_pool, simulate_split
     from sim.split_metrics import parse_slo, summarize_colocated, summarize_split
     from workloads.catalog import load_model
     from workloads.errors import ConfigError
@@ -72,7 +77,9 @@ def simulate_split_cmd(model: str, trace: str, rate: float | None, duration: flo
     preset = parse_slo(slo, slo_reference)
     out: dict[str, Any] = {}
     if pre is not None and dec is not None:
-        cfg = SplitConfig(pre, dec, TransferMode(transfer), SplitRouter(router), serve, eng)
+        mixed = None if mixed_spec is None else MixedPool(parse_pool(mixed_spec, tp if mixed_tp is None else mixed_tp,
+                                                                      "mixed"))
+        cfg = SplitConfig(pre, dec, TransferMode(transfer), SplitRouter(router), serve, eng, mixed)
         out["split"] = summarize_split(simulate_split(m, reqs, cfg), preset)
     if col is not None:
         from sim.serving import simulate_serving
