@@ -102,19 +102,21 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     import planners.serve as serve_mod
     from hwmodels.machines import load_machine
-    from planners.capacity import Mix, capacities
-    from planners.serve import Objective, _ilp, grid, plan_serve, solve
-    from sim.split_metrics import SPLITWISE_SLO
+    from planners.capacity import DEFAULT_SERVE, Mix, capacities
+    from planners.serve import Objective, _ilp, grid, plan_serve, slo_limits, solve
+    from sim.split_metrics import parse_slo
     from workloads.catalog import load_model
     from workloads.traces import load_workload
 
     model = load_model("llama-2-70b")
+    SPLITWISE_SLO = parse_slo("splitwise")     # slowdowns against one DGX-A100 at TP8, as plan serve by default
     machines = [load_machine(m) for m in ("dgx-a100", "dgx-h100", "dgx-h100-pcap")]
     for trace in ("azure-conv", "azure-code"):
         reqs = load_workload(trace, rate=RATE, duration_s=DURATION_S, seed=0)
         t0 = time.perf_counter()
         mix = Mix.of(reqs)
-        caps = capacities(model, machines, (2, 4, 8), mix, tbt_slowdown=SPLITWISE_SLO["tbt"][0])
+        own_k, tbt_limit, _ = slo_limits(model, mix, SPLITWISE_SLO, DEFAULT_SERVE, None)
+        caps = capacities(model, machines, (2, 4, 8), mix, tbt_slowdown=own_k, tbt_limit_s=tbt_limit)
         caps_s = time.perf_counter() - t0
         solve(caps, mix, RATE, k=1)     # warm: solver start-up once per process
         for objective in Objective:

@@ -46,7 +46,13 @@ at 70 req/s) so that the script runs in ~10 minutes on 2 shared cores: a few hun
 simulation, so the tail percentiles (p99) and the searched rates carry noise of the order of the search
 step (1/2^BISECT of the bracket) or more; a longer trace would also let queues build further near the limit.
 
-    python benchmarks/splitwise_design_points.py [--synthetic] [--only budget|70rps]    # one JSON line per figure
+SLOs: Splitwise's slowdowns against the request alone on ``--slo-reference`` (default ``dgx-a100``: one DGX-A100
+at TP8, Splitwise's reference machine, the same yardstick for every design; ``own``: each pool's own instance, as
+the figures recorded before that option existed); the capacities hold the same limits as ``plan serve``
+(:func:`planners.serve.slo_limits`).
+
+    python benchmarks/splitwise_design_points.py [--synthetic] [--only budget|70rps] [--duration S]
+        [--duration-70 S] [--slo-reference dgx-a100|own|<machine>/tp<N>]    # one JSON line per figure
 """
 
 from __future__ import annotations
@@ -169,51 +175,58 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--synthetic", action="store_true", help="the synthetic azure-conv/azure-code profiles, "
                     "not the trace files")
     ap.add_argument("--only", choices=("budget", "70rps"), help="only the equal-budget figures or the 70 req/s one")
+    ap.add_argument("--duration", type=float, default=DURATION_S, help="seconds of arrivals per max-rate simulation")
+    ap.add_argument("--duration-70", type=float, default=DURATION_70_S,
+                    help="seconds of arrivals per simulation at 70 req/s")
+    ap.add_argument("--slo-reference", default="dgx-a100", help="where a request runs alone for its slowdown")
     args = ap.parse_args(argv)
     from hwmodels.machines import load_machine
-    from planners.capacity import Mix, capacities
-    from planners.serve import Layout, Objective, plan_serve, solve_max_rate
-    from sim.split_metrics import SPLITWISE_SLO
+    from planners.capacity import DEFAULT_SERVE, Mix, capacities
+    from planners.serve import Layout, Objective, plan_serve, slo_limits, solve_max_rate
+    from sim.split_metrics import parse_slo
     from workloads.catalog import load_model
 
     model = load_model("llama-2-70b")
+    slo = parse_slo("splitwise", args.slo_reference)
+    ref = "own" if slo is None or slo.reference is None else slo.reference.label
     a100, h100, h100cap = (load_machine(m) for m in ("dgx-a100", "dgx-h100", "dgx-h100-pcap"))
     assert h100.cost_per_hour is not None
     cost_cap, power_cap = N_H100 * h100.cost_per_hour, N_H100 * h100.power_w
     budget = {"machines": f"{N_H100} x dgx-h100", "cost_per_hour_usd": round(cost_cap, 2),
               "power_kw": round(power_cap / 1e3, 2)}
     for trace in ("azure-conv", "azure-code") if args.only != "70rps" else ():
-        wl, source = workload_fn(trace, DURATION_S, args.synthetic)
-        common = {"trace": trace, "source": source, "duration_s": DURATION_S, "slo": "splitwise", "budget": budget}
+        wl, source = workload_fn(trace, args.duration, args.synthetic)
+        common = {"trace": trace, "source": source, "duration_s": args.duration, "slo": "splitwise",
+                  "slo_reference": ref, "budget": budget}
         t0 = time.perf_counter()
         # the planning mix from the trace at Splitwise's 70 req/s (~2,800 requests in 40 s; plan_serve's max-rate
         # mode takes it from >= 2,000 requests too, planners.serve.planning_mix)
         mix = Mix.of(wl(MIX_RATE))
-        caps = capacities(model, [a100, h100, h100cap], TPS, mix, tbt_slowdown=SPLITWISE_SLO["tbt"][0])
+        own_k, tbt_limit, _ = slo_limits(model, mix, slo, DEFAULT_SERVE, None)
+        caps = capacities(model, [a100, h100, h100cap], TPS, mix, tbt_slowdown=own_k, tbt_limit_s=tbt_limit)
         only = {m.id: [c for c in caps if c.machine.id == m.id] for m in (a100, h100)}
-        aa = measure(model, solve_max_rate(only[a100.id], mix, cost_cap, k=K, layouts=(Layout.SPLIT,)), wl,
-                     SPLITWISE_SLO)
-        hh = measure(model, solve_max_rate(only[h100.id], mix, cost_cap, k=K, layouts=(Layout.COLOCATED,)), wl,
-                     SPLITWISE_SLO)
+        aa = measure(model, solve_max_rate(only[a100.id], mix, cost_cap, k=K, layouts=(Layout.SPLIT,)), wl, slo)
+        hh = measure(model, solve_max_rate(only[h100.id], mix, cost_cap, k=K, layouts=(Layout.COLOCATED,)), wl, slo)
         ra, rh = aa[0]["sustained_rps"], hh[0]["sustained_rps"]
         print(json.dumps({"figure": "iso_cost_throughput", **common, "paper_ratio": 1.4,
                           "split_a100": aa, "colocated_h100": hh, "ratio": round(ra / rh, 2) if rh > 0 else None,
                           "wall_s": round(time.perf_counter() - t0, 1)}), flush=True)
 
         t0 = time.perf_counter()
-        both = measure(model, best_under_both(caps, mix, cost_cap, power_cap, K), wl, SPLITWISE_SLO)
+        both = measure(model, best_under_both(caps, mix, cost_cap, power_cap, K), wl, slo)
         rs = both[0]["sustained_rps"]
         print(json.dumps({"figure": "iso_cost_power_throughput", **common, "paper_ratio": 2.35,
                           "split_best": both, "colocated_h100": hh[0], "ratio": round(rs / rh, 2) if rh > 0 else None,
                           "wall_s": round(time.perf_counter() - t0, 1)}), flush=True)
 
     for trace in ("azure-code", "azure-conv") if args.only != "budget" else ():
-        wl, source = workload_fn(trace, DURATION_70_S, args.synthetic)
+        wl, source = workload_fn(trace, args.duration_70, args.synthetic)
         t0 = time.perf_counter()
-        plan = plan_serve(model, wl, [h100], rate=70.0, tps=TPS, slo=SPLITWISE_SLO, objective=Objective.COST,
+        plan = plan_serve(model, wl, [h100], rate=70.0, tps=TPS, slo=slo, objective=Objective.COST,
                           layouts=(Layout.SPLIT,))
         row: dict[str, Any] = {"figure": "h100_split_at_70rps", "trace": trace, "source": source,
-                               "duration_s": DURATION_70_S, "rate_rps": 70.0, "slo": "splitwise",
+                               "duration_s": args.duration_70, "rate_rps": 70.0, "slo": "splitwise",
+                               "slo_reference": ref,
                                "paper": "prefill-leaning for azure-code, more balanced for azure-conv",
                                "rounds": len(plan.rounds), "mean_prompt": round(plan.mix.mean_prompt, 1),
                                "mean_decode": round(plan.mix.mean_decode, 1)}
