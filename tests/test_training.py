@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from hwmodels.gpu import load_gpu
 from hwmodels.network.topology import load_cluster
 from sim.training import PipelineEngine, _run_list, _run_simpy, schedule_items, simulate_training
-from sim.training_validation import table5
+from sim.training_validation import TABLE1_2021, table1_2021, table5
 from workloads.errors import ConfigError
 from workloads.ops import DType
 from workloads.train_ops import (
@@ -270,3 +270,19 @@ def test_timeline_has_communication_spans(tmp_path) -> None:  # type: ignore[no-
     assert by_cat["dp_reduce"] == {"stage 0 DP reduction", "stage 1 DP reduction"}
     assert by_cat["tp"] == {"stage 0 TP collectives", "stage 1 TP collectives"}
     assert by_cat["forward"] == {"stage 0", "stage 1"}
+
+
+# Narayanan et al. 2021 Table 1 (held out, sim/training_validation.py): the error reached per row, as
+# benchmarks/train_table1.py prints it and docs/training.md quotes it; not a target the model was tuned to
+TABLE1_REACHED = {"3.6B": 0.0987, "7.5B": -0.0122, "18.4B": -0.0859, "39.1B": 0.0596, "1008.0B": 0.1864}
+
+
+@pytest.mark.parametrize("name", sorted(TABLE1_REACHED))
+def test_narayanan2021_table1_figures_as_documented(name: str) -> None:
+    """Held-out rows of Narayanan et al. 2021 Table 1 (achieved TFLOP/s per GPU with recompute) at the error
+    docs/training.md quotes (to 0.005). The first four meet the issue's 10 % aim; the 1T row does not (19 %
+    fast: the model follows Megatron-LM 2022, and the 2021 code was slower on the same run)."""
+    sim, paper = table1_2021(name)
+    assert paper == TABLE1_2021[name][-1]
+    assert sim / paper - 1 == pytest.approx(TABLE1_REACHED[name], abs=0.005)
+    assert (abs(sim / paper - 1) <= 0.10) == (name != "1008.0B")
