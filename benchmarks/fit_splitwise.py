@@ -10,6 +10,10 @@ touched):
 * ``host_op_us`` and ``iteration_us`` of the engine (hwmodels/specs/machines/engines.toml), for each grid
   value by Nelder-Mead.
 
+Power (hwmodels/power.py): the Ampere ``[power]`` constants are fitted first, on the file's power columns
+only (:func:`fit_ampere_power`), then every grid value's prefill iterations run at the clock the 400 W TDP
+allows (the engine's ``power_limit`` = 1). The script prints the predicted-vs-measured peak power.
+
 Objective: the sum of the two columns' WAPE (prompt_time, token_time) over every row the memory model
 admits (what ``xpusim validate serve --format splitwise-perf`` scores). Prints one JSON line per grid
 value and the chosen constants.
@@ -27,13 +31,68 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
-from hwmodels.engine import EngineProfile, EngineStepTimeModel, launched_ops
+from hwmodels.engine import EngineProfile, EngineStepTimeModel, launched_ops, load_engine
 from hwmodels.gpu import load_gpu
 from hwmodels.kernels import load_stack
 from hwmodels.memory import memory_breakdown
+from hwmodels.power import PowerCalibration
 from workloads.catalog import load_model
 from workloads.errors import CapacityError
-from workloads.measured_splitwise import read_splitwise_perf
+from workloads.llm_ops import Batch
+from workloads.measured_splitwise import SplitwiseRow, read_splitwise_perf
+
+H200_IDLE_SHARE = 80.5 / 127.4   # hopper.toml [power]: idle_w / (idle_w + clock_w), our H200 run
+
+
+def fit_ampere_power(rows: list[SplitwiseRow]) -> tuple[PowerCalibration, dict[str, float]]:
+    """Ampere ``[power]`` constants from the file's power columns (normalised to the A100's 400 W TDP).
+
+    1. ``average_power`` of a request is dominated by its decode steps (127 of them, ~45 ms each, against a
+       prompt of 0.07-3 s): over the groups whose prompt is under 10 % of the request, it is linear in the
+       decode steps' DRAM byte rate (model bytes per step / measured token_time): intercept = the base power
+       (idle + the clock domain at 1410 MHz, split as on our H200), slope = joules per byte.
+    2. ``peak_power`` of the groups under 0.95 x TDP (not power-limited): base + bytes + e_flop x FLOP rate
+       over the prompt's GPU time (measured prompt_time minus the engine's iteration_us), least squares.
+    Groups with average_power < 0.3 (the 8192-token prompts read ~70 W on average while running: not a
+    GPU's draw) are left out. FLOPs and bytes are the model's op counts per GPU, not fitted."""
+    gpu = load_gpu("a100-sxm-80gb")
+    it = load_engine("vllm-splitwise").iteration_s
+    groups: dict[tuple[str, int, int, int, int], list[SplitwiseRow]] = {}
+    for r in rows:
+        groups.setdefault((r.model, r.tp, r.prompt, r.batch, r.output), []).append(r)
+    bare = EngineProfile("fit", "vllm", 0.0, 0.0)
+    steps: dict[tuple[str, int], EngineStepTimeModel] = {}
+    dec_x, dec_y, pre = [], [], []
+    for k, rs in sorted(groups.items()):
+        r = rs[0]
+        if r.average_power < 0.3 or r.peak_power <= 0:
+            continue
+        if k[:2] not in steps:
+            steps[k[:2]] = EngineStepTimeModel(load_model(k[0]), gpu, k[1], engine=bare)
+        s = steps[k[:2]]
+        fp, bp = s._work(Batch(prefill=((k[2], k[2]),) * k[3]))
+        _, bd = s._work(Batch(decode=(k[2] + k[4] // 2,) * k[3]))
+        pt = float(np.mean([x.prompt_s for x in rs]))
+        tt = float(np.mean([x.token_s for x in rs]))
+        e2e = float(np.mean([x.e2e_s for x in rs]))
+        if pt < 0.1 * e2e:
+            dec_x.append(bd / tt)
+            dec_y.append(r.average_power * gpu.tdp_w)
+        if r.peak_power < 0.95:
+            pre.append((fp / (pt - it), bp / (pt - it), r.peak_power * gpu.tdp_w))
+    slope, base = np.polyfit(np.array(dec_x), np.array(dec_y), 1)
+    a = np.array([p[0] for p in pre])
+    y = np.array([p[2] - base - slope * p[1] for p in pre])
+    e_f = float(a @ y / (a @ a))
+    cal = PowerCalibration("ampere", idle_w=float(base) * H200_IDLE_SHARE,
+                           clock_w=float(base) * (1 - H200_IDLE_SHARE), tensor_j_per_flop=e_f,
+                           dram_j_per_byte=float(slope), v_intercept=0.0, max_clock_ratio=1.0,
+                           min_clock_frac=0.2, reference_tdp_w=gpu.tdp_w)
+    info = {"base_w": round(float(base), 1), "dram_pj_per_byte": round(float(slope) * 1e12, 1),
+            "tensor_pj_per_flop": round(e_f * 1e12, 3), "decode_groups": len(dec_x), "prompt_groups": len(pre),
+            "prompt_rms_w": round(float(np.sqrt(((y - e_f * a) ** 2).mean())), 1)}
+    return cal, info
+
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "measured" / "splitwise" / "perf_model_a100.csv"
 
@@ -56,7 +115,9 @@ def main(argv: list[str]) -> None:
     ri = np.array([idx[(r.model, r.tp, r.prompt, r.batch, r.output)] for r in rows])
     mp = np.array([r.prompt_s for r in rows])
     mt = np.array([r.token_s for r in rows])
-    bare = EngineProfile("fit", "vllm", 0.0, 0.0)
+    cal, info = fit_ampere_power(rows)
+    print(json.dumps({"ampere_power": info}))
+    bare = EngineProfile("fit", "vllm", 0.0, 0.0, power_limit=1.0)
     base = load_stack("vllm")
     best = None
     for eff in np.round(np.arange(0.40, 1.0001, 0.05), 2):

@@ -14,6 +14,16 @@ and its synchronisation, the RPC to tensor-parallel workers); the serving simula
 each layer repeats the same ops (the bound side sets the pace); the short stretches where the faster side
 waits are neglected.
 
+Power (optional ``power_limit``, a fraction of the GPU's TDP): an iteration that prefills runs long enough
+(tens of ms and more) for the GPU's power controller to act, so its kernels run at the sustained clock of
+:mod:`hwmodels.power` (the highest clock whose board power stays under ``power_limit x TDP``): the share of
+the iteration bound by the SM clock stretches as 1/f, the rest does not. The share is found by pricing the
+iteration twice, at the spec's clock and at half of it (:func:`hwmodels.power.clocked_gpu`): with
+``T(r) = t_other + t_compute / r``, ``t_compute = T(1/2) - T(1)``. Decode steps keep the spec's clock
+(memory-bound: they draw well under the limit; :meth:`EngineStepTimeModel.decode_power_w` says how much).
+Off (no key) in every profile but the one fitted with it: isolated-kernel data (the Vidur files, our kernel
+kits) are short bursts the calibrations were fitted on at whatever clock the GPU held.
+
 Profiles live in ``hwmodels/specs/machines/engines.toml`` (a table per engine id), each with what it
 was fitted on. ``vllm`` is the engine the serving simulation assumes by default (vLLM 0.19: CUDA graphs
 hide the host in decode, 0.3 ms per iteration).
@@ -32,6 +42,7 @@ import numpy as np
 
 from hwmodels.gpu import GPUSpec
 from hwmodels.kernels import GPUKernelModel, Stack
+from hwmodels.power import Phase, PowerCalibration, Sustained, clocked_gpu, gpu_power, power_at, sustained_clock
 from hwmodels.step import StepTimeModel
 from workloads.errors import ConfigError
 from workloads.llm_ops import Batch, head_ops, layer_ops
@@ -39,7 +50,7 @@ from workloads.model_spec import ModelSpec
 from workloads.ops import DType
 from workloads.specfile import get_number, get_str, read_toml, reject_unknown, unknown_name
 
-_KEYS = ("description", "stack", "host_op_us", "iteration_us", "source")
+_KEYS = ("description", "stack", "host_op_us", "iteration_us", "power_limit", "source")
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,7 @@ class EngineProfile:
     iteration_s: float       # per-iteration time not overlapped with the GPU
     description: str = ""
     source: str = ""
+    power_limit: float | None = None   # fraction of TDP the prefill iterations are held under (None: off)
 
 
 def engines_file() -> Path:
@@ -64,12 +76,17 @@ def parse_engines(data: dict[str, Any], *, file: str) -> dict[str, EngineProfile
         if not isinstance(t, dict):
             raise ConfigError("must be a table", file=file, field=f"[{eid}]")
         reject_unknown(t, _KEYS, file=file, section=eid)
+        limit = get_number(t, "power_limit", file=file, section=eid, default=None)
+        if limit is not None and not 0.0 < float(limit) <= 1.5:
+            raise ConfigError(f"must be in (0, 1.5] (a fraction of TDP), got {limit}", file=file,
+                              field=f"{eid}.power_limit", value=limit)
         out[eid] = EngineProfile(
             id=eid, stack=get_str(t, "stack", file=file, section=eid),
             host_op_s=float(get_number(t, "host_op_us", file=file, section=eid, allow_zero=True)) * 1e-6,
             iteration_s=float(get_number(t, "iteration_us", file=file, section=eid, allow_zero=True)) * 1e-6,
             description=get_str(t, "description", file=file, section=eid, default="") or "",
-            source=get_str(t, "source", file=file, section=eid, default="") or "")
+            source=get_str(t, "source", file=file, section=eid, default="") or "",
+            power_limit=None if limit is None else float(limit))
     return out
 
 
@@ -112,10 +129,65 @@ class EngineStepTimeModel(StepTimeModel):
         # (``stack`` overrides the profile's, for fitting it)
         self.kernels = GPUKernelModel(gpu, stack=stack if stack is not None else engine.stack)
         self.host_floor_s = launched_ops(model, tp, pp) * engine.host_op_s
+        self.power_cal: PowerCalibration | None = None if engine.power_limit is None else gpu_power(gpu)
+        self._slow: StepTimeModel | None = None
+        self._sustained: dict[tuple, Sustained] = {}
+
+    # ---- power (module docstring) ------------------------------------------------------------
+    def _slow_model(self) -> StepTimeModel:
+        """The same step model with the SM clock at half the spec's (kernels under the same stack)."""
+        if self._slow is None:
+            g = clocked_gpu(self.gpu, 0.5)
+            slow = StepTimeModel(self.model, g, self.tp, self.pp, dtype=self.dtype, max_kv_len=self.max_kv_len)
+            slow.kernels = GPUKernelModel(g, stack=self.kernels.stack)
+            self._slow = slow
+        return self._slow
+
+    def _work(self, batch: Batch) -> tuple[float, float]:
+        """(FLOPs, bytes) of the iteration on one GPU: its stage's layers and the head."""
+        lay = layer_ops(self.model, batch, self.tp, self.dtype)
+        head = head_ops(self.model, batch, self.tp, self.dtype)
+        n = self.layers_per_stage
+        return (n * sum(op.flops for op in lay) + sum(op.flops for op in head),
+                n * sum(op.bytes for op in lay) + sum(op.bytes for op in head))
+
+    def phase(self, prefill: tuple[tuple[int, int], ...], decode: tuple[int, ...], tokens: int,
+              logits: int) -> Phase:
+        """The iteration's GPU work as a :class:`hwmodels.power.Phase` (at the spec's clock)."""
+        t = super().batch_time(prefill, decode, tokens, logits)
+        t_half = StepTimeModel.batch_time(self._slow_model(), prefill, decode, tokens, logits)
+        tc = min(max(0.0, t_half - t), t)
+        flops, nbytes = self._work(Batch(prefill=prefill, decode=decode, logits=logits))
+        return Phase(flops, nbytes, tc, t - tc)
+
+    def sustained(self, prefill: tuple[tuple[int, int], ...], decode: tuple[int, ...], tokens: int,
+                  logits: int) -> Sustained:
+        """Clock, time and power of the iteration's kernels under the engine's power limit."""
+        if self.power_cal is None or self.engine.power_limit is None:
+            raise ValueError(f"engine {self.engine.id!r} has no power_limit")
+        key = (prefill, decode, tokens, logits)
+        r = self._sustained.get(key)
+        if r is None:
+            r = sustained_clock(self.gpu, self.phase(prefill, decode, tokens, logits),
+                                self.engine.power_limit * self.gpu.tdp_w, cal=self.power_cal)
+            self._sustained[key] = r
+        return r
+
+    def decode_power_w(self, kv_lens: Sequence[int]) -> float:
+        """Mean board power (W) over one decode iteration of ``kv_lens`` (its kernels at the spec's clock,
+        the host floor and ``iteration_s`` idle around them)."""
+        cal = self.power_cal if self.power_cal is not None else gpu_power(self.gpu)
+        t = float(super().decode_times(kv_lens, 1)[0])
+        step = max(t, self.host_floor_s) + self.engine.iteration_s
+        flops, nbytes = self._work(Batch(decode=tuple(kv_lens)))
+        return power_at(cal, Phase(flops, nbytes, 0.0, step), 1.0)
 
     def batch_time(self, prefill: tuple[tuple[int, int], ...], decode: tuple[int, ...], tokens: int,
                    logits: int) -> float:
-        t = super().batch_time(prefill, decode, tokens, logits)
+        if self.power_cal is not None and prefill and tokens:
+            t = self.sustained(prefill, decode, tokens, logits).time_s
+        else:
+            t = super().batch_time(prefill, decode, tokens, logits)
         return t if t == 0.0 else max(t, self.host_floor_s)
 
     def decode_times(self, kv_lens: Sequence[int], k: int) -> np.ndarray:

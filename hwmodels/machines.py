@@ -4,16 +4,17 @@
 70 %) with sources; any catalog GPU also makes a machine as ``<gpu>x<count>`` (``h100-sxm-80gb x4`` spelled
 ``h100-sxm-80gbx4``), priced from ``[gpu_cost_per_hour_usd]`` when listed and drawing count x the GPU's TDP.
 
-Power cap (``power_cap`` < 1, a fraction of the GPU's TDP). Dynamic power goes as f V^2 and V tracks the
-clock f in the DVFS range, so P ~ f^3; a GPU whose compute-bound work would draw its TDP runs under a cap c
-at f = c^(1/3) of its clock (0.888 at 70 %). Splitwise measured on H100 that the prompt phase (compute-bound,
-at TDP) slows under a 70 % cap while the token phase (memory-bound, drawing well under the cap) barely does.
-So :func:`capped_gpu` scales the GPU's compute peaks by c^(1/3) and leaves memory bandwidth alone: the
-kernel model then slows compute-bound kernels (prefill GEMMs) by up to 1/0.888 = 1.13x and bandwidth-bound
-ones (decode) not at all. The spec's clock is left as it is: the GEMM model derives its per-cycle MMA rate
-from peak / clock, so scaling both double-counts (a 4096-token Llama-2-70B prefill on H100 came out 1.33x
-slower, beyond the 1.13x bound); scaling the peaks alone gives 1.08x. The id stays the GPU's: the TP
-all-reduce is priced on the node type found by GPU id.
+Power cap (``power_cap`` < 1, a fraction of the GPU's TDP). :func:`capped_gpu` runs the GPU's SM clock
+domain at the clock :mod:`hwmodels.power` finds for a compute-bound phase (dense GEMMs at the family's
+sustained GEMM efficiency) under ``cap x TDP``, relative to the clock the same phase sustains at TDP
+(:func:`hwmodels.power.cap_clock_ratio`: 0.871 at 70 % on H100/H200, from our H200 power run; the former rule
+P ~ f^3 gave c^(1/3) = 0.888). Relative, because the Hopper kernel calibration was fitted on GEMMs that
+already ran power-capped at TDP. Compute peaks and the clock scale by it (:func:`hwmodels.power.clocked_gpu`:
+per-clock feeds slow too), memory and link bandwidths do not: a 4096-token Llama-2-70B prefill on H100 TP8
+slows 1.09x (bound 1/0.871 = 1.15x) and a decode step 0.8 %, as Splitwise measured on H100 (the prompt
+phase, compute-bound at TDP, slows under a 70 % cap; the token phase, memory-bound and well under it, barely
+does). A family without a ``[power]`` table keeps c^(1/3). The id stays the GPU's: the TP all-reduce is
+priced on the node type found by GPU id.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 from hwmodels.gpu import GPUSpec, list_gpus, load_gpu
 from hwmodels.network.nics import node_catalog
+from hwmodels.power import cap_clock_ratio, clocked_gpu, load_power
 from workloads.errors import ConfigError
 from workloads.specfile import closest, get_number, get_str, read_toml, reject_unknown
 
@@ -55,16 +57,14 @@ class Machine:
 
 
 def capped_gpu(gpu: GPUSpec, cap: float) -> GPUSpec:
-    """``gpu`` under a power cap ``cap`` (fraction of TDP): compute peaks x cap^(1/3) (module docstring)."""
+    """``gpu`` under a power cap ``cap`` (fraction of TDP): SM clock and compute peaks x the sustained clock
+    ratio of :func:`hwmodels.power.cap_clock_ratio` (module docstring)."""
     if not 0.0 < cap <= 1.0:
         raise ConfigError(f"power cap must be in (0, 1], got {cap}", field="power_cap", value=cap)
     if cap == 1.0:
         return gpu
-    f = cap ** (1.0 / 3.0)
-    return dataclasses.replace(
-        gpu, name=f"{gpu.name} at {cap:.0%} power", bf16_flops=gpu.bf16_flops * f, fp16_flops=gpu.fp16_flops * f,
-        fp8_flops=None if gpu.fp8_flops is None else gpu.fp8_flops * f, fp32_flops=gpu.fp32_flops * f,
-        tdp_w=gpu.tdp_w * cap)
+    f = cap_clock_ratio(gpu, cap) if load_power(gpu.architecture.value) is not None else cap ** (1.0 / 3.0)
+    return dataclasses.replace(clocked_gpu(gpu, f), name=f"{gpu.name} at {cap:.0%} power", tdp_w=gpu.tdp_w * cap)
 
 
 def machines_file() -> Path:

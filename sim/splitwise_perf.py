@@ -31,6 +31,7 @@ class SplitwisePoint:
     row: SplitwiseRow
     prompt_s: float
     token_s: float
+    peak_power_w: float = 0.0    # predicted: the larger of the prefill iteration's and a decode step's (0: off)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class SplitwiseValidation:
     groups: dict[str, dict[str, ErrorStats]]       # "model tpN" -> column -> stats
     points: tuple[SplitwisePoint, ...] = field(repr=False, default=())
     skipped: dict[str, int] = field(default_factory=dict)
+    power: ErrorStats | None = None    # predicted peak power vs the file's peak_power x TDP (rows that have it)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"format": "splitwise-perf", "hardware": self.hardware, "engine": self.engine,
@@ -52,13 +54,25 @@ class SplitwiseValidation:
         d["groups"] = {g: {k: v.to_dict() for k, v in cols.items()} for g, cols in self.groups.items()}
         if self.skipped:
             d["skipped"] = dict(self.skipped)
+        if self.power is not None:
+            d["peak_power"] = self.power.to_dict()
         return d
+
+
+def peak_power_w(step: EngineStepTimeModel, prompt: int, batch: int, output: int) -> float:
+    """Predicted peak board power of one GPU over the request (W): the prefill iteration's kernels at their
+    sustained clock, or a decode step (mid-way KV lengths) with its host time, whichever draws more; 0 where
+    the engine has no power limit."""
+    if step.engine.power_limit is None:
+        return 0.0
+    pre = step.sustained(((prompt, prompt),) * batch, (), prompt * batch, batch).power_w
+    return max(pre, step.decode_power_w([prompt + max(1, output // 2)] * batch))
 
 
 def simulate_rows(rows: Sequence[SplitwiseRow], gpu: GPUSpec, engine: EngineProfile) -> tuple[
         list[SplitwisePoint], dict[str, int]]:
     steps: dict[tuple[str, int], EngineStepTimeModel] = {}
-    done: dict[tuple[str, int, int, int, int], tuple[float, float] | None] = {}
+    done: dict[tuple[str, int, int, int, int], tuple[float, float, float] | None] = {}
     points: list[SplitwisePoint] = []
     skipped: dict[str, int] = {}
     for r in rows:
@@ -74,7 +88,9 @@ def simulate_rows(rows: Sequence[SplitwiseRow], gpu: GPUSpec, engine: EngineProf
             if fits:
                 if (r.model, r.tp) not in steps:
                     steps[(r.model, r.tp)] = EngineStepTimeModel(model, gpu, r.tp, engine=engine)
-                done[key] = steps[(r.model, r.tp)].isolated(r.prompt, r.batch, r.output)
+                st = steps[(r.model, r.tp)]
+                pre, dec = st.isolated(r.prompt, r.batch, r.output)
+                done[key] = (pre, dec, peak_power_w(st, r.prompt, r.batch, r.output))
             else:
                 done[key] = None
         res = done[key]
@@ -82,7 +98,7 @@ def simulate_rows(rows: Sequence[SplitwiseRow], gpu: GPUSpec, engine: EngineProf
             why = f"{r.model} tp{r.tp} batch {r.batch} x {r.prompt + r.output} tokens: KV cache does not fit"
             skipped[why] = skipped.get(why, 0) + 1
             continue
-        points.append(SplitwisePoint(r, res[0], res[1]))
+        points.append(SplitwisePoint(r, res[0], res[1], res[2]))
     return points, skipped
 
 
@@ -101,5 +117,8 @@ def validate_splitwise_perf(rows: Sequence[SplitwiseRow], gpu: GPUSpec,
     for g in sorted({(p.row.model, p.row.tp) for p in points}):
         pts = [p for p in points if (p.row.model, p.row.tp) == g]
         groups[f"{g[0]} tp{g[1]}"] = {c: stats(pts, c) for c in COLUMNS}
+    pw = [p for p in points if p.row.peak_power > 0 and p.peak_power_w > 0]
+    power = ErrorStats.from_pairs([p.peak_power_w for p in pw], [p.row.peak_power * gpu.tdp_w for p in pw]) \
+        if pw else None
     return SplitwiseValidation(gpu.id, eng.id, eng.stack, ErrorStats.merge(columns.values()), columns, groups,
-                               tuple(points), skipped)
+                               tuple(points), skipped, power)

@@ -1,7 +1,8 @@
 """splitwise-perf validation: SplitwiseSim's measured perf_model_a100.csv (Patel et al., Splitwise, ISCA 2024).
 
 The figures below are those the fitted profile reaches (benchmarks/fit_splitwise.py; the stack and engine
-files record them). token_time meets the issue's target (WAPE <= 0.10). prompt_time does not (0.220, fitted):
+files record them). token_time meets the issue's target (WAPE <= 0.10). prompt_time does not (0.2196, fitted
+with the power model on: a TDP limit does not explain the file's slow prompts, docs/power.md):
 the test pins today's figure so a regression shows, and the strict target is an xfail that states why.
 """
 
@@ -42,8 +43,20 @@ def test_token_time_meets_target(result) -> None:  # type: ignore[no-untyped-def
 
 @needs_data
 def test_prompt_time_as_fitted(result) -> None:  # type: ignore[no-untyped-def]
-    """0.220 in-sample (stack file vllm-splitwise.toml); 0.01 of slack for float noise only."""
-    assert result.columns["prompt_time"].wape <= 0.23
+    """0.2196 in-sample with the power model on (engine power_limit 1.0; benchmarks/fit_splitwise.py prints
+    it; docs/power.md), 0.220 before it; 0.01 of slack for float noise only."""
+    assert result.columns["prompt_time"].wape == pytest.approx(0.2196, abs=0.01)
+    assert result.columns["token_time"].wape == pytest.approx(0.0524, abs=0.01)
+
+
+@needs_data
+def test_peak_power_as_reached(result) -> None:  # type: ignore[no-untyped-def]
+    """Predicted peak power (prefill iteration at its sustained clock, or a decode step) against the file's
+    peak_power x 400 W on the 260 rows that record it: WAPE 0.300 (docs/power.md); and never above the
+    400 W limit the engine holds the prefill under, beyond a decode step's draw."""
+    assert result.power is not None and result.power.n == 260
+    assert result.power.wape == pytest.approx(0.300, abs=0.01)
+    assert max(p.peak_power_w for p in result.points) <= 400.0 + 1e-6
 
 
 @needs_data

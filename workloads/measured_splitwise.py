@@ -32,6 +32,11 @@ class SplitwiseRow:
     tp: int
     prompt_s: float
     token_s: float
+    # optional columns (0: absent or not recorded): peak_power / average_power normalised to the GPU's TDP
+    # (0 in the file where not measured), e2e_time in seconds
+    peak_power: float = 0.0
+    average_power: float = 0.0
+    e2e_s: float = 0.0
 
 
 def read_splitwise_perf(path: str | Path) -> list[SplitwiseRow]:
@@ -57,12 +62,24 @@ def read_splitwise_perf(path: str | Path) -> list[SplitwiseRow]:
                     raise WorkloadError(f"must be > 0, got {v!r}", file=str(p), line=i, column=col)
                 return float(v)
 
+            def opt(col: str, r: dict = r, i: int = i) -> float:
+                if not r.get(col):
+                    return 0.0
+                try:
+                    v = float(r[col])
+                except (TypeError, ValueError):
+                    raise WorkloadError(f"not a number: {r[col]!r}", file=str(p), line=i, column=col) from None
+                if v < 0:
+                    raise WorkloadError(f"must be >= 0, got {v!r}", file=str(p), line=i, column=col)
+                return v
+
             name = (r["model"] or "").strip()
             rows.append(SplitwiseRow(
                 line=i, model=MODEL_NAMES.get(name, name), hardware=(r["hardware"] or "").strip(),
                 prompt=int(num("prompt_size", int)), batch=int(num("batch_size", int)),
                 output=int(num("token_size", int)), tp=int(num("tensor_parallel", int)),
-                prompt_s=num("prompt_time") * 1e-3, token_s=num("token_time") * 1e-3))
+                prompt_s=num("prompt_time") * 1e-3, token_s=num("token_time") * 1e-3,
+                peak_power=opt("peak_power"), average_power=opt("average_power"), e2e_s=opt("e2e_time") * 1e-3))
     if not rows:
         raise WorkloadError("no rows", file=str(p))
     return rows

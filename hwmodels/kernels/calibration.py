@@ -65,7 +65,8 @@ def parse_calibration(data: dict[str, Any], *, file: str, family: str) -> Calibr
     # imports this module)
     from hwmodels.kernels.attention_calibration import KERNEL_TABLES
 
-    reject_unknown(data, {"source", "kernels", "attention", *KERNEL_TABLES}, file=file)
+    # [power]: hwmodels/power.py (its own parser; optional)
+    reject_unknown(data, {"source", "kernels", "attention", "power", *KERNEL_TABLES}, file=file)
     k = data.get("kernels")
     if not isinstance(k, dict):
         raise ConfigError("missing required table", file=file, field="[kernels]")
