@@ -49,7 +49,7 @@ step (1/2^BISECT of the bracket) or more; a longer trace would also let queues b
 SLOs: Splitwise's slowdowns against the request alone on ``--slo-reference`` (default ``dgx-a100``: one DGX-A100
 at TP8, Splitwise's reference machine, the same yardstick for every design; ``own``: each pool's own instance, as
 the figures recorded before that option existed); the capacities hold the same limits as ``plan serve``
-(:func:`planners.serve.slo_limits`).
+(:func:`planners.serve.slo_limits`, :func:`planners.serve.ttft_floor`).
 
     python benchmarks/splitwise_design_points.py [--synthetic] [--only budget|70rps] [--duration S]
         [--duration-70 S] [--slo-reference dgx-a100|own|<machine>/tp<N>]    # one JSON line per figure
@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
     from hwmodels.machines import load_machine
     from planners.capacity import DEFAULT_SERVE, Mix, capacities
-    from planners.serve import Layout, Objective, plan_serve, slo_limits, solve_max_rate
+    from planners.serve import Layout, Objective, plan_serve, slo_limits, solve_max_rate, ttft_floor
     from sim.split_metrics import parse_slo
     from workloads.catalog import load_model
 
@@ -202,8 +202,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         # the planning mix from the trace at Splitwise's 70 req/s (~2,800 requests in 40 s; plan_serve's max-rate
         # mode takes it from >= 2,000 requests too, planners.serve.planning_mix)
         mix = Mix.of(wl(MIX_RATE))
-        own_k, tbt_limit, _ = slo_limits(model, mix, slo, DEFAULT_SERVE, None)
-        caps = capacities(model, [a100, h100, h100cap], TPS, mix, tbt_slowdown=own_k, tbt_limit_s=tbt_limit)
+        own_k, tbt_limit, ref_times = slo_limits(model, mix, slo, DEFAULT_SERVE, None)
+        caps = ttft_floor(capacities(model, [a100, h100, h100cap], TPS, mix, tbt_slowdown=own_k,
+                                     tbt_limit_s=tbt_limit), mix, slo, ref_times)
         only = {m.id: [c for c in caps if c.machine.id == m.id] for m in (a100, h100)}
         aa = measure(model, solve_max_rate(only[a100.id], mix, cost_cap, k=K, layouts=(Layout.SPLIT,)), wl, slo)
         hh = measure(model, solve_max_rate(only[h100.id], mix, cost_cap, k=K, layouts=(Layout.COLOCATED,)), wl, slo)

@@ -552,6 +552,31 @@ def burst_minimums(caps: Sequence[Capacity], mix: Mix, rate: float, cv: float, s
                              ttft_absolute=spec.absolute.get("ttft")) for cp in caps]
 
 
+def ttft_floor(caps: Sequence[Capacity], mix: Mix, slo: Slo | None,
+               ref_times: Sequence[float] | None = None) -> list[Capacity]:
+    """``caps`` with prefill and colocated capacity set to 0 for options that miss the TTFT SLO even with no queue:
+    more than 50 / 10 / 1 % of the mix's requests (by prompt group) take longer to prefill alone on the option than
+    the p50 / p90 / p99 limit (k x the prompt alone on the reference, ``ref_times``, or an absolute limit). Such an
+    option cannot be a prefill pool (or colocated) at any rate; the rate-mode burst bound already excludes it, the
+    max-rate ILP, which has no rate to size a queue at, would otherwise plan with it (Llama-2-70B on DGX-A100 TP2
+    against an A100 TP8 reference: its prefill alone is more than 2x the reference's)."""
+    spec = SloSpec(dict(slo)) if isinstance(slo, dict) else slo
+    if spec is None or ("ttft" not in spec.slowdown and "ttft" not in spec.absolute):
+        return list(caps)
+    w = np.array(mix.weights) / sum(mix.weights)
+    out = []
+    for cp in caps:
+        s = np.array(cp.prefill_times)
+        ref = s if ref_times is None else np.asarray(ref_times, dtype=float)
+        checks = [(k * ref, a) for k, a in zip(spec.slowdown.get("ttft", ()), (0.50, 0.10, 0.01))]
+        checks += [(np.full(s.shape, sec), 1.0 - p / 100.0) for p, sec in spec.absolute.get("ttft", {}).items()]
+        if any(float(w[s > lim].sum()) > a for lim, a in checks):
+            log.info("%s: the TTFT SLO is missed with no queue; no prefill or colocated pool of it", cp.key)
+            cp = dataclasses.replace(cp, prefill_tokens_s=0.0, colocated_rps=0.0)
+        out.append(cp)
+    return out
+
+
 def slo_limits(model: ModelSpec, mix: Mix, slo: SloSpec | None, serve: ServeConfig,
                engine: EngineProfile | None) -> tuple[float | None, float | None, list[float] | None]:
     """What the capacity model and the burst bound hold of the SLO: (TBT slowdown against each option's own step,
@@ -633,8 +658,8 @@ def plan_serve(model: ModelSpec, workload: Workload, machines: Sequence[Machine]
     slo = as_slo(slo)
     mix = planning_mix(workload, rate)
     own_k, tbt_limit, ref_times = slo_limits(model, mix, slo, serve, engine)
-    caps = capacities(model, machines, tps, mix, serve=serve, engine=engine, tbt_slowdown=own_k,
-                      tbt_limit_s=tbt_limit)
+    caps = ttft_floor(capacities(model, machines, tps, mix, serve=serve, engine=engine, tbt_slowdown=own_k,
+                                 tbt_limit_s=tbt_limit), mix, slo, ref_times)
     kw: dict[str, Any] = {"serve": serve, "engine": engine, "transfer": transfer}
     log_rounds: list[dict[str, Any]] = []
     if rate is None:
@@ -738,8 +763,9 @@ def compare_designs(model: ModelSpec, workload: Workload, machines: Sequence[Mac
     if baseline is not None and baseline not in mach:
         mach.append(baseline)
     mix = planning_mix(workload, None)
-    own_k, tbt_limit, _ = slo_limits(model, mix, slo, serve, engine)
-    caps = capacities(model, mach, tps, mix, serve=serve, engine=engine, tbt_slowdown=own_k, tbt_limit_s=tbt_limit)
+    own_k, tbt_limit, ref_times = slo_limits(model, mix, slo, serve, engine)
+    caps = ttft_floor(capacities(model, mach, tps, mix, serve=serve, engine=engine, tbt_slowdown=own_k,
+                                 tbt_limit_s=tbt_limit), mix, slo, ref_times)
     kw: dict[str, Any] = {"serve": serve, "engine": engine, "transfer": transfer}
     fams: list[tuple[str, Layout, tuple[str, ...]]] = [(f"colocated {m.id}", Layout.COLOCATED, (m.id,)) for m in mach]
     fams += [(f"split {p.id} -> {d.id}", Layout.SPLIT, (p.id, d.id)) for p in machines for d in machines]

@@ -342,3 +342,23 @@ def test_compare_iso_cost_and_power(mode: str, budget: float, unit: str) -> None
     assert simulate_candidate(MODEL, cand, wl(base["sustained_rps"]), slo)["slo"]["met"]
     assert not simulate_candidate(MODEL, cand, wl(base["failed_rps"]), slo)["slo"]["met"]
     assert base["failed_rps"] / base["sustained_rps"] <= 1.5 + 1e-9
+
+
+def test_ttft_floor_drops_options_that_miss_ttft_alone(mix: Mix) -> None:
+    """Against an A100 TP8 reference the p50 TTFT limit is 2x the prompt alone on it; a DGX-A100 at TP2 prefills
+    every prompt group alone more than 2x slower (a quarter of the GPUs), so no queue-free pool of it meets the SLO:
+    its prefill and colocated capacities drop to 0, and the options that meet it alone keep theirs unchanged."""
+    from planners.capacity import DEFAULT_SERVE
+    from planners.serve import slo_limits, ttft_floor
+    from sim.split_metrics import parse_slo
+
+    slo = parse_slo("splitwise", "dgx-a100")
+    _, limit, ref_times = slo_limits(MODEL, mix, slo, DEFAULT_SERVE, None)
+    caps = capacities(MODEL, MACHINES, (2, 4, 8), mix, tbt_limit_s=limit)
+    floored = {c.key: c for c in ttft_floor(caps, mix, slo, ref_times)}
+    a2 = floored["dgx-a100/tp2"]
+    assert ref_times is not None
+    slow = sum(w for t, r, w in zip(a2.prefill_times, ref_times, mix.weights) if t > 2 * r)
+    assert slow / sum(mix.weights) > 0.5
+    assert a2.prefill_tokens_s == 0 and a2.colocated_rps == 0
+    assert floored["dgx-a100/tp8"] == {c.key: c for c in caps}["dgx-a100/tp8"]
