@@ -135,6 +135,13 @@ def test_unknown_cluster_names_the_closest() -> None:
         load_cluster("dgx-h100-superpd")
 
 
+def test_superpod_presets_size_to_large_jobs() -> None:
+    """Issue 5's example runs 3,072 A100s on ``dgx-a100-superpod``: the SuperPOD presets grow by scalable units
+    through a core layer (their TOML), so the cluster is sized to the job: 384 DGX A100 nodes."""
+    cl = load_cluster("dgx-a100-superpod", gpus=3072)
+    assert cl.num_gpus == 3072 and sum(g.nodes for g in cl.groups) == 384
+
+
 def test_group_spanning_nodes_the_cluster_does_not_have() -> None:
     with pytest.raises(ConfigError, match="span nodes the cluster does not have"):
         load_cluster("pcie-4xrtx4090", gpus=33)
