@@ -42,8 +42,8 @@ import numpy as np
 from hwmodels.gpu import GPUSpec
 from hwmodels.kernels import GPUKernelModel
 from hwmodels.kernels.attention import (
-    _attn_cal,
     _DecodeShape,
+    attention_calibration_for,
     decode_shape,
     decode_stretch,
     decode_stretch_mapped,
@@ -83,7 +83,7 @@ class StepTimeModel:
         self._decode: dict[int, tuple[_DecodeShape, float, float]] = {}   # n -> (shape, layer_rest, head)
         g = self.kernels.gpu   # varlen attention calls: the kernel model's cost, without op objects
         self._varlen = varlen_shape(PrefillAttention("attn_prefill", self.q_heads, self.kv_heads, model.head_dim,
-                                                     ((1, 1),), dtype), g, _attn_cal(g, None))
+                                                     ((1, 1),), dtype), g, attention_calibration_for(g, None))
 
     # ---- memoised pieces -------------------------------------------------------------------
     def layer_rest(self, tokens: int) -> float:
@@ -213,7 +213,8 @@ class StepTimeModel:
             op = DecodeAttention("attn_decode", self.q_heads, self.kv_heads, self.model.head_dim,
                                  tuple(kv_lens), self.dtype)
             g = self.kernels.gpu
-            c = self._decode[n] = (decode_shape(op, g, _attn_cal(g, None)), self.layer_rest(n), self._head(n, n))
+            c = self._decode[n] = (decode_shape(op, g, attention_calibration_for(g, None)), self.layer_rest(n),
+                                   self._head(n, n))
         return c
 
     def decode_times_mapped(self, kv_lens: Sequence[int], k: int, post: Callable[[np.ndarray], np.ndarray],

@@ -163,15 +163,15 @@ def test_ll128_ceiling_is_the_architectures_own() -> None:
     ceiling x ``cap_efficiency`` (0.5567, held so that A100 keeps its 133.6 GB/s = 0.5567 x 20 x 12
     channels), never more than the tuner believes. Before, A100's 133.6 GB/s capped every GPU, and a
     64-GPU H100 ring at 1 GiB got 130 GB/s busbw (LL128) against 328 GB/s on 16 GPUs (Simple)."""
-    from hwmodels.network.collectives import _Model
+    from hwmodels.network.collectives import CollectiveCostModel
 
     p = default_params()
     eff = p.protocols[Protocol.LL128].cap_efficiency
-    a100 = _Model(geometry(load_cluster("dgx-a100-superpod", gpus=8)), p)
+    a100 = CollectiveCostModel(geometry(load_cluster("dgx-a100-superpod", gpus=8)), p)
     assert nccl_tuner.channels(a100.view, "ring") == 12  # 235 GB/s / 20 GB/s per channel
     assert a100.bus_cap(Algorithm.RING, Protocol.LL128) == pytest.approx(133.6e9, rel=1e-3)
     for gpus in (8, 64, 256):
-        m = _Model(geometry(load_cluster("dgx-h100-superpod", gpus=gpus)), p)
+        m = CollectiveCostModel(geometry(load_cluster("dgx-h100-superpod", gpus=gpus)), p)
         nch = nccl_tuner.channels(m.view, "ring")
         assert nch == 16   # 360 GB/s (0.8 x 450) / 20 GB/s per channel, at most 16
         assert m.bus_cap(Algorithm.RING, Protocol.LL128) == pytest.approx(36.7e9 * nch * eff, rel=1e-12)
@@ -183,13 +183,13 @@ def test_ll128_ceiling_is_the_architectures_own() -> None:
                 if cap is not None and mine is not None:
                     assert mine <= cap
     # Hopper's tree LL128 on > 2 nodes: min(16 x 29.0, 16 x 33.0 x 120/128) GB/s
-    m = _Model(geometry(load_cluster("dgx-h100-superpod", gpus=32)), p)
+    m = CollectiveCostModel(geometry(load_cluster("dgx-h100-superpod", gpus=32)), p)
     assert nccl_tuner.bus_caps(m.view, "tree", "ll128") == pytest.approx(16 * 29.0e9, rel=1e-12)
     # the 64-GPU ring at 1 GiB: LL128 at 0.92 x the ring's rate (NVLink or the NICs), not A100's cap
     cl = load_cluster("dgx-h100-superpod", gpus=64)
     ring = all_reduce(cl, GIB, algo="ring")
     assert ring.protocol is Protocol.LL128
-    model = _Model(geometry(cl), p)
+    model = CollectiveCostModel(geometry(cl), p)
     rate = min(0.92 * model.ring_bw(), model.bus_cap(Algorithm.RING, Protocol.LL128) or math.inf)
     assert rate == pytest.approx(0.92 * model.ring_bw(), rel=1e-12)
     bus = 2 * 63 / 64 * GIB

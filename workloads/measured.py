@@ -74,7 +74,7 @@ FORMATS: dict[str, Callable[..., MeasuredFile]] = {}
 MODEL_FORMATS = {"lss-layers", "lss-dense", "lss-attention"}
 
 
-def _format(name: str) -> Callable[[Callable[..., MeasuredFile]], Callable[..., MeasuredFile]]:
+def register_format(name: str) -> Callable[[Callable[..., MeasuredFile]], Callable[..., MeasuredFile]]:
     def register(fn: Callable[..., MeasuredFile]) -> Callable[..., MeasuredFile]:
         if name in FORMATS:
             raise ValueError(f"duplicate measured format {name!r}")
@@ -163,7 +163,7 @@ class CsvRows:
         raise WorkloadError(f"not a boolean: {raw!r}", file=str(self.path), line=self.line, column=col)
 
 
-def _positive_time(value: float, rows: CsvRows, col: str) -> float:
+def positive_time(value: float, rows: CsvRows, col: str) -> float:
     if value <= 0:
         raise WorkloadError(f"time must be > 0, got {value!r}", file=str(rows.path), line=rows.line, column=col)
     return value
@@ -177,7 +177,7 @@ _VIDUR_SHAPES = ("n_head", "n_kv_head", "n_embd", "n_expanded_embd", "vocab_size
                  "num_tokens", "num_tensor_parallel_workers")
 
 
-@_format("vidur-mlp")
+@register_format("vidur-mlp")
 def read_vidur_mlp(path: Path, model: ModelSpec | None = None, tp: int = 1) -> MeasuredFile:
     """Each row: one layer's ops for ``num_tokens`` tokens at TP ``num_tensor_parallel_workers``.
 
@@ -209,13 +209,13 @@ def read_vidur_mlp(path: Path, model: ModelSpec | None = None, tp: int = 1) -> M
             v = rows.opt_number(row, col)
             if v is None:
                 continue
-            records.append(MeasuredOp(name, (by_name[name],), _positive_time(v, rows, col) * 1e-3, rows.line))
+            records.append(MeasuredOp(name, (by_name[name],), positive_time(v, rows, col) * 1e-3, rows.line))
     return MeasuredFile("vidur-mlp", str(path), tuple(records))
 
 
 # ---- vidur-attention ------------------------------------------------------------------------------
 
-@_format("vidur-attention")
+@register_format("vidur-attention")
 def read_vidur_attention(path: Path, model: ModelSpec | None = None, tp: int = 1) -> MeasuredFile:
     """Prefill rows: one sequence of ``prefill_chunk_size`` new tokens over ``kv_cache_size`` tokens
     (chunk included when it is at least the chunk, as the files store it). Decode rows: ``batch_size``
@@ -245,7 +245,7 @@ def read_vidur_attention(path: Path, model: ModelSpec | None = None, tp: int = 1
             total = max(kv, chunk)
             op: Op = PrefillAttention("attn_prefill", qh, kvh, hd, ((chunk, total),) * b, dtype,
                                       causal=False, paged=False)
-            records.append(MeasuredOp("attn_prefill", (op,), _positive_time(v, rows, col) * 1e-3, rows.line))
+            records.append(MeasuredOp("attn_prefill", (op,), positive_time(v, rows, col) * 1e-3, rows.line))
         else:
             col = "time_stats.attn_decode.median"
             v = rows.opt_number(row, col)
@@ -254,7 +254,7 @@ def read_vidur_attention(path: Path, model: ModelSpec | None = None, tp: int = 1
             per = kv // b
             op = DecodeAttention("attn_decode", qh, kvh, hd, (per,) * b, dtype, pack_gqa=False, split_kv=False,
                                  paged=False)
-            records.append(MeasuredOp("attn_decode", (op,), _positive_time(v, rows, col) * 1e-3, rows.line))
+            records.append(MeasuredOp("attn_decode", (op,), positive_time(v, rows, col) * 1e-3, rows.line))
     return MeasuredFile("vidur-attention", str(path), tuple(records))
 
 
@@ -314,7 +314,7 @@ def _read_layer_table(path: Path, fmt: str, columns: tuple[str, str, str], secon
             skipped[name] = skipped.get(name, 0) + 1
             first_unknown = first_unknown if first_unknown[0] else (rows.line, name)
             continue
-        v = _positive_time(rows.number(row, time_col), rows, time_col)
+        v = positive_time(rows.number(row, time_col), rows, time_col)
         records.append(MeasuredOp(name, cache[t][name], v * seconds_per_unit, rows.line))
     if not records and skipped:
         known = ", ".join(next(iter(cache.values())))
@@ -323,7 +323,7 @@ def _read_layer_table(path: Path, fmt: str, columns: tuple[str, str, str], secon
     return MeasuredFile(fmt, str(path), tuple(records), needs_model=True, skipped=tuple(sorted(skipped.items())))
 
 
-@_format("lss-layers")
+@register_format("lss-layers")
 def read_lss_layers(path: Path, model: ModelSpec | None = None, tp: int = 1) -> MeasuredFile:
     assert model is not None  # read_measured checks
 
@@ -355,7 +355,7 @@ def _vllm_dense_ops(model: ModelSpec, t: int, tp: int, dtype: DType) -> dict[str
     }
 
 
-@_format("lss-dense")
+@register_format("lss-dense")
 def read_lss_dense(path: Path, model: ModelSpec | None = None, tp: int = 1) -> MeasuredFile:
     assert model is not None
 
@@ -367,7 +367,7 @@ def read_lss_dense(path: Path, model: ModelSpec | None = None, tp: int = 1) -> M
 
 # ---- lss-attention (vLLM 0.19 FlashAttention varlen) ----------------------------------------------
 
-@_format("lss-attention")
+@register_format("lss-attention")
 def read_lss_attention(path: Path, model: ModelSpec | None = None, tp: int = 1) -> MeasuredFile:
     """A row with a prefill chunk is one varlen kernel over the chunk and the decodes (each a query
     of one token, not GQA-packed nor split: the call's longest query is the chunk); a decode-only row
@@ -384,7 +384,7 @@ def read_lss_attention(path: Path, model: ModelSpec | None = None, tp: int = 1) 
         prior = rows.integer(row, "kv_prefill")
         nd = rows.integer(row, "n_decode")
         kvd = rows.integer(row, "kv_decode")
-        v = _positive_time(rows.number(row, "time_us"), rows, "time_us") * 1e-6
+        v = positive_time(rows.number(row, "time_us"), rows, "time_us") * 1e-6
         if chunk == 0 and (nd == 0 or kvd == 0):
             continue
         if chunk > 0:
@@ -400,7 +400,7 @@ def read_lss_attention(path: Path, model: ModelSpec | None = None, tp: int = 1) 
 
 # ---- llmcompass-matmul ----------------------------------------------------------------------------
 
-@_format("llmcompass-matmul")
+@register_format("llmcompass-matmul")
 def read_llmcompass_matmul(path: Path, model: ModelSpec | None = None, tp: int = 1) -> MeasuredFile:
     records: list[MeasuredOp] = []
     with path.open(encoding="utf-8") as fh:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workloads.errors import WorkloadError
-from workloads.measured import CsvRows, MeasuredFile, MeasuredOp, _format, _positive_time
+from workloads.measured import CsvRows, MeasuredFile, MeasuredOp, positive_time, register_format
 from workloads.model_spec import ModelSpec
 from workloads.ops import DecodeAttention, DType, Gemm, MemoryOp, Op, OpKind, PrefillAttention
 from workloads.pytorch.tracer import AtenClass, OpGraph, TensorRef, TracedOp
@@ -141,7 +141,7 @@ def torch_llama_step_ops(spec: ModelSpec, batch: int, new_tokens: int, context: 
 
 # ---- xpusim-gemm ------------------------------------------------------------------------------------
 
-@_format("xpusim-gemm")
+@register_format("xpusim-gemm")
 def read_xpusim_gemm(path: Path, model: ModelSpec | None = None, tp: int = 1) -> MeasuredFile:
     """One GEMM per row; the op is named ``gemm_<dtype>`` (``gemm_bf16``, ``gemm_fp8``)."""
     rows = CsvRows(path, {"label", "dtype", "m", "n", "k", "time_s"})
@@ -159,14 +159,14 @@ def read_xpusim_gemm(path: Path, model: ModelSpec | None = None, tp: int = 1) ->
             continue
         m, n, k = (rows.integer(row, c, minimum=1) for c in ("m", "n", "k"))
         name = f"gemm_{dt.value}"
-        records.append(MeasuredOp(name, (Gemm(name, m, n, k, dt),), _positive_time(v, rows, "time_s"), rows.line))
+        records.append(MeasuredOp(name, (Gemm(name, m, n, k, dt),), positive_time(v, rows, "time_s"), rows.line))
     return MeasuredFile("xpusim-gemm", str(path), tuple(records),
                         skipped=(("no time (error)", skipped),) if skipped else ())
 
 
 # ---- xpusim-attention -------------------------------------------------------------------------------
 
-@_format("xpusim-attention")
+@register_format("xpusim-attention")
 def read_xpusim_attention(path: Path, model: ModelSpec | None = None, tp: int = 1) -> MeasuredFile:
     """Prefill rows: ``batch`` sequences of ``q_len`` queries over ``kv_len`` keys (causal from the
     ``causal`` column), contiguous K/V. Decode rows: ``batch`` one-token queries over ``kv_len`` keys.
@@ -185,7 +185,7 @@ def read_xpusim_attention(path: Path, model: ModelSpec | None = None, tp: int = 
         if qh % kvh:
             raise WorkloadError(f"{qh} query heads not a multiple of {kvh} KV heads", file=str(path),
                                 line=rows.line, column="kv_heads")
-        v = _positive_time(rows.number(row, "time_s"), rows, "time_s")
+        v = positive_time(rows.number(row, "time_s"), rows, "time_s")
         op: Op
         if phase == "prefill":
             if q > kv:
@@ -229,7 +229,7 @@ def _memory_op(op: str, t: int, h: int, rows: CsvRows) -> MemoryOp:
                         line=rows.line, column="op")
 
 
-@_format("xpusim-memory-ops")
+@register_format("xpusim-memory-ops")
 def read_xpusim_memory_ops(path: Path, model: ModelSpec | None = None, tp: int = 1) -> MeasuredFile:
     """Rows timed behind the L2 flush (``l2_flushed`` 1), one op each; the others are skipped (the
     module docstring says why) and counted as ``<op> (no L2 flush: host-bound)``."""
@@ -241,7 +241,7 @@ def read_xpusim_memory_ops(path: Path, model: ModelSpec | None = None, tp: int =
         t = rows.integer(row, "tokens", minimum=1)
         h = rows.integer(row, "hidden", minimum=1)
         op = _memory_op(name, t, h, rows)
-        v = _positive_time(rows.number(row, "time_s"), rows, "time_s")
+        v = positive_time(rows.number(row, "time_s"), rows, "time_s")
         if not rows.flag(row, "l2_flushed"):
             key = f"{name} (no L2 flush: host-bound)"
             skipped[key] = skipped.get(key, 0) + 1
@@ -266,7 +266,7 @@ def _kt_shape(text: str, rows: CsvRows) -> dict[str, int]:
     return out
 
 
-@_format("xpusim-kernel-times")
+@register_format("xpusim-kernel-times")
 def read_xpusim_kernel_times(path: Path, model: ModelSpec | None = None, tp: int = 1) -> MeasuredFile:
     """``kernel_times.csv`` (``collect_cuda.py --sections kernel_times``): each call timed four ways; the
     record's time is ``kernel_s``, the profiler's device time of the call's kernels (what ``validate
@@ -311,7 +311,7 @@ def read_xpusim_kernel_times(path: Path, model: ModelSpec | None = None, tp: int
         else:
             skipped[kind] = skipped.get(kind, 0) + 1
             continue
-        records.append(MeasuredOp(name, (op,), _positive_time(v, rows, "kernel_s"), rows.line))
+        records.append(MeasuredOp(name, (op,), positive_time(v, rows, "kernel_s"), rows.line))
     return MeasuredFile("xpusim-kernel-times", str(path), tuple(records), skipped=tuple(sorted(skipped.items())))
 
 
@@ -320,7 +320,7 @@ def read_xpusim_kernel_times(path: Path, model: ModelSpec | None = None, tp: int
 STEP_MODES = ("eager", "cuda_graph")
 
 
-@_format("xpusim-steps")
+@register_format("xpusim-steps")
 def read_xpusim_steps(path: Path, model: ModelSpec | None = None, tp: int = 1) -> MeasuredFile:
     """One whole step per row: the kernels of :func:`torch_llama_step_ops` for the row's catalog model
     (``model``), ``batch`` and ``prompt`` / ``context``; named ``<phase>.<mode>``. ``layers`` must
@@ -358,7 +358,7 @@ def read_xpusim_steps(path: Path, model: ModelSpec | None = None, tp: int = 1) -
         else:
             raise WorkloadError(f"phase must be prefill or decode, got {phase!r}", file=str(path),
                                 line=rows.line, column="phase")
-        v = _positive_time(rows.number(row, "time_s"), rows, "time_s")
+        v = positive_time(rows.number(row, "time_s"), rows, "time_s")
         records.append(MeasuredOp(f"{phase}.{mode}", ops, v, rows.line))
     return MeasuredFile("xpusim-steps", str(path), tuple(records))
 
@@ -564,7 +564,7 @@ def read_validate_torch(directory: Path | str) -> RecordedTorchRun:
                                   "flops", "bytes", "measured_s"})
     for row in rows:
         key = ((row.get("phase") or "").strip(), rows.integer(row, "step", minimum=0))
-        meas = _positive_time(rows.number(row, "measured_s"), rows, "measured_s")
+        meas = positive_time(rows.number(row, "measured_s"), rows, "measured_s")
         by_step.setdefault(key, []).append((_rebuild_op(row, rows, dtype), meas))
     steps: list[RunStep] = []
     for row in srows:
@@ -585,7 +585,7 @@ def read_validate_torch(directory: Path | str) -> RecordedTorchRun:
             secs.append(meas)
         graph = OpGraph(ops, device=prov.get("device", "cuda"), label=f"{phase} {idx}", meta={"source": str(d)})
         steps.append(RunStep(phase, idx, srows.integer(row, "context", minimum=1), graph, secs,
-                             _positive_time(srows.number(row, "measured_s"), srows, "measured_s")))
+                             positive_time(srows.number(row, "measured_s"), srows, "measured_s")))
     if by_step:
         (phase, idx), _ = next(iter(by_step.items()))
         raise WorkloadError(f"ops.csv has {phase} step {idx}, which steps.csv does not", file=str(ops_p))

@@ -250,7 +250,7 @@ def _finish(gpu: GPUSpec, a: AttentionCalibration, sched: float, total: float, l
                       "bytes": float(kv_dram + qo)}
 
 
-def _attn_cal(gpu: GPUSpec, attn: AttentionCalibration | None) -> AttentionCalibration:
+def attention_calibration_for(gpu: GPUSpec, attn: AttentionCalibration | None) -> AttentionCalibration:
     return attn if attn is not None else load_attention_calibration(gpu.architecture.value)
 
 
@@ -404,7 +404,7 @@ def prefill_attention_cost(op: PrefillAttention, gpu: GPUSpec, cal: Calibration 
     """One varlen FlashAttention call over ``op.seqs`` (decodes included as one-token queries)."""
     if not op.seqs or all(q <= 0 for q, _ in op.seqs):
         return 0.0, {}
-    a = _attn_cal(gpu, attn)
+    a = attention_calibration_for(gpu, attn)
     sched, total, live, empty, kv_unique, kv_dram, qo = varlen_shape(op, gpu, a).parts(op.seqs)
     t, bd = _finish(gpu, a, sched, total, live, empty, kv_unique, kv_dram, qo, False)
     if a.prefill_extra_s:
@@ -415,7 +415,7 @@ def prefill_attention_cost(op: PrefillAttention, gpu: GPUSpec, cal: Calibration 
 
 def prefill_attention_time(op: PrefillAttention, gpu: GPUSpec, attn: AttentionCalibration | None = None) -> float:
     """``prefill_attention_cost(op, gpu)[0]`` without the breakdown."""
-    return varlen_shape(op, gpu, _attn_cal(gpu, attn)).time(op.seqs)
+    return varlen_shape(op, gpu, attention_calibration_for(gpu, attn)).time(op.seqs)
 
 
 class _DecodeShape:
@@ -582,7 +582,7 @@ def decode_attention_cost(op: DecodeAttention, gpu: GPUSpec, cal: Calibration | 
     """One decode call: a query token per sequence over ``op.kv_lens`` keys (new token included)."""
     if not op.kv_lens:
         return 0.0, {}
-    a = _attn_cal(gpu, attn)
+    a = attention_calibration_for(gpu, attn)
     sh = decode_shape(op, gpu, a)
     sched, total, live, grid, splits = _decode_structure(sh, _blocks_count(op.kv_lens, sh.bn), gpu, a)
     kv_unique = sh.kv_bytes_per_token * float(sum(op.kv_lens))
@@ -603,7 +603,7 @@ def decode_attention_times(op: DecodeAttention, steps: int, gpu: GPUSpec,
         return np.zeros(0)
     if not op.kv_lens:
         return np.zeros(steps)
-    return decode_stretch(decode_shape(op, gpu, _attn_cal(gpu, attn)), op.kv_lens, steps)
+    return decode_stretch(decode_shape(op, gpu, attention_calibration_for(gpu, attn)), op.kv_lens, steps)
 
 
 def _segment_starts(kv_lens: Iterable[int], bn: int, steps: int) -> list[int]:

@@ -16,7 +16,7 @@ import math
 
 from hwmodels.gpu import GPUSpec
 from hwmodels.kernels.calibration import Calibration
-from hwmodels.network.collectives import CollectiveOp, Geometry, _intra_ring_link, collective_time
+from hwmodels.network.collectives import CollectiveOp, Geometry, collective_time, intra_ring_link
 from hwmodels.network.nics import IntraFabric, NicAttach, NodeSpec, load_nic, node_catalog
 from workloads.ops import AllReduce
 
@@ -43,8 +43,8 @@ def tp_geometry(gpu: GPUSpec, group: int) -> Geometry:
     per_node = min(group, spec.gpus)
     nic = load_nic(spec.nic)
     return Geometry(n=group, nodes=nodes, per_node=per_node, fabric=spec.fabric, nvls=spec.nvls,
-                    intra_link=_intra_ring_link(spec, per_node, None),
-                    p2p_link=spec.gpu_link if spec.fabric is not IntraFabric.XGMI else _intra_ring_link(spec, 2, None),
+                    intra_link=intra_ring_link(spec, per_node, None),
+                    p2p_link=spec.gpu_link if spec.fabric is not IntraFabric.XGMI else intra_ring_link(spec, 2, None),
                     nics_per_node=max(1, math.ceil(per_node / spec.gpus_per_nic)), nic=nic, oversubscription=1.0,
                     inter_site_rate=None, net_latency_s=2 * nic.latency_s if nodes > 1 else 0.0)
 

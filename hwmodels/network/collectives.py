@@ -236,7 +236,7 @@ def geometry(cluster: Cluster, gpus: Sequence[str] | None = None) -> Geometry:
     spec = min((gr.node for gr in grp), key=lambda s: s.gpu_link or s.xgmi_link)
     nic = min((gr.nic for gr in grp), key=lambda x: x.rate if x.stream_rate is None else min(x.rate, x.stream_rate))
     per_node = max(counts.values())
-    intra = _intra_ring_link(spec, per_node, None if locals_by_node is None else locals_by_node[node_ids[0]])
+    intra = intra_ring_link(spec, per_node, None if locals_by_node is None else locals_by_node[node_ids[0]])
     if locals_by_node is None:
         nics_used = min(math.ceil(c / spec.gpus_per_nic) for c in counts.values())
     else:
@@ -256,7 +256,7 @@ def geometry(cluster: Cluster, gpus: Sequence[str] | None = None) -> Geometry:
         net_latency_s=net_lat, gpu=spec.gpu)
 
 
-def _intra_ring_link(spec: Any, g: int, locals_: list[int] | None) -> float:
+def intra_ring_link(spec: Any, g: int, locals_: list[int] | None) -> float:
     if spec.fabric is not IntraFabric.XGMI:
         return float(spec.gpu_link)
     if g <= 1:
@@ -296,7 +296,7 @@ class CollectiveResult:
 
 
 # ---- the model --------------------------------------------------------------------------------------
-class _Model:
+class CollectiveCostModel:
     def __init__(self, geo: Geometry, params: CollectiveParams) -> None:
         self.g, self.p = geo, params
         eff = {IntraFabric.NVSWITCH: params.nvlink_efficiency, IntraFabric.PCIE: params.pcie_efficiency,
@@ -475,7 +475,7 @@ def collective_time(cluster: Cluster | None, op: CollectiveOp | str, nbytes: flo
     if geo.n == 1 or nbytes == 0:
         return CollectiveResult(op_e, Algorithm.RING if algo_e is Algorithm.AUTO else algo_e, Protocol.SIMPLE,
                                 float(nbytes), geo.n, 0.0)
-    model = _Model(geo, params)
+    model = CollectiveCostModel(geo, params)
     if algo_e is Algorithm.AUTO:
         algos = [a for a in AUTO_CHOICES if model.applicable(op_e, a)]
     else:
@@ -565,7 +565,7 @@ def all_to_allv(cluster: Cluster, send_bytes: Sequence[Sequence[float]], *, gpus
         raise ConfigError(f"send_bytes must be {n} x {n} (one row and column per GPU of the group)",
                           field="send_bytes")
     geo = geometry(cluster, members)
-    model = _Model(geo, params)
+    model = CollectiveCostModel(geo, params)
     node = [cluster.node_of(x) for x in members]
     per_node_count: dict[int, int] = {}
     for nd in node:

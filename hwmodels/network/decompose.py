@@ -463,7 +463,7 @@ def decompose(cluster: Cluster, op: CollectiveOp | str, nbytes: float, algo: Alg
       all-to-allv: :func:`decompose_all_to_allv`.
     - send/recv: one flow of ``S`` from ``group[0]`` to ``group[1]``.
     """
-    from hwmodels.network.collectives import _Model, collective_time, geometry, parse_enum
+    from hwmodels.network.collectives import CollectiveCostModel, collective_time, geometry, parse_enum
 
     op_e: CollectiveOp = parse_enum(CollectiveOp, op, "op")
     algo_e: Algorithm = parse_enum(Algorithm, algo, "algo")
@@ -478,7 +478,7 @@ def decompose(cluster: Cluster, op: CollectiveOp | str, nbytes: float, algo: Alg
     if geo.n <= 1 or nbytes == 0:
         return FlowSchedule((), name=label, meta=meta)
     g = graph if graph is not None else fabric_graph(cluster, p)
-    model = _Model(geo, p)
+    model = CollectiveCostModel(geo, p)
     pp = p.protocols[proto]
     f = pp.bw_fraction
     S = float(nbytes)
@@ -692,13 +692,13 @@ def decompose_all_to_allv(cluster: Cluster, sizes: np.ndarray, *, group: Sequenc
     (NCCL's grouped send/recv). Latency as the closed form's all-to-all; intra-node flows carry
     ``nvlink_efficiency / p2p_efficiency`` more bytes on an NVSwitch node (the closed form rates a
     point-to-point copy at ``p2p_efficiency`` of the link, the graph at ``nvlink_efficiency``)."""
-    from hwmodels.network.collectives import _Model, geometry, parse_enum
+    from hwmodels.network.collectives import CollectiveCostModel, geometry, parse_enum
 
     p = params or default_params()
     members = list(group) if group is not None else list(cluster.gpus)
     sizes = np.asarray(sizes, float)
     geo = geometry(cluster, members)
-    model = _Model(geo, p)
+    model = CollectiveCostModel(geo, p)
     if protocol is None:
         protos = model.protocols()
         proto = Protocol.SIMPLE if Protocol.SIMPLE in protos else protos[-1]

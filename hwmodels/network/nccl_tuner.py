@@ -28,7 +28,7 @@ The tuner's inputs are NCCL's *view* of the topology (not the achieved rates):
   0.75 x this one; docs/network.md says what that changes).
 
 The per-architecture ceilings (:func:`bus_caps`) are also the cost model's
-(:meth:`hwmodels.network.collectives._Model.bus_cap`), so the tuner and the cost agree, architecture
+(:meth:`hwmodels.network.collectives.CollectiveCostModel.bus_cap`), so the tuner and the cost agree, architecture
 by architecture, on how fast each protocol can go.
 """
 

@@ -243,7 +243,7 @@ def plan_train_cmd(model: str, hardware: str, cluster: str, gpus: int, global_ba
     from planners.train import plan_train
     from workloads.ops import DType
     from workloads.train_ops import AttentionImpl, load_train_model
-    from xpusim.commands.train_cmd import _enum
+    from xpusim.commands.train_cmd import parse_choice
 
     if gpus < 1:
         raise ConfigError(f"must be >= 1, got {gpus}", field="gpus", value=gpus)
@@ -252,7 +252,8 @@ def plan_train_cmd(model: str, hardware: str, cluster: str, gpus: int, global_ba
     cl = load_cluster(cluster, gpus=gpus)
     # the whole cluster: a NIC-aware placement may choose which of its nodes to use
     plan = plan_train(spec, gpu, cl, gpus, global_batch, seq=seq, top=top,
-                      attention=_enum(AttentionImpl, attention, "attention"), dtype=_enum(DType, dtype, "dtype"),
+                      attention=parse_choice(AttentionImpl, attention, "attention"),
+                      dtype=parse_choice(DType, dtype, "dtype"),
                       headroom_bytes=memory_headroom_gib * 1024**3, placement_cluster=load_cluster(cluster))
     if as_json:
         click.echo(json.dumps(plan.to_dict(), default=float))

@@ -53,7 +53,7 @@ def train_chrome_trace(report: Any) -> str:
     return json.dumps({"traceEvents": ev, "displayTimeUnit": "ms"})
 
 
-def _enum(cls: Any, value: str, field: str) -> Any:
+def parse_choice(cls: Any, value: str, field: str) -> Any:
     try:
         return cls(value.lower())
     except ValueError:
@@ -108,10 +108,11 @@ def simulate_train(model: str, seq: int, hardware: str, cluster: str, gpus: int,
 
     spec = load_train_model(model, seq)
     lay = TrainLayout(tp=tp, pp=pp, dp=dp, micro_batch=micro_batch, global_batch=global_batch, seq=seq,
-                      sequence_parallel=sequence_parallel, recompute=_enum(Recompute, recompute, "recompute"),
-                      schedule=_enum(Schedule, schedule, "schedule"), virtual_stages=virtual_stages, zero=zero,
-                      attention=_enum(AttentionImpl, attention, "attention"), dtype=_enum(DType, dtype, "dtype"),
-                      cp=cp, cp_impl=_enum(CPImpl, cp_impl, "cp_impl"))
+                      sequence_parallel=sequence_parallel, recompute=parse_choice(Recompute, recompute, "recompute"),
+                      schedule=parse_choice(Schedule, schedule, "schedule"), virtual_stages=virtual_stages, zero=zero,
+                      attention=parse_choice(AttentionImpl, attention, "attention"),
+                      dtype=parse_choice(DType, dtype, "dtype"),
+                      cp=cp, cp_impl=parse_choice(CPImpl, cp_impl, "cp_impl"))
     check_layout(spec, lay, gpus)
     gpu = load_gpu(hardware)
     cl = load_cluster(cluster, gpus=gpus)
