@@ -42,7 +42,7 @@ import numpy as np
 from hwmodels.gpu import GPUSpec
 from hwmodels.kernels import GPUKernelModel
 from hwmodels.kernels.attention import (
-    _DecodeShape,
+    DecodeShape,
     attention_calibration_for,
     decode_shape,
     decode_stretch,
@@ -80,7 +80,7 @@ class StepTimeModel:
         self._logits: dict[int, float] = {}
         self._prefill = lru_cache(maxsize=65536)(self._prefill_attention_uncached)
         self._gemm_tables: dict[tuple[int, int, DType], np.ndarray] = {}
-        self._decode: dict[int, tuple[_DecodeShape, float, float]] = {}   # n -> (shape, layer_rest, head)
+        self._decode: dict[int, tuple[DecodeShape, float, float]] = {}   # n -> (shape, layer_rest, head)
         g = self.kernels.gpu   # varlen attention calls: the kernel model's cost, without op objects
         self._varlen = varlen_shape(PrefillAttention("attn_prefill", self.q_heads, self.kv_heads, model.head_dim,
                                                      ((1, 1),), dtype), g, attention_calibration_for(g, None))
@@ -206,7 +206,7 @@ class StepTimeModel:
         stage = self.layers_per_stage * (self.layer_rest(nm) + self._micro_decode(kv_lens, m, k))
         return self._pipeline_vec(stage, n, m) + self._head(n, n)
 
-    def _decode_consts(self, kv_lens: Sequence[int]) -> tuple[_DecodeShape, float, float]:
+    def _decode_consts(self, kv_lens: Sequence[int]) -> tuple[DecodeShape, float, float]:
         n = len(kv_lens)
         c = self._decode.get(n)
         if c is None:

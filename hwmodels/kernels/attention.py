@@ -288,7 +288,7 @@ def _varlen_schedule(tiles: tuple[int, ...], heads: int, slots: int, cta_s: floa
     return sched, total, reads
 
 
-class _VarlenShape:
+class VarlenShape:
     """What a varlen call's cost depends on besides its sequences, with the constants of the cost
     formula; one per (op shape, GPU, calibration), kept by :func:`varlen_shape`."""
 
@@ -374,7 +374,7 @@ class _VarlenShape:
         return self.launch_s + body + empty * self.empty_cta_s / self.slots + self.extra_s
 
 
-_S = TypeVar("_S", "_VarlenShape", "_DecodeShape")
+_S = TypeVar("_S", "VarlenShape", "DecodeShape")
 MAX_SHARED_SHAPES = 4096
 
 
@@ -390,13 +390,13 @@ def _shared(cache: dict[tuple, _S], key: tuple, gpu: GPUSpec, a: AttentionCalibr
     return obj
 
 
-_VARLEN: dict[tuple, _VarlenShape] = {}
+_VARLEN: dict[tuple, VarlenShape] = {}
 
 
-def varlen_shape(op: PrefillAttention, gpu: GPUSpec, a: AttentionCalibration) -> _VarlenShape:
-    """The (shared) :class:`_VarlenShape` of ``op`` on ``gpu`` with calibration ``a``."""
+def varlen_shape(op: PrefillAttention, gpu: GPUSpec, a: AttentionCalibration) -> VarlenShape:
+    """The (shared) :class:`VarlenShape` of ``op`` on ``gpu`` with calibration ``a``."""
     key = (id(gpu), id(a), op.num_q_heads, op.num_kv_heads, op.head_dim, op.dtype, op.causal, op.paged)
-    return _shared(_VARLEN, key, gpu, a, lambda: _VarlenShape(op, gpu, a))
+    return _shared(_VARLEN, key, gpu, a, lambda: VarlenShape(op, gpu, a))
 
 
 def prefill_attention_cost(op: PrefillAttention, gpu: GPUSpec, cal: Calibration | None = None,
@@ -418,7 +418,7 @@ def prefill_attention_time(op: PrefillAttention, gpu: GPUSpec, attn: AttentionCa
     return varlen_shape(op, gpu, attention_calibration_for(gpu, attn)).time(op.seqs)
 
 
-class _DecodeShape:
+class DecodeShape:
     """What a decode call's cost depends on besides the KV lengths themselves, with the constants of
     the cost formula that do not change between calls. One per (op shape, sequence count, GPU,
     calibration), kept by :func:`decode_shape`; ``segs`` memoises the per-tile-count structure."""
@@ -520,18 +520,18 @@ class _DecodeShape:
         return s
 
 
-_SHAPES: dict[tuple, _DecodeShape] = {}
+_SHAPES: dict[tuple, DecodeShape] = {}
 MAX_MEMORY_TABLE = 1 << 20   # longest table of memory terms over summed KV lengths, per shape
 
 
-def decode_shape(op: DecodeAttention, gpu: GPUSpec, a: AttentionCalibration) -> _DecodeShape:
-    """The (shared) :class:`_DecodeShape` of ``op`` on ``gpu`` with calibration ``a``."""
+def decode_shape(op: DecodeAttention, gpu: GPUSpec, a: AttentionCalibration) -> DecodeShape:
+    """The (shared) :class:`DecodeShape` of ``op`` on ``gpu`` with calibration ``a``."""
     key = (id(gpu), id(a), op.num_q_heads, op.num_kv_heads, op.head_dim, op.dtype, op.pack_gqa, op.split_kv,
            op.paged, len(op.kv_lens))
-    return _shared(_SHAPES, key, gpu, a, lambda: _DecodeShape(op, gpu, a))
+    return _shared(_SHAPES, key, gpu, a, lambda: DecodeShape(op, gpu, a))
 
 
-def _decode_structure(shape: _DecodeShape, blocks_count: dict[int, int], gpu: GPUSpec,
+def _decode_structure(shape: DecodeShape, blocks_count: dict[int, int], gpu: GPUSpec,
                       a: AttentionCalibration) -> tuple[float, float, int, int, int]:
     """(schedule bound, summed CTA time, live CTAs, grid size, splits) of a decode call whose
     sequences span ``blocks_count`` = {KV tiles: sequences}; all that depends on the lengths only
@@ -624,7 +624,7 @@ MAX_RUN_TABLE_SEQS = 8       # decode_stretch_mapped keeps per-run tables up to 
 MAX_RUN_TABLES = 8192        # tables kept per cache before it is cleared
 
 
-def decode_stretch_mapped(sh: _DecodeShape, kv_lens, steps: int, post, cache: dict) -> np.ndarray:  # type: ignore[no-untyped-def]
+def decode_stretch_mapped(sh: DecodeShape, kv_lens, steps: int, post, cache: dict) -> np.ndarray:  # type: ignore[no-untyped-def]
     """``post(decode_stretch(sh, kv_lens, steps))`` for an elementwise ``post``, from tables memoised
     in ``cache`` (the caller's, one per ``post``): a run of calls with equal tile counts has every
     value of its summed KV length S within ``n * bn`` consecutive integers, so its mapped times are
@@ -655,7 +655,7 @@ def decode_stretch_mapped(sh: _DecodeShape, kv_lens, steps: int, post, cache: di
     return pieces[0].copy() if len(pieces) == 1 else np.concatenate(pieces)
 
 
-def _finish_run(sh: _DecodeShape, mp: np.ndarray, seg) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _finish_run(sh: DecodeShape, mp: np.ndarray, seg) -> np.ndarray:  # type: ignore[no-untyped-def]
     """Call times of a run of decode calls sharing one KV-tile segment ``seg``, from their memory terms
     ``mp`` (already raised to ``sh.p``): _finish_body's arithmetic, in its order (so equal to the per-call cost)."""
     t = mp + seg[1]
@@ -668,7 +668,7 @@ def _finish_run(sh: _DecodeShape, mp: np.ndarray, seg) -> np.ndarray:  # type: i
     return t
 
 
-def decode_stretch(sh: _DecodeShape, kv_lens, steps: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+def decode_stretch(sh: DecodeShape, kv_lens, steps: int) -> np.ndarray:  # type: ignore[no-untyped-def]
     """:func:`decode_attention_times` for a shape from :func:`decode_shape` (``sh.n`` sequences of KV
     lengths ``kv_lens``, ``steps`` >= 1 calls). The arithmetic of each call is _finish_body's, in its
     order, so every value equals the per-call cost."""
@@ -720,7 +720,7 @@ def decode_stretch(sh: _DecodeShape, kv_lens, steps: int) -> np.ndarray:  # type
     return t
 
 
-def _decode_stretch_general(sh: _DecodeShape, kv_lens, steps: int, starts: list[int],  # type: ignore[no-untyped-def]
+def _decode_stretch_general(sh: DecodeShape, kv_lens, steps: int, starts: list[int],  # type: ignore[no-untyped-def]
                             segs: list) -> np.ndarray:
     gpu, a = sh.gpu, sh.a
     j = np.arange(steps, dtype=np.float64)
