@@ -16,6 +16,9 @@ Writes into OUT_DIR (each file written whole through a temp file, then renamed):
 - ``steps.csv``: end-to-end prefill and decode steps of the built-in Llama-style modules
   (``workloads.pytorch.llama``, random weights) of Llama-3.2-1B, -3B and Llama-3.1-8B: eager, and
   decode also replayed from a CUDA graph (as vLLM runs decode);
+- ``kernel_times.csv`` (``--sections kernel_times``): the same calls timed four ways (events behind the
+  flush, events warm, the profiler's kernel time, per call of a CUDA graph), SM clock under GEMM load;
+- ``power.jsonl`` (``--sections power``, by ``benchmarks/collect_power.py``): sustained loads' clock and power;
 - ``step_ops.csv``: the profiler's per-(op, input shapes) device time of one prefill and one decode
   step of each of those models (what ``xpusim validate torch --device cuda`` compares per op kind).
 
@@ -452,100 +455,17 @@ def section_kernel_times(timer: Timer, dev: torch.device, budget: Budget, out: W
 
 
 # ---- power: sustained load, clock and power read while it runs ---------------------------------------------
-POWER_LOADS_S = 3.0   # each load runs this long; the first third is the power controller's settling time
 
-
-def _poll_smi(stop: Any, out: list[tuple[float, float, float, float]]) -> None:
-    """Append (sm clock MHz, memory clock MHz, power W, temperature C) every ~100 ms until ``stop`` is set."""
-    import subprocess as sp
-    proc = sp.Popen(["nvidia-smi", "--query-gpu=clocks.sm,clocks.mem,power.draw,temperature.gpu",
-                     "--format=csv,noheader,nounits", "-lms", "100"], stdout=sp.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            try:
-                out.append(tuple(float(x) for x in line.split(",")))  # type: ignore[arg-type]
-            except ValueError:
-                pass
-            if stop.is_set():
-                break
-    finally:
-        proc.kill()
-
-
-def section_power(dev: torch.device, out: Writer, quick: bool) -> None:
-    """Each load launched back to back for ``POWER_LOADS_S`` seconds while nvidia-smi samples the SM clock and
-    power every 100 ms: the median over the last two thirds (after the controller settles), the calls' mean time
-    (CUDA events over that window), and the work rate. Loads: large bf16 / fp8 GEMMs (compute-bound, power-capped),
-    a 1 GiB copy (DRAM-bound), a long-KV decode attention, a short GEMM, and idle."""
+def section_power(dev: torch.device, out_dir: Path, quick: bool) -> None:
+    """``benchmarks/collect_power.py`` (one implementation of the sustained-load measurement): each workload
+    back to back for seconds while NVML samples the SM clock, power and clock-event reasons; writes
+    ``power.jsonl`` and ``provenance_power.json`` into the kit's folder."""
     if dev.type != "cuda":
         return
-    import threading
-    dt = torch.bfloat16
-    loads: list[tuple[str, Callable[[], object] | None, float, float]] = []   # (name, fn, flops, bytes)
-    for m, n, k in ((8192, 28672, 4096), (2048, 28672, 4096), (8192, 8192, 8192), (64, 28672, 4096)):
-        a = torch.randn(m, k, device=dev, dtype=dt)
-        w = torch.randn(n, k, device=dev, dtype=dt)
-        loads.append((f"gemm_bf16_{m}x{n}x{k}", partial(F.linear, a, w), 2.0 * m * n * k,
-                      2.0 * (m * k + n * k + m * n)))
-    if torch.cuda.get_device_capability(dev) >= (8, 9) and hasattr(torch, "_scaled_mm"):
-        one = torch.ones((), device=dev, dtype=torch.float32)
-        a8 = torch.randn(8192, 8192, device=dev, dtype=dt).to(torch.float8_e4m3fn)
-        w8 = torch.randn(8192, 8192, device=dev, dtype=dt).to(torch.float8_e4m3fn)
-        loads.append(("gemm_fp8_8192x8192x8192", partial(torch._scaled_mm, a8, w8.t(), scale_a=one, scale_b=one,
-                                                         out_dtype=torch.bfloat16), 2.0 * 8192 ** 3, 3.0 * 8192 ** 2))
-    src = torch.empty(2 ** 30, dtype=torch.uint8, device=dev)
-    dst = torch.empty_like(src)
-    loads.append(("copy_1gib", partial(dst.copy_, src), 0.0, 2.0 * 2 ** 30))
-    q = torch.randn(64, 32, 1, 128, device=dev, dtype=dt)
-    kv = torch.randn(64, 8, 8192, 128, device=dev, dtype=dt)
-    att, _ = _sdpa(q, kv, kv, causal=False, first="cudnn")
-    loads.append(("attn_decode_b64_kv8192_d128", att, 4.0 * 64 * 32 * 8192 * 128, 2.0 * kv.nbytes))
-    loads.append(("idle", None, 0.0, 0.0))
-    for name, fn, flops, nbytes in loads[:2] if quick else loads:
-        samples: list[tuple[float, float, float, float]] = []
-        stop = threading.Event()
-        th = threading.Thread(target=_poll_smi, args=(stop, samples), daemon=True)
-        batch = 4
-        if fn is not None:   # enough calls between synchronisations to keep ~20 ms queued
-            fn()
-            torch.cuda.synchronize()
-            t1 = time.perf_counter()
-            fn()
-            torch.cuda.synchronize()
-            batch = max(4, int(0.02 / max(time.perf_counter() - t1, 1e-6)))
-        th.start()
-        t0 = time.perf_counter()
-        calls, start_ev, end_ev, settle_calls = 0, None, None, 0
-        while time.perf_counter() - t0 < POWER_LOADS_S:
-            if fn is None:
-                time.sleep(0.05)
-                continue
-            if start_ev is None and time.perf_counter() - t0 > POWER_LOADS_S / 3:
-                start_ev = torch.cuda.Event(enable_timing=True)
-                start_ev.record()
-                settle_calls = calls
-            for _ in range(batch):
-                fn()
-                calls += 1
-            torch.cuda.synchronize()   # keep the queue short: the window is the load's own time
-        end_ev = torch.cuda.Event(enable_timing=True)
-        end_ev.record()
-        torch.cuda.synchronize()
-        stop.set()
-        th.join(timeout=5)
-        tail = samples[len(samples) // 3:-1] or samples   # settled, without the sample after the load
-        med = [statistics.median(x[i] for x in tail) if tail else float("nan") for i in range(4)]
-        per_call = float("nan")
-        if start_ev is not None and calls > settle_calls:
-            per_call = start_ev.elapsed_time(end_ev) / 1e3 / (calls - settle_calls)
-        out.add(load=name, seconds=POWER_LOADS_S, calls=calls, time_per_call_s=f"{per_call:.6g}",
-                tflops=f"{flops / per_call / 1e12:.4g}" if flops and per_call == per_call else "",
-                gb_per_s=f"{nbytes / per_call / 1e9:.4g}" if nbytes and per_call == per_call else "",
-                sm_clock_mhz=f"{med[0]:.0f}", mem_clock_mhz=f"{med[1]:.0f}", power_w=f"{med[2]:.1f}",
-                temperature_c=f"{med[3]:.0f}", samples=len(tail))
-        out.flush()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import collect_power
 
+    collect_power.main([str(out_dir)] + (["--seconds", "1.5"] if quick else []))
 
 def _graph_decode(model: torch.nn.Module, tok: torch.Tensor, cache: object) -> Callable[[], object] | None:
     """A CUDA graph of one decode step at a fixed cache position (the step rewrites the same KV slot)."""
@@ -678,9 +598,6 @@ def main() -> int:
         "kernel_times": Writer(args.out / "kernel_times.csv", ["kind", "label", "shape", "event_flushed_s",
                                                                 "event_warm_s", "kernel_s", "kernels", "graph_s",
                                                                 "sm_clock_mhz_power_w", "kernel_names"]),
-        "power": Writer(args.out / "power.csv", ["load", "seconds", "calls", "time_per_call_s", "tflops", "gb_per_s",
-                                                 "sm_clock_mhz", "mem_clock_mhz", "power_w", "temperature_c",
-                                                 "samples"]),
         "step_ops": Writer(args.out / "step_ops.csv", ["model", "phase", "batch", "context", "op", "input_shapes",
                                                         "count", "self_device_time_s", "self_cpu_time_s"]),
     }
@@ -692,7 +609,7 @@ def main() -> int:
                                                       first="cudnn")),
         ("memory_ops", lambda: section_memory_ops(timer, dev, budget, writers["memory_ops"], args.quick)),
         ("kernel_times", lambda: section_kernel_times(timer, dev, budget, writers["kernel_times"], args.quick)),
-        ("power", lambda: section_power(dev, writers["power"], args.quick)),
+        ("power", lambda: section_power(dev, args.out, args.quick)),
         ("steps", lambda: section_steps(timer, dev, budget, writers["steps"], writers["step_ops"], args.quick)),
     ]
     spent = {}
