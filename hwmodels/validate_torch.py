@@ -15,21 +15,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from workloads.accuracy import ErrorStats, grouped
+from workloads.measured_xpusim import RunStep
 from workloads.ops import MemoryOp, Op, OpKind
-from workloads.pytorch.tracer import AtenClass, OpGraph, TracedOp
-
-
-class _Step(Protocol):
-    phase: str
-    index: int
-    context: int
-    graph: OpGraph
-    op_seconds: list[float | None]
-    step_seconds: float
-
+from workloads.pytorch.tracer import AtenClass, TracedOp
 
 CostFn = Callable[[TracedOp], float]
 
@@ -150,7 +141,7 @@ def cpu_cost_fn(cpu: Any, threads: int = 1) -> CostFn:
     return StepCost(CPUModel(cpu, threads=threads))
 
 
-def validate_steps(steps: Sequence[_Step], cost: CostFn) -> TorchValidation:
+def validate_steps(steps: Sequence[RunStep], cost: CostFn) -> TorchValidation:
     triples: list[tuple[str, float, float]] = []
     op_rows: list[dict[str, Any]] = []
     step_rows: list[dict[str, Any]] = []

@@ -24,21 +24,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from workloads.measured_xpusim import RunStep
 from workloads.model_spec import ModelSpec
-from workloads.pytorch.tracer import OpGraph
 
 
 @dataclass
-class StepRecord:
-    """One step: its trace, per-op measured seconds (None: unmatched), and the step's median time."""
+class StepRecord(RunStep):
+    """One step as run: a :class:`RunStep` (phase, decode step number (0 for the prefill), KV length after
+    the step, trace, per-op measured seconds (None: unmatched), the step's median time) and the raw clocks."""
 
-    phase: str  # "prefill" | "decode"
-    index: int  # decode step number (0 for the prefill)
-    context: int  # KV length after the step
-    graph: OpGraph
-    op_seconds: list[float | None]
     op_seconds_raw: list[float | None]
-    step_seconds: float
     step_samples: list[float]
     wall_seconds: float
 
@@ -122,9 +117,10 @@ def run_llama(spec: ModelSpec, *, device: str = "cpu", dtype: str = "fp32", batc
     for i in range(n):
         raw, ratio = profiled[i]
         records.append(StepRecord(
-            "prefill" if i == 0 else "decode", i, prompt + i, graphs[i],
-            [None if t is None else t * ratio for t in raw], raw,
-            statistics.median(samples[i]), samples[i], statistics.median(walls[i])))
+            phase="prefill" if i == 0 else "decode", index=i, context=prompt + i, graph=graphs[i],
+            op_seconds=[None if t is None else t * ratio for t in raw], op_seconds_raw=raw,
+            step_seconds=statistics.median(samples[i]), step_samples=samples[i],
+            wall_seconds=statistics.median(walls[i])))
     prov = provenance(device)
     prov.update({"model": spec.name, "layers": num_layers or spec.num_layers, "dtype": dtype, "batch": batch,
                  "prompt": prompt, "decode": decode, "repeats": repeats, "threads": torch.get_num_threads(),
