@@ -94,6 +94,7 @@ def family_rows(family: str, data: Path, kernel: str | None = None) -> list[Row]
         if not f.fitted or gpu.architecture.value != family or f.format not in ATTENTION_FORMATS:
             continue  # held-out files (the H100's) never enter a fit
         own = file_kernel(f.format, family, stack)
+        ev = _event(f)
         m = load_shared(f, data)
         for r in m.records:
             if not r.ops or not all(op.kind in _ATTN for op in r.ops):
@@ -101,7 +102,7 @@ def family_rows(family: str, data: Path, kernel: str | None = None) -> list[Row]
             ran = {getattr(op, "kernel", None) or own for op in r.ops}
             if ran == {kernel}:
                 tag = "" if f.format == "xpusim-attention" else f"{f.format}:"
-                out.append((f"{Path(f.path).parent.name}:{tag}{r.op.split('.')[0]}", gpu, r, _event(f)))
+                out.append((f"{Path(f.path).parent.name}:{tag}{r.op.split('.')[0]}", gpu, r, ev))
     return out
 
 
