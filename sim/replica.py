@@ -45,6 +45,18 @@ class DecodeClock:
         self.prefix: list[int] = [0, 0]
         self.itl_diff: list[int] = [0, 0]
         self._tables: dict[int, dict] = {}    # the step model's memoised stretch tables, in ns
+        self._prefill_ns: dict[tuple, int] = {}   # steps without decodes (prompts recur), in ns
+
+    def batch_ns(self, prefill: tuple[tuple[int, int], ...], decode: tuple[int, ...], tokens: int,
+                 logits: int) -> int:
+        """``StepTimeModel.batch_time`` in integer ns (no overhead); steps without decodes memoised."""
+        if decode:
+            return int(round(self.step.batch_time(prefill, decode, tokens, logits) * 1e9))
+        key = (prefill, tokens, logits)
+        t = self._prefill_ns.get(key)
+        if t is None:
+            t = self._prefill_ns[key] = int(round(self.step.batch_time(prefill, decode, tokens, logits) * 1e9))
+        return t
 
     def decode_ns(self, kv_lens: list[int], k: int) -> np.ndarray:
         return self.step.decode_times_mapped(kv_lens, k, self._to_ns, self._tables)
@@ -112,9 +124,11 @@ class Replica:
         self._idle: simpy.Event | None = None
         self._end_ev: simpy.Event | None = None    # the end of a stretch an arrival may cut (None once cut)
         self._cut_k = 0
-        # a stretch in flight: (prefix sums, first index, steps, start ns, sequences); step j ends
-        # at start + prefix[first + j + 1] - prefix[first]
-        self._stretch: tuple[list[int], int, int, int, int] | None = None
+        # a stretch in flight: (prefix sums, first index, steps, start ns, sequences, base); step j
+        # ends at start + prefix[first + j + 1] - base. One sequence: the clock's table, base =
+        # prefix[first]; several: the stretch's own numpy cumsum (step j ends at cumsum[j]), first
+        # = -1, base = 0.
+        self._stretch: tuple[list[int] | np.ndarray, int, int, int, int, int] | None = None
         self.finished: list[SimRequest] = []
         self._w = step.weight_bytes() / cfg.pp
         self._kvb = step.kv_bytes_per_token()
@@ -136,8 +150,7 @@ class Replica:
         """An arrival during a stretch with an empty queue: the stretch stops at the first iteration
         boundary at or after now (where stepping would admit the request)."""
         assert self._stretch is not None
-        pre, i0, kmax, start, _ = self._stretch
-        base = pre[i0]
+        pre, i0, kmax, start, _, base = self._stretch
         ta = self.env.now
         if ta >= start + pre[i0 + kmax] - base:   # at the end anyway
             return
@@ -147,7 +160,7 @@ class Replica:
         # followed by a timeout would do, without the interrupt's extra event and exception)
         end_ev, self._end_ev = self._end_ev, None
         assert end_ev is not None, "a stretch is cut only while the replica waits on its end"
-        cut = self.env.timeout(start + pre[i] - base - ta)
+        cut = self.env.timeout(start + int(pre[i] - base) - ta)
         proc = self.process
         end_ev.callbacks.remove(proc._resume)
         cut.callbacks.append(proc._resume)
@@ -155,8 +168,8 @@ class Replica:
 
     def outstanding_tokens(self, now_ns: int) -> int:
         if self._stretch is not None:
-            pre, i0, k, start, n = self._stretch
-            done = bisect_right(pre, now_ns - start + pre[i0], i0 + 1, i0 + k + 1) - i0 - 1
+            pre, i0, k, start, n, base = self._stretch
+            done = bisect_right(pre, now_ns - start + base, i0 + 1, i0 + k + 1) - i0 - 1
             return self.outstanding - n * done
         return self.outstanding
 
@@ -195,26 +208,27 @@ class Replica:
                     s0 += r.num_tokens
                 if n == 1:
                     pre, i0, durs = clock.cover(s0 + kmax), s0, None
-                else:
+                    base = pre[s0]
+                    end = now + pre[s0 + kmax] - base
+                else:   # step j ends at cumsum[j] (numpy: a stretch may run thousands of steps)
                     durs = clock.decode_ns([r.num_tokens for r in plan.reqs], kmax)
-                    pre, i0 = list(accumulate(durs.tolist(), initial=0)), 0
-                base = pre[i0]
-                end = now + pre[i0 + kmax] - base
+                    pre, i0, base = durs.cumsum(), -1, 0
+                    end = now + int(pre[-1])
                 k = kmax
                 if kmax == 1:
                     yield env.timeout(end - now)
                 elif sched.waiting:   # head refused: arrivals queue behind it
-                    self._stretch = (pre, i0, kmax, now, n)
+                    self._stretch = (pre, i0, kmax, now, n, base)
                     yield env.timeout(end - now)
                     self._stretch = None
                 else:   # an arrival cuts it (``add`` moves the wait to the cut): the end or the cut
-                    self._stretch = (pre, i0, kmax, now, n)
+                    self._stretch = (pre, i0, kmax, now, n, base)
                     self._cut_k = kmax
                     self._end_ev = env.timeout(end - now)
                     yield self._end_ev
                     k = self._cut_k
                     self._end_ev = self._stretch = None
-                self._finish_decode(plan, k, now, now + pre[i0 + 1] - base, now + pre[i0 + k] - base,
+                self._finish_decode(plan, k, now, now + int(pre[i0 + 1] - base), now + int(pre[i0 + k] - base),
                                     s0, durs)
             else:
                 bp = self._batch(plan)
@@ -348,7 +362,7 @@ class Replica:
             if n == 1:
                 return self.clock.one_ns(s0)
             return int(self.clock.decode_ns([r.num_tokens for r in plan.reqs], 1)[0])
-        return int(round(self.step.batch_time(bp[0], bp[1], plan.num_tokens, bp[2]) * 1e9)) + self.overhead_ns
+        return self.clock.batch_ns(bp[0], bp[1], plan.num_tokens, bp[2]) + self.overhead_ns
 
     def _finish_step(self, plan: Plan, start: int, end: int, bp: tuple) -> None:  # type: ignore[type-arg]
         st, sched = self.stats, self.sched

@@ -163,7 +163,6 @@ def _list_schedule(per_head: list[float], heads: int, slots: int) -> tuple[float
     prefill tiles starts late, which no even spread of the work captures. ``starts[h * P + k]`` is
     when head h's k-th live CTA starts."""
     order = per_head * heads
-    starts = [0.0] * len(order)
     if len(order) <= slots:
         return max(per_head), np.zeros(len(order))
     # the first ``slots`` CTAs start at 0 (0.0 + t is t); then each goes to the SM that frees first.
@@ -171,10 +170,13 @@ def _list_schedule(per_head: list[float], heads: int, slots: int) -> tuple[float
     free = order[:slots]
     heapq.heapify(free)
     replace = heapq.heapreplace
-    for j in range(slots, len(order)):
-        starts[j] = free[0]
-        replace(free, free[0] + order[j])
-    return max(free), np.asarray(starts)
+    starts = [0.0] * slots
+    add = starts.append
+    for d in order[slots:]:
+        t = free[0]
+        add(t)
+        replace(free, t + d)
+    return max(free), np.array(starts)
 
 
 def _stagger_reads(starts: np.ndarray, tiles: tuple[int, ...], heads: int, group: int, span: float) -> float:
@@ -185,8 +187,15 @@ def _stagger_reads(starts: np.ndarray, tiles: tuple[int, ...], heads: int, group
     around ``dt = span`` rather than a step (the L2 is not a perfect LRU, and the fit needs a slope).
     Weighted over the CTAs by the KV tiles they walk."""
     p = len(tiles)
-    s = np.sort(starts.reshape(heads // group, group, p), axis=1)
-    miss = np.clip((np.diff(s, axis=1) / span - 1.0) / STAGGER_RAMP + 0.5, 0.0, 1.0)
+    s = starts.reshape(heads // group, group, p)
+    s.sort(axis=1)
+    miss = s[:, 1:] - s[:, :-1]   # np.diff, np.clip and the arithmetic in place: the same values
+    miss /= span
+    miss -= 1.0
+    miss /= STAGGER_RAMP
+    miss += 0.5
+    np.maximum(miss, 0.0, out=miss)
+    np.minimum(miss, 1.0, out=miss)
     reads = 1.0 + miss.sum(axis=1).mean(axis=0)
     w = np.asarray(tiles, dtype=float)
     return float((reads * w).sum() / w.sum())
@@ -281,6 +290,7 @@ def _varlen_schedule(tiles: tuple[int, ...], heads: int, slots: int, cta_s: floa
         listed, starts = _list_schedule(per_head, heads, slots)
         sched = max(sched, listed)
         reads = _stagger_reads(starts, tiles, heads, group, span)
+        return sched, total, reads   # the launch-order bound is already in
     else:   # too many to list: heads whose CTAs are resident together share one read
         reads = float(group) / min(float(group), max(1.0, slots / max(1.0, live / heads)))
     if reads == 1.0 and slots < live <= MAX_LISTED_CTAS and len(set(per_head)) > 1:
