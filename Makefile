@@ -5,21 +5,26 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test bench clean
 
-$(BIN)/xpusim: pyproject.toml
+# demo needs the package alone; test (and bench) add the test extra, which pins the torch CPU wheel
+$(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
-	touch $(BIN)/xpusim
+	$(BIN)/pip install -q -e .
+	touch $@
 
-demo: $(BIN)/xpusim
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
 	$(BIN)/xpusim demo
 
-test: $(BIN)/xpusim
+test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n auto tests
 
-bench: $(BIN)/xpusim
+bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

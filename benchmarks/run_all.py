@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# fit_* scripts re-derive shipped constants (calibrations, trace profiles); they print TOML, not figures
-SKIP_PREFIXES = ("run_all", "fit_", "_")
+# fit_* scripts re-derive shipped constants (calibrations, trace profiles); they print TOML, not figures;
+# collect_* scripts measure a GPU (they need CUDA and an output folder)
+SKIP_PREFIXES = ("run_all", "fit_", "collect_", "_")
 
 
 def main(argv: list[str]) -> int:
