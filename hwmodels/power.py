@@ -30,6 +30,10 @@ benchmarks such as the Vidur files) run before the controller acts, and the kern
 such data at whatever clock the GPU held: the model is off unless an engine profile or a power-capped machine
 asks for it.
 
+A kernel inside a longer phase runs at the phase's clock, not at the one it sustains alone:
+:func:`context_scales` gives each kernel's factor on its clock-bound seconds (its clock alone over the
+phase's), which :class:`hwmodels.validate_torch.CudaStepCost` applies to eager PyTorch steps on Hopper.
+
 Constants per architecture family: the ``[power]`` table of ``hwmodels/calibration/<family>.toml``, watts
 for the family's reference GPU (``reference_tdp_w``; another GPU of the family scales the watts by its TDP
 over the reference's, the energies per FLOP and byte are the process's and stay).
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,3 +228,31 @@ def cap_clock_ratio(gpu: GPUSpec, cap: float) -> float:
     full = sustained_clock(gpu, ph, gpu.tdp_w)
     capped = sustained_clock(gpu, ph, gpu.tdp_w * cap)
     return capped.clock_frac / full.clock_frac
+
+
+def context_scales(gpu: GPUSpec, kernels: Sequence[Phase], idle_s: float = 0.0, limit_w: float | None = None, *,
+                   cal: PowerCalibration | None = None,
+                   alone: Sequence[float] | None = None) -> tuple[list[float], Sustained]:
+    """How much the clock-bound seconds of each kernel of a phase stretch (> 1) or shrink (< 1) when the kernel
+    runs inside that phase rather than alone, back to back, under the power limit.
+
+    ``kernels``: the phase's kernels, each priced as its own :class:`Phase` by the kernel model; ``idle_s``: the
+    GPU's idle seconds between them (host gaps), which draw idle and clock-domain power only. The phase's
+    sustained clock ``x_phase`` (:func:`sustained_clock` of the sum) against each kernel's own ``x_k`` (the same
+    for the kernel alone: ``alone`` where the caller has them) gives the factor ``x_k / x_phase`` on the kernel's
+    ``t_compute``; its ``t_other`` is not clock-bound. A compute-bound kernel measured alone ran at its own
+    (lower) clock, which is what a calibration fitted on such measurements holds; between memory-bound kernels
+    and host gaps the mean power is lower and the clock higher. The factor is never below
+    ``1 / max_clock_ratio``: no kernel runs faster than at ``f_max`` against a calibration at the reference clock.
+    Returns the factors and the whole phase's :class:`Sustained`."""
+    c = cal if cal is not None else gpu_power(gpu)
+    if idle_s < 0:
+        raise ValueError(f"idle seconds must be >= 0, got {idle_s}")
+    whole = Phase(flops=sum(k.flops for k in kernels), dram_bytes=sum(k.dram_bytes for k in kernels),
+                  t_compute=sum(k.t_compute for k in kernels), t_other=sum(k.t_other for k in kernels) + idle_s)
+    step = sustained_clock(gpu, whole, limit_w, cal=c)
+    xs = list(alone) if alone is not None else [sustained_clock(gpu, k, limit_w, cal=c).clock_frac for k in kernels]
+    if len(xs) != len(kernels):
+        raise ValueError(f"{len(xs)} clocks alone for {len(kernels)} kernels")
+    floor = 1.0 / c.max_clock_ratio
+    return [max(floor, x / step.clock_frac) for x in xs], step

@@ -139,12 +139,13 @@ def test_host_profile_refits_from_the_1b_run(runs: dict[str, RecordedTorchRun]) 
 
 def test_8b_held_out_gemm_meets_the_target(scored: dict[str, TorchValidation]) -> None:
     """GEMMs (cuBLASLt through F.linear; the Hopper family constants, not fitted on any of this, stream-K
-    scheduling): 8B 0.082 (held out), 1B 0.097, both meeting the target (0.094 / 0.107 in whole waves of tiles);
-    what is left: the prefill GEMMs at m = 2048 come out 15-20 % slow (they ran faster in this lease than
-    gemm.csv's isolated calls of the same shapes)."""
+    scheduling): 8B 0.065 (held out), 1B 0.083, both meeting the target. Updated from 0.082 / 0.097 when the
+    step's kernels were priced at the step's power-limited clock (CudaStepCost clock_context: the prefill GEMMs
+    at m = 2048 run ~7 % faster between memory-bound kernels than alone, where the constants were measured);
+    they still come out ~8 % (8B) / ~11 % (1B) slow in aggregate. 0.094 / 0.107 in whole waves of tiles."""
     g8, g1 = scored["8b"].per_kind["gemm"], scored["1b"].per_kind["gemm"]
-    assert g8.wape <= TARGET and g8.wape == pytest.approx(0.082, abs=0.01)
-    assert g1.wape <= TARGET and g1.wape == pytest.approx(0.097, abs=0.01)
+    assert g8.wape <= TARGET and g8.wape == pytest.approx(0.065, abs=0.01)
+    assert g1.wape <= TARGET and g1.wape == pytest.approx(0.083, abs=0.01)
 
 
 def test_attention(scored: dict[str, TorchValidation]) -> None:
@@ -161,15 +162,16 @@ def test_attention(scored: dict[str, TorchValidation]) -> None:
 
 
 def test_steps(scored: dict[str, TorchValidation]) -> None:
-    """Co-executed steps. 1B (fitted: the host constants): prefill 0.072, decode 0.016. 8B (held out):
+    """Co-executed steps. 1B (fitted: the host constants): prefill 0.029, decode 0.016. 8B (held out):
     decode 0.036 (target met: 746 launches at 17.2 us + 900 views at 3.6 us against 16.3-18.4 ms measured);
-    prefill 0.098 (target met, narrowly: its m = 2048 GEMMs still come out 15-20 % slow; it was 0.143 while the
-    torch-step stack took the family's L2 credit and GEMMs ran in whole waves)."""
+    prefill 0.045. The prefills were 0.072 / 0.098 before their GEMMs were priced at the step's clock
+    (clock_context; decode steps are unchanged: no kernel of theirs is power-limited alone); 0.143 for the 8B
+    while the torch-step stack took the family's L2 credit and GEMMs ran in whole waves."""
     s1, s8 = scored["1b"].steps, scored["8b"].steps
     assert s1["decode"].wape == pytest.approx(0.016, abs=0.01)
-    assert s1["prefill"].wape == pytest.approx(0.072, abs=0.01)
+    assert s1["prefill"].wape == pytest.approx(0.029, abs=0.01)
     assert s8["decode"].wape <= TARGET and s8["decode"].wape == pytest.approx(0.036, abs=0.01)
-    assert s8["prefill"].wape <= TARGET and s8["prefill"].wape == pytest.approx(0.098, abs=0.01)
+    assert s8["prefill"].wape <= TARGET and s8["prefill"].wape == pytest.approx(0.045, abs=0.01)
 
 
 def test_memory_op_kinds(scored: dict[str, TorchValidation]) -> None:
@@ -186,17 +188,19 @@ def test_memory_op_kinds(scored: dict[str, TorchValidation]) -> None:
 
 def test_collect_cuda_eager_steps_held_out(runs: dict[str, RecordedTorchRun]) -> None:
     """validation/measured/h200/steps.csv, eager rows (1B/3B/8B, batch 1-128; held out): decode 0.189 (was
-    0.595 as kernels alone), prefill 0.054 (0.080 as kernels alone with the ``torch`` stack; 0.111 while torch-step
-    took the L2 credit, which made the large prefills' memory-bound ops slow). The decode miss is host noise: the same
-    3B module's decode took 12.6-21.9 ms across configurations whose GPU work is 3-7 ms; the model gives 14.3 ms
-    for all."""
+    0.595 as kernels alone), prefill 0.076 (0.054 before the kernels were priced at the step's clock: the large
+    prefills, 3B/8B at 4 x 2048 and 16 x 512, went from -3..+5 % to -3..-7 %: their unfused memory-bound kernels,
+    a third of the step, raise the modelled clock above the GEMMs' own; the small ones moved toward the
+    measurement; 0.080 as kernels alone with the ``torch`` stack; 0.111 while torch-step took the L2 credit, which
+    made the large prefills' memory-bound ops slow). The decode miss is host noise: the same 3B module's decode
+    took 12.6-21.9 ms across configurations whose GPU work is 3-7 ms; the model gives 14.3 ms for all."""
     cost = CudaStepCost(load_gpu("h200-sxm-141gb"))
     ops = runs["1b"].steps[1].graph.ops
     vpl = sum(not o.costs for o in ops) / sum(o.costs for o in ops)
     f = read_measured("xpusim-steps", H200 / "steps.csv")
     from workloads.accuracy import ErrorStats
 
-    for name, want in (("decode.eager", 0.189), ("prefill.eager", 0.054)):
+    for name, want in (("decode.eager", 0.189), ("prefill.eager", 0.076)):
         recs = [r for r in f.records if r.op == name]
         st = ErrorStats.from_pairs([cost.kernels_step_time(r.ops, vpl) for r in recs], [r.seconds for r in recs])
         assert st.n == 18 and st.wape == pytest.approx(want, abs=0.01), name

@@ -73,12 +73,14 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], prov: dict[str, Any]) -> 
               help="CUDA: software stack of the memory-bound kernels (hwmodels/stacks/)")
 @click.option("--host", "host_spec", default="h200-xeon-torch2.11", show_default=True,
               help="CUDA: host dispatch profile of eager PyTorch (hwmodels/specs/host/)")
+@click.option("--no-clock-context", "no_clock_context", is_flag=True,
+              help="CUDA: cost each kernel at the clock it holds alone, not at the step's power-limited clock")
 def torch_cmd(device: str, model: str, batch: int, prompt: int, decode: int, layers: int | None,
               dtype: str | None, repeats: int, threads: int, cpu_spec: str, hardware: str | None, as_json: bool,
-              out: Path | None, from_dir: Path | None, gpu_stack: str, host_spec: str) -> None:
+              out: Path | None, from_dir: Path | None, gpu_stack: str, host_spec: str, no_clock_context: bool) -> None:
     """Run a built-in Llama-style model for real and compare per-op and step times with the simulation."""
     if from_dir is not None:
-        _rescore(from_dir, hardware, gpu_stack, host_spec, as_json, out)
+        _rescore(from_dir, hardware, gpu_stack, host_spec, as_json, out, no_clock_context)
         return
     for name, v, low in (("batch", batch, 1), ("prompt", prompt, 1), ("decode", decode, 0),
                          ("repeats", repeats, 1), ("threads", threads, 1)):
@@ -101,7 +103,8 @@ def torch_cmd(device: str, model: str, batch: int, prompt: int, decode: int, lay
         from hwmodels.gpu import load_gpu
 
         gpu = load_gpu(hardware or gpu_id_for(torch.cuda.get_device_name()))
-        cost: Any = CudaStepCost(gpu, stack=gpu_stack, host=host_spec)
+        cost: Any = CudaStepCost(gpu, stack=gpu_stack, host=host_spec,
+                                 clock_context=False if no_clock_context else None)
         target = gpu.id
     else:
         from hwmodels.cpu import load_cpu
@@ -126,7 +129,7 @@ def torch_cmd(device: str, model: str, batch: int, prompt: int, decode: int, lay
 
 
 def _rescore(from_dir: Path, hardware: str | None, gpu_stack: str, host_spec: str, as_json: bool,
-             out: Path | None) -> None:
+             out: Path | None, no_clock_context: bool = False) -> None:
     """``--from DIR``: the recorded run's ops and step times, simulated again (no torch, no GPU needed)."""
     from hwmodels.gpu import load_gpu
     from hwmodels.validate_torch import CudaStepCost, validate_steps
@@ -137,11 +140,12 @@ def _rescore(from_dir: Path, hardware: str | None, gpu_stack: str, host_spec: st
         raise ConfigError("--from re-simulates CUDA runs only", field="from", value=str(from_dir))
     gpu_id = hardware or run.provenance.get("simulated_on") or gpu_id_for(run.provenance.get("gpu", ""))
     gpu = load_gpu(gpu_id)
-    result = validate_steps(run.steps, CudaStepCost(gpu, stack=gpu_stack, host=host_spec))
+    cost = CudaStepCost(gpu, stack=gpu_stack, host=host_spec, clock_context=False if no_clock_context else None)
+    result = validate_steps(run.steps, cost)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         prov = dict(run.provenance, simulated_on=gpu.id, resimulated_from=str(from_dir), stack=gpu_stack,
-                    host=host_spec)
+                    host=host_spec, clock_context=cost.clock_context)
         _write_csv(out / "ops.csv", result.op_rows, prov)
         _write_csv(out / "steps.csv", result.step_rows, prov)
     _report(result, f"{run.provenance.get('model', from_dir)} recorded on {run.provenance.get('gpu', '?')} "
