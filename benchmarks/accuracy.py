@@ -160,7 +160,13 @@ def training() -> list[Row]:
 # torch-step stack and the host profile were fitted on the 1B run (hwmodels/stacks/torch-step.toml)
 CUDA_RUNS = (("h200/validate_torch_llama-3.2-1b", "h200-sxm-141gb", "fitted (torch-step, host)"),
              ("h200/validate_torch_llama-3.1-8b", "h200-sxm-141gb", "held out"),
-             ("h100/validate_torch_llama-3.1-8b", "h100-sxm-80gb", "held out"))
+             ("h100/validate_torch_llama-3.1-8b", "h100-sxm-80gb", "held out"),
+             ("h100/validate_torch_llama-3.1-8b-lease2", "h100-sxm-80gb", "held out"),
+             ("h100/validate_torch_llama-3.1-8b-lease3", "h100-sxm-80gb", "held out"),
+             ("h100/validate_torch_llama-3.2-1b", "h100-sxm-80gb", "held out"),
+             ("h100/validate_torch_llama-3.2-3b", "h100-sxm-80gb", "held out (new model)"),
+             ("h100/validate_torch_qwen3-8b", "h100-sxm-80gb", "held out (new model)"),
+             ("h100/validate_torch_llama-3.1-8b-b16p1024", "h100-sxm-80gb", "held out (new shape)"))
 
 
 def cuda_torch() -> list[Row]:
