@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from hwmodels.gpu import GIB, MIB, GPUSpec, list_gpus, load_gpu
 from hwmodels.network.topology import Cluster, list_clusters, load_cluster
 from workloads.catalog import list_models, load_model
 from workloads.model_spec import ModelSpec
+from xpusim.commands.tables import stdout_console
 
 
 def gpu_row(gpu: GPUSpec) -> dict[str, Any]:
@@ -75,11 +74,6 @@ def cluster_row(cluster_id: str, cl: Cluster) -> dict[str, Any]:
     }
 
 
-def _console() -> Console:
-    # Off a terminal (pipes, tests) rich would assume 80 columns and fold the cells; print wide instead.
-    return Console(width=None if sys.stdout.isatty() else 200)
-
-
 def _num(value: float) -> str:
     return f"{value:,.2f}".rstrip("0").rstrip(".")
 
@@ -122,7 +116,7 @@ def register(catalog_group: click.Group) -> None:
         if as_json:
             click.echo(json.dumps(rows, indent=2))
         else:
-            _console().print(_hardware_table(rows))
+            stdout_console().print(_hardware_table(rows))
 
     @catalog_group.command("clusters")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
@@ -140,7 +134,7 @@ def register(catalog_group: click.Group) -> None:
         for r in rows:
             groups = ", ".join(f"{g['node']} x{g['nodes']} ({g['nic']} {_num(g['nic_gb_per_s'])})" for g in r["groups"])
             table.add_row(r["id"], r["name"], str(r["gpus"]), str(r["nodes"]), groups)
-        _console().print(table)
+        stdout_console().print(table)
 
     @catalog_group.command("models")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
@@ -150,4 +144,4 @@ def register(catalog_group: click.Group) -> None:
         if as_json:
             click.echo(json.dumps(rows, indent=2))
         else:
-            _console().print(_models_table(rows))
+            stdout_console().print(_models_table(rows))

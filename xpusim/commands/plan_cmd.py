@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from workloads.errors import ConfigError
+from xpusim.commands.tables import stdout_console
 
 
 def _int_list(text: str, name: str) -> list[int]:
@@ -258,7 +259,7 @@ def plan_train_cmd(model: str, hardware: str, cluster: str, gpus: int, global_ba
     if as_json:
         click.echo(json.dumps(plan.to_dict(), default=float))
         return
-    con = Console()
+    con = stdout_console()
     t = Table(title=f"{spec.name} on {gpus} x {gpu.name}, global batch {global_batch}, seq {seq}: "
               f"{plan.enumerated} layouts, {plan.fit} fit, {plan.simulated} simulated in {plan.wall_s:.1f} s")
     for col in ("", "layout", "step s", "estimate s", "TFLOP/s/GPU", "MFU", "bubble", "GiB/GPU"):

@@ -11,6 +11,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from workloads.errors import ConfigError
+from xpusim.commands.tables import stdout_console
 
 
 def _load(model: str, hardware: str):  # type: ignore[no-untyped-def]
@@ -89,7 +90,7 @@ def simulate_serve(model: str, hardware: str, tp: int, pp: int, replicas: int, r
     if as_json:
         click.echo(json.dumps(summary, default=float))
         return
-    c = Console()
+    c = stdout_console()
     c.print(_metrics_table(f"{m.name} on {replicas} x {g.name} (tp={tp}, pp={pp}), {len(reqs)} requests", summary))
     th = summary["throughput"]
     c.print(f"throughput {th['requests_per_s']:.2f} req/s, {th['output_tokens_per_s']:.0f} output tok/s; "
@@ -124,7 +125,7 @@ def simulate_request(model: str, hardware: str, tp: int, pp: int, prompt: int, b
     for k in d:
         t.add_column(k, justify="right")
     t.add_row(*(f"{v:.6f}" for v in d.values()))
-    Console().print(t)
+    stdout_console().print(t)
 
 
 @click.command("serve")
@@ -161,7 +162,7 @@ def validate_serve(fmt: str, run_dir: str, hardware: str, engine: str | None, as
         t.add_column(col, justify="right" if col != "metric" else "left")
     for k, v in metrics.items():
         t.add_row(k, f"{v['measured']:.4f}", f"{v['simulated']:.4f}", f"{v['rel_err']:+.1%}")
-    c = Console()
+    c = stdout_console()
     c.print(t)
     c.print(f"KV blocks: measured {meta['measured_num_gpu_blocks']}, simulated {res.memory.num_blocks}")
 

@@ -6,8 +6,9 @@ import json
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
+
+from xpusim.commands.tables import stdout_console
 
 
 @click.command("split")
@@ -108,7 +109,7 @@ def simulate_split_cmd(model: str, trace: str, rate: float | None, duration: flo
                   f"{s['throughput']['requests_per_s']:.2f}",
                   "-" if cp["cost_per_hour_usd"] is None else f"{cp['cost_per_hour_usd']:.2f}",
                   f"{cp['power_kw']:.1f}", str(s["slo"]["met"]) if "slo" in s else "-")
-    Console().print(t)
+    stdout_console().print(t)
 
 
 def register(simulate_group: click.Group) -> None:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 from rich.console import Console
 from rich.table import Table
 
 from workloads.accuracy import ErrorStats
+
+
+def stdout_console() -> Console:
+    """The console for a command's tables on stdout: off a terminal (pipes, files, tests) rich would assume
+    80 columns and fold or cut the cells, so it prints up to 200 columns there instead."""
+    return Console(width=None if sys.stdout.isatty() else 200)
 
 
 def error_table(title: str, key: str, rows: Iterable[tuple[str, ErrorStats]],
@@ -26,6 +33,6 @@ def error_table(title: str, key: str, rows: Iterable[tuple[str, ErrorStats]],
 def print_error_table(title: str, key: str, rows: Iterable[tuple[str, ErrorStats]],
                       totals: Iterable[tuple[str, ErrorStats]] = ()) -> Console:
     """Print :func:`error_table` on stdout; returns the console for any lines after it."""
-    console = Console()
+    console = stdout_console()
     console.print(error_table(title, key, rows, totals))
     return console
