@@ -29,8 +29,9 @@ def run(scale: int) -> dict:
 
     t0 = time.perf_counter()
     base = read_azure_csv(TRACE)
-    reqs = [Request(k * len(base) + r.id, r.arrival_s, r.prompt_tokens, r.output_tokens)
-            for k in range(scale) for r in base]
+    # copy k of the trace: ids shifted by k x its length (copy 0 is the trace itself)
+    reqs = base + [Request(k * len(base) + r.id, r.arrival_s, r.prompt_tokens, r.output_tokens)
+                   for k in range(1, scale) for r in base]
     res = simulate_serving(load_model("llama-3.1-8b"), load_gpu("h100-sxm-80gb"), reqs,
                            ServeConfig(replicas=8 * scale))
     summarize(res)

@@ -59,12 +59,13 @@ class Plan:
     """What one iteration runs. ``blocked``: the waiting queue's head was tried and refused (or the
     seq/token limit stopped admission), so it cannot join until a request finishes."""
 
-    __slots__ = ("reqs", "tokens", "preempted", "blocked", "decode_only", "num_tokens")
+    __slots__ = ("reqs", "tokens", "preempted", "admitted", "blocked", "decode_only", "num_tokens")
 
     def __init__(self) -> None:
         self.reqs: list[SimRequest] = []
         self.tokens: list[int] = []
         self.preempted = 0
+        self.admitted = 0   # taken from the waiting queue (the last ``admitted`` of ``reqs``)
         self.blocked = False
         self.decode_only = True
         self.num_tokens = 0
@@ -177,6 +178,7 @@ class VLLMV1Scheduler:
                 reqs.append(req)
                 toks.append(n)
                 plan.decode_only = False
+                plan.admitted += 1
                 budget -= n
         plan.num_tokens = self.budget - budget
         return plan

@@ -120,14 +120,21 @@ def simulate_serving(model: ModelSpec, gpu: GPUSpec, requests: Sequence[Request]
         _urgent_at(env, max(0, sims[0].arrival_ns)).callbacks.append(arrive)
     # The run allocates millions of short-lived objects (events, plans, tuples) and almost no reference
     # cycles; the cyclic collector would repeatedly scan the long-lived ones (requests, per-step
-    # records) for nothing (~10% of the run). It is paused for the run and restored after.
+    # records) for nothing (~10% of the run). It is paused for the run and the result's assembly,
+    # and restored after.
     gc_on = gc.isenabled()
     gc.disable()
     try:
         env.run()
+        return _result(model, gpu, cfg, mem, sims, replicas, clock, total, progress)
     finally:
         if gc_on:
             gc.enable()
+
+
+def _result(model: ModelSpec, gpu: GPUSpec, cfg: ServeConfig, mem: MemoryBreakdown, sims: list[SimRequest],
+            replicas: list[Replica], clock: DecodeClock, total: int, progress: Progress | None) -> ServeResult:
+    """The finished run's :class:`ServeResult`."""
     if progress is not None:
         progress(total, total)
     unfinished = [s.id for s in sims if s.generated < s.output]
@@ -137,27 +144,16 @@ def simulate_serving(model: ModelSpec, gpu: GPUSpec, requests: Sequence[Request]
     def arr(attr: str) -> np.ndarray:
         return np.fromiter(map(attrgetter(attr), sims), np.int64, len(sims))
 
-    # ITL samples: python lists (weight 1 each) and numpy arrays (each with its weight), then the
-    # decode clock's counted one-sequence gaps
-    lists: list[int] = []
-    vals, ws, sizes = [], [], []
-    for rep in replicas:
-        for v, w in zip(rep.stats.itl_vals, rep.stats.itl_w):
-            if isinstance(v, list) and w == 1:
-                lists.extend(v)
-            else:
-                a = np.asarray(v, dtype=np.int64)
-                vals.append(a)
-                ws.append(w)
-                sizes.append(a.size)
-    weights = [np.repeat(np.array(ws, dtype=np.int64), sizes)]
-    vals.append(np.array(lists, dtype=np.int64))
-    weights.append(np.ones(len(lists), dtype=np.int64))
+    # ITL samples (a multiset: the order carries nothing): those counted once, the arrays (each with
+    # its weight), then the decode clock's counted one-sequence gaps
+    arrays = [a for rep in replicas for a in rep.stats.itl_arrays]
+    ws = [w for rep in replicas for w in rep.stats.itl_w]
+    ones = [np.array(rep.stats.itl_ones, dtype=np.int64) for rep in replicas]
+    n1 = sum(a.size for a in ones)
     v1, w1 = clock.itl_samples()
-    vals.append(v1)
-    weights.append(w1)
-    itl = np.concatenate(vals)
-    itw = np.concatenate(weights)
+    itl = np.concatenate([*arrays, *ones, v1]).astype(np.int64, copy=False)
+    itw = np.concatenate([np.repeat(np.array(ws, dtype=np.int64), [a.size for a in arrays]),
+                          np.ones(n1, dtype=np.int64), w1])
     return ServeResult(
         model=model, gpu=gpu, cfg=cfg, memory=mem, ids=arr("id"), replica=arr("replica"), prompt=arr("prompt"),
         output=arr("output"), arrival_ns=arr("arrival_ns"), admitted_ns=arr("admitted_ns"),

@@ -187,16 +187,15 @@ def _stagger_reads(starts: np.ndarray, tiles: tuple[int, ...], heads: int, group
     around ``dt = span`` rather than a step (the L2 is not a perfect LRU, and the fit needs a slope).
     Weighted over the CTAs by the KV tiles they walk."""
     p = len(tiles)
-    s = starts.reshape(heads // group, group, p)
-    s.sort(axis=1)
-    miss = s[:, 1:] - s[:, :-1]   # np.diff, np.clip and the arithmetic in place: the same values
+    s = np.sort(starts.reshape(heads // group, group, p), axis=1)
+    miss = s[:, 1:] - s[:, :-1]   # np.diff, np.clip, np.mean and the arithmetic in place: the same values
     miss /= span
     miss -= 1.0
     miss /= STAGGER_RAMP
     miss += 0.5
     np.maximum(miss, 0.0, out=miss)
     np.minimum(miss, 1.0, out=miss)
-    reads = 1.0 + miss.sum(axis=1).mean(axis=0)
+    reads = 1.0 + miss.sum(axis=1).sum(axis=0) / (heads // group)
     w = np.asarray(tiles, dtype=float)
     return float((reads * w).sum() / w.sum())
 
@@ -638,13 +637,32 @@ def decode_stretch_mapped(sh: DecodeShape, kv_lens, steps: int, post, cache: dic
     """``post(decode_stretch(sh, kv_lens, steps))`` for an elementwise ``post``, from tables memoised
     in ``cache`` (the caller's, one per ``post``): a run of calls with equal tile counts has every
     value of its summed KV length S within ``n * bn`` consecutive integers, so its mapped times are
-    one table over S (built by the same arithmetic, elementwise) and a stretch is slices of them."""
+    one table over S (built by the same arithmetic, elementwise) and a stretch is slices of them
+    (:func:`decode_stretch_runs`)."""
+    runs = decode_stretch_runs(sh, kv_lens, steps, post, cache)
+    if runs is None:
+        return post(decode_stretch(sh, kv_lens, steps))
+    n = sh.n
+    if len(runs) == 1:
+        tab, a, lo, hi = runs[0]
+        return tab[1][a:a + n * (hi - lo):n].copy()
+    return np.concatenate([tab[1][a:a + n * (hi - lo):n] for tab, a, lo, hi in runs])
+
+
+def decode_stretch_runs(sh: DecodeShape, kv_lens, steps: int, post, cache: dict):  # type: ignore[no-untyped-def]
+    """The calls of :func:`decode_stretch_mapped` as runs of equal KV-tile counts, without slicing:
+    a list of ``(table, first, lo, hi)``, one per run, where call j (``lo <= j < hi``) takes
+    ``table[1][first + n * (j - lo)]`` and ``table = (low, mapped times over the summed KV lengths
+    low, low + 1, ...)`` is memoised in ``cache`` (the caller's, one per ``post``; emptied when it
+    reaches ``MAX_RUN_TABLES``, so a caller that keeps a table keeps its own reference). ``None``
+    where the tables do not apply (more than ``MAX_RUN_TABLE_SEQS`` sequences, a shape off the lean
+    path, a table too long): then ``post(decode_stretch(...))`` gives the times."""
     bn, n = sh.bn, sh.n
     if not sh.fast or n > MAX_RUN_TABLE_SEQS:
-        return post(decode_stretch(sh, kv_lens, steps))
+        return None
     starts = _segment_starts(kv_lens, bn, steps)
     s0 = sum(kv_lens)
-    pieces = []
+    runs = []
     last = len(starts) - 1
     for i, lo in enumerate(starts):
         key = tuple([-(-(x + lo) // bn) for x in kv_lens])
@@ -654,15 +672,13 @@ def decode_stretch_mapped(sh: DecodeShape, kv_lens, steps: int, post, cache: dic
             top = sum(key) * bn                 # S of the run: sum over sequences of (t - 1) * bn + 1 .. t * bn
             low = top - n * (bn - 1)
             if seg[0] <= 0 or top >= MAX_MEMORY_TABLE:
-                return post(decode_stretch(sh, kv_lens, steps))
+                return None
             t = _finish_run(sh, sh.memory_pow(top + 1)[low:top + 1], seg)
             if len(cache) >= MAX_RUN_TABLES:
                 cache.clear()
             tab = cache[key] = (low, post(t))
-        a = s0 + n * lo - tab[0]
-        hi = starts[i + 1] if i < last else steps
-        pieces.append(tab[1][a:a + n * (hi - lo):n])
-    return pieces[0].copy() if len(pieces) == 1 else np.concatenate(pieces)
+        runs.append((tab, s0 + n * lo - tab[0], lo, starts[i + 1] if i < last else steps))
+    return runs
 
 
 def _finish_run(sh: DecodeShape, mp: np.ndarray, seg) -> np.ndarray:  # type: ignore[no-untyped-def]
