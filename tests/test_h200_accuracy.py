@@ -88,25 +88,26 @@ def test_stack_attention_kernel_per_family(tmp_path: Path) -> None:
 
 def test_cudnn_attention_file_meets_the_cuda_target() -> None:
     """attention_cudnn.csv (SDPA with cuDNN's backend first, CUDA-event timed; [attention_cudnn] is fitted on it
-    and on kernel_times.csv, in-sample): prefill wape 0.040, decode 0.067 under the torch stack, which adds the
+    and on kernel_times.csv, in-sample): prefill wape 0.040, decode 0.068 (0.067 before a cuDNN grid below one CTA
+    per SM added its memory time, attention.decode_overlap_p) under the torch stack, which adds the
     event latency to the kernel-time constants (the event-only fit had 0.039 / 0.034 and missed the in-step decodes;
     the family's FA3 constants gave 0.203 / 0.228)."""
     r = validate_ops(read_measured("xpusim-attention", H200 / "attention_cudnn.csv"), load_gpu("h200-sxm-141gb"),
                      stack="torch")
     assert r.overall.wape <= CUDA_TARGET
     assert r.per_op["attn_prefill"].wape == pytest.approx(0.040, abs=0.01)
-    assert r.per_op["attn_decode"].wape == pytest.approx(0.067, abs=0.01)
+    assert r.per_op["attn_decode"].wape == pytest.approx(0.068, abs=0.01)
 
 
 def test_kernel_times_file() -> None:
-    """kernel_times.csv (collect_cuda.py --sections kernel_times): each SDPA call scored against the profiler's
-    device time of its kernels, with the constants of the backend that ran (the row names it): cuDNN decode wape
-    0.066, prefill 0.033 (fitted on these rows and attention_cudnn.csv); flash decode 0.121, prefill 0.052 (the
-    event-fitted [attention_fa2] restated as kernel time, these rows not fitted). The event latency the `torch`
-    stack adds is what the same file measures: event minus kernel time."""
+    """kernel_times.csv (collect_cuda.py --sections kernel_times): each SDPA call scored against the profiler's device
+    time of its kernels, with the constants of the backend that ran (the row names it): cuDNN decode wape 0.065
+    (0.066 before attention.decode_overlap_p), prefill 0.033 (fitted on these rows and attention_cudnn.csv); flash
+    decode 0.121, prefill 0.052 (the event-fitted [attention_fa2] restated as kernel time, these rows not fitted).
+    The event latency the `torch` stack adds is what the same file measures: event minus kernel time."""
     r = validate_ops(read_measured("xpusim-kernel-times", H200 / "kernel_times.csv"), load_gpu("h200-sxm-141gb"))
     assert r.stack == "torch-step"
-    figures = {"attn_decode.cudnn": 0.066, "attn_prefill.cudnn": 0.033, "attn_decode.fa2": 0.121,
+    figures = {"attn_decode.cudnn": 0.065, "attn_prefill.cudnn": 0.033, "attn_decode.fa2": 0.121,
                "attn_prefill.fa2": 0.052}
     for op, w in figures.items():
         assert r.per_op[op].n == (32 if "decode" in op else 10)

@@ -149,13 +149,15 @@ def test_8b_held_out_gemm_meets_the_target(scored: dict[str, TorchValidation]) -
 
 
 def test_attention(scored: dict[str, TorchValidation]) -> None:
-    """SDPA ran cuDNN's fused kernels (``_scaled_dot_product_cudnn_attention``): costed with the
-    ``[attention_cudnn]`` constants, which are kernel device time (fitted on kernel_times.csv's profiler times
-    and the event-timed attention_cudnn.csv; these in-step calls held out), with cuDNN's own decode split rule.
-    Prefill (4 x 512 causal): 1B 0.004, 8B 0.026; decode (context 513-544): 1B 0.026, 8B 0.070, all within the
-    target. Before (constants fitted on event times alone, a 3.35 us event latency subtracted): prefill
-    0.019 / 0.039, decode 0.319 / 0.129 (one launch constant for both phases made the shortest decodes slow)."""
-    for key, pre, dec in (("1b", 0.004, 0.026), ("8b", 0.026, 0.070)):
+    """SDPA ran cuDNN's fused kernels (``_scaled_dot_product_cudnn_attention``): costed with the ``[attention_cudnn]``
+    constants, which are kernel device time (fitted on kernel_times.csv's profiler times and the event-timed
+    attention_cudnn.csv; these in-step calls held out), with cuDNN's own decode split rule. Prefill (4 x 512
+    causal): 1B 0.004, 8B 0.026; decode (context 513-544): 1B 0.028, 8B 0.011, all within the target (decode 0.026 /
+    0.070 while the p-norm hid the memory time of these 32-CTA grids, 8.85 us modelled against 9.5 us measured per
+    8B call; below one CTA per SM it adds: attention.decode_overlap_p). Before (constants fitted on event times
+    alone, a 3.35 us event latency subtracted): prefill 0.019 / 0.039, decode 0.319 / 0.129 (one launch constant for
+    both phases made the shortest decodes slow)."""
+    for key, pre, dec in (("1b", 0.004, 0.028), ("8b", 0.026, 0.011)):
         s = scored[key].per_kind
         assert s["attn_prefill"].wape == pytest.approx(pre, abs=0.01) and s["attn_prefill"].wape <= TARGET
         assert s["attn_decode"].wape == pytest.approx(dec, abs=0.01) and s["attn_decode"].wape <= TARGET

@@ -228,15 +228,34 @@ def _reread_factor(gpu: GPUSpec, a: AttentionCalibration, group: int, live_per_h
     return 1.0 + (group / together - 1.0) * (1.0 - hit)
 
 
+def decode_overlap_p(gpu: GPUSpec, a: AttentionCalibration, live):  # type: ignore[no-untyped-def]
+    """The overlap exponent of a decode call whose grid runs ``live`` CTAs (a float, or a numpy array over
+    the calls of a stretch). cuDNN's decode kernel is a four-warp mma.sync CTA, one per SM while the grid
+    holds fewer CTAs than SMs: such an SM has no other warps to run while its CTA waits on its K/V loads,
+    so the loads and the MMAs serialise and the memory time adds to the CTA time (p = 1); other CTAs'
+    warps hide it as the grid fills the SMs, ``overlap_p`` from ``live >= sm_count`` on, linear in the
+    SMs' share that hold a CTA between (no constant fitted). Evidence (kernel_times.csv, batch 4 x 512
+    keys of 8 KV heads of 128: 32 CTAs on 132 SMs): the H100 takes 0.88 us longer than the H200, the
+    difference of their DRAM times for the 8.4 MB of K/V (2.52 vs 1.76 us); the p-norm at ``overlap_p``
+    hid all but 0.47 us of it. Other kernels (FA2/FA3's own constants): ``overlap_p``."""
+    p = a.overlap_p
+    if a.kernel is not AttnKernel.CUDNN:
+        return p
+    if isinstance(live, (int, float)):
+        return p if live >= gpu.sm_count else 1.0 + (p - 1.0) * max(0.0, float(live)) / gpu.sm_count
+    return 1.0 + (p - 1.0) * np.clip(np.asarray(live, dtype=float) / gpu.sm_count, 0.0, 1.0)
+
+
 def _finish_body(gpu: GPUSpec, a: AttentionCalibration, sched, empty, kv_unique, kv_dram, qo,
-                 split):  # type: ignore[no-untyped-def]
+                 split, live=None):  # type: ignore[no-untyped-def]
     """(time, memory time) of a call. Plain floats, or numpy arrays over the calls of a decode stretch
-    (every argument but ``qo`` may then be an array)."""
+    (every argument but ``qo`` may then be an array). ``live``: a decode call's live CTAs
+    (:func:`decode_overlap_p`); None for a varlen call (``overlap_p``)."""
     dram = gpu.memory_bandwidth * a.dram_eff
     hit = _l2_hit(gpu, kv_unique + qo, a)  # resident from the previous call of a benchmark loop
     nbytes = kv_dram + qo
     memory = nbytes * ((1.0 - hit) / dram + hit / (dram * a.l2_bw_mult))
-    p = a.overlap_p
+    p = a.overlap_p if live is None else decode_overlap_p(gpu, a, live)
     body: Any
     combine: Any
     if isinstance(memory, float):
@@ -250,8 +269,9 @@ def _finish_body(gpu: GPUSpec, a: AttentionCalibration, sched, empty, kv_unique,
 
 
 def _finish(gpu: GPUSpec, a: AttentionCalibration, sched: float, total: float, live: int, empty: int,
-            kv_unique: float, kv_dram: float, qo: float, split: bool) -> tuple[float, dict[str, float]]:
-    t, memory = _finish_body(gpu, a, sched, empty, kv_unique, kv_dram, qo, split)
+            kv_unique: float, kv_dram: float, qo: float, split: bool,
+            decode: bool = False) -> tuple[float, dict[str, float]]:
+    t, memory = _finish_body(gpu, a, sched, empty, kv_unique, kv_dram, qo, split, float(live) if decode else None)
     return float(t), {"cta_s": sched, "memory_s": float(memory), "launch_s": a.launch_s,
                       "empty_s": empty * a.empty_cta_s / gpu.sm_count,
                       "combine_s": a.combine_s if split else 0.0, "ctas": float(live),
@@ -492,7 +512,7 @@ class DecodeShape:
         # (so _finish_body's p-norm applies wherever the CTA time is > 0): the lean stretch path
         self.fast = ((self.packed or self.group <= 1) and self.qo > 0 and self.kv_bytes_per_token >= 0
                      and 0 < self.dram < math.inf and 0 < self.dram_l2 < math.inf)
-        self.segs: dict[tuple[int, ...], tuple[float, float, float, float, float, int, int, int]] = {}
+        self.segs: dict[tuple[int, ...], tuple[float, float, float, float, float, int, int, int, float]] = {}
         self.mp: np.ndarray = np.zeros(0)
 
     def memory_pow(self, stop: int) -> np.ndarray:
@@ -508,10 +528,12 @@ class DecodeShape:
             self.mp = memory ** self.p
         return self.mp
 
-    def segment(self, tiles: tuple[int, ...]) -> tuple[float, float, float, float, float, int, int, int]:
+    def segment(self, tiles: tuple[int, ...]) -> tuple[float, float, float, float, float, int, int, int, float]:
         """Structure of a call whose sequences walk ``tiles`` KV tiles (any order): (schedule bound,
         its p-th power (0 when the bound is not > 0), empty-CTA time, combine time, summed CTA time,
-        live CTAs, grid size, splits). Memoised on the tile counts."""
+        live CTAs, grid size, splits, overlap exponent). The lean stretch paths take calls whose exponent
+        is ``self.p`` (:func:`decode_overlap_p`: a cuDNN grid of fewer CTAs than SMs has a lower one and
+        goes the general way). Memoised on the tile counts."""
         s = self.segs.get(tiles)
         if s is None:
             gpu, a = self.gpu, self.a
@@ -522,7 +544,7 @@ class DecodeShape:
             # the p-th power as numpy takes it (the whole-array arithmetic of _finish_body)
             sp = float((np.array([sched]) ** self.p)[0]) if sched > 0 else 0.0
             s = (sched, sp, float(empty) * a.empty_cta_s / gpu.sm_count, a.combine_s if splits > 1 else 0.0,
-                 total, live, grid, splits)
+                 total, live, grid, splits, decode_overlap_p(gpu, a, float(live)))
             if len(self.segs) >= 65536:
                 self.segs.clear()
             self.segs[tiles] = s
@@ -598,7 +620,7 @@ def decode_attention_cost(op: DecodeAttention, gpu: GPUSpec, cal: Calibration | 
     factor = 1.0 if sh.packed else float(_reread_factor(gpu, a, sh.group, live / sh.heads,
                                                         kv_unique / max(1, op.num_kv_heads)))
     return _finish(gpu, a, sched, total, live, max(0, grid - live), kv_unique, kv_unique * factor, sh.qo,
-                   splits > 1)
+                   splits > 1, decode=True)
 
 
 def decode_attention_times(op: DecodeAttention, steps: int, gpu: GPUSpec,
@@ -671,7 +693,7 @@ def decode_stretch_runs(sh: DecodeShape, kv_lens, steps: int, post, cache: dict)
             seg = sh.segment(key)
             top = sum(key) * bn                 # S of the run: sum over sequences of (t - 1) * bn + 1 .. t * bn
             low = top - n * (bn - 1)
-            if seg[0] <= 0 or top >= MAX_MEMORY_TABLE:
+            if seg[0] <= 0 or seg[8] != sh.p or top >= MAX_MEMORY_TABLE:
                 return None
             t = _finish_run(sh, sh.memory_pow(top + 1)[low:top + 1], seg)
             if len(cache) >= MAX_RUN_TABLES:
@@ -701,7 +723,7 @@ def decode_stretch(sh: DecodeShape, kv_lens, steps: int) -> np.ndarray:  # type:
     bn = sh.bn
     starts = _segment_starts(kv_lens, bn, steps)
     segs = [sh.segment(tuple([-(-(x + lo) // bn) for x in kv_lens])) for lo in starts]
-    if not sh.fast or not all(s[0] > 0 for s in segs):
+    if not sh.fast or not all(s[0] > 0 and s[8] == sh.p for s in segs):
         return _decode_stretch_general(sh, kv_lens, steps, starts, segs)
     n = sh.n
     s0 = sum(kv_lens)
@@ -758,5 +780,5 @@ def _decode_stretch_general(sh: DecodeShape, kv_lens, steps: int, starts: list[i
     split = np.repeat(np.array([x[7] > 1 for x in segs]), lengths)
     dram = kv_unique if sh.packed else kv_unique * _reread_factor(gpu, a, sh.group, live / sh.heads,
                                                                   kv_unique / max(1, sh.kv_heads))
-    out, _ = _finish_body(gpu, a, sched, empty, kv_unique, dram, sh.qo, split)
+    out, _ = _finish_body(gpu, a, sched, empty, kv_unique, dram, sh.qo, split, live)
     return out
