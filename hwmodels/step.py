@@ -47,7 +47,6 @@ from hwmodels.kernels.attention import (
     decode_shape,
     decode_stretch,
     decode_stretch_mapped,
-    decode_stretch_runs,
     varlen_shape,
 )
 from hwmodels.kernels.comm import p2p_time
@@ -227,28 +226,7 @@ class StepTimeModel:
         n = len(kv_lens)
         if self.pp != 1 or not n or k <= 0:
             return post(self.decode_times(kv_lens, k))
-        sh, cache, step_post = self._mapped(kv_lens, post, tables)
-        return decode_stretch_mapped(sh, kv_lens, k, step_post, cache)
-
-    def decode_runs_mapped(self, kv_lens: Sequence[int], k: int, post: Callable[[np.ndarray], np.ndarray],
-                           tables: dict[int, dict]) -> list | None:  # type: ignore[type-arg]
-        """The stretch of :meth:`decode_times_mapped` as runs of memoised tables
-        (``attention.decode_stretch_runs``: ``(table, first, lo, hi)`` per run, step j of the run
-        taking ``table[1][first + len(kv_lens) * (j - lo)]``), so a caller can sum and count steps
-        without slicing them out. ``None`` where the tables do not apply, or where a subclass
-        redefines :meth:`decode_times_mapped` (its times are that method's)."""
-        n = len(kv_lens)
-        if type(self).decode_times_mapped is not StepTimeModel.decode_times_mapped or self.pp != 1 or not n \
-                or k <= 0:
-            return None
-        sh, cache, step_post = self._mapped(kv_lens, post, tables)
-        return decode_stretch_runs(sh, kv_lens, k, step_post, cache)
-
-    def _mapped(self, kv_lens: Sequence[int], post: Callable[[np.ndarray], np.ndarray],
-                tables: dict[int, dict]) -> tuple[DecodeShape, dict, Callable[[np.ndarray], np.ndarray]]:  # type: ignore[type-arg]
-        """(shape, the caller's table cache for this sequence count, step times mapped by ``post``)."""
         sh, rest, head = self._decode_consts(kv_lens)
-        n = len(kv_lens)
         cache = tables.get(n)
         if cache is None:
             cache = tables[n] = {}
@@ -257,7 +235,7 @@ class StepTimeModel:
         def step_post(t: np.ndarray) -> np.ndarray:
             return post(layers * (rest + t) + head)
 
-        return sh, cache, step_post
+        return decode_stretch_mapped(sh, kv_lens, k, step_post, cache)
 
     def _pipeline_vec(self, stage: np.ndarray, tokens: int, micro: int) -> np.ndarray:
         if self.pp == 1:

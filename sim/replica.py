@@ -34,11 +34,8 @@ class DecodeClock:
     stretch, and an arrival cut is one bisection. Its inter-token gaps are counted, not listed: a
     difference array over L (``itl_diff``). The table is ``StepTimeModel.decode_times([L], 1)``
     for every L (computed elementwise in one call, bit-identical), grown by doubling on demand.
-    Several sequences: ``stretch`` takes the stretch from the step model's memoised per-run tables
-    (``StepTimeModel.decode_runs_mapped``, the values of ``decode_times`` converted to ns) as a
-    :class:`Runs`: each table carries its prefix sums along the stride of the sequence count, so a
-    stretch is summed, cut and counted per run, never sliced; its gaps are counted in a difference
-    array per table. ``decode_ns`` gives the times themselves.
+    Several sequences: ``decode_ns`` takes the stretch from the step model's memoised per-run tables
+    (``StepTimeModel.decode_times_mapped``, equal to ``decode_times`` converted to ns).
     """
 
     def __init__(self, step: StepTimeModel, overhead_ns: int) -> None:
@@ -49,7 +46,6 @@ class DecodeClock:
         self.itl_diff: list[int] = [0, 0]
         self._tables: dict[int, dict] = {}    # the step model's memoised stretch tables, in ns
         self._prefill_ns: dict[tuple, int] = {}   # steps without decodes (prompts recur), in ns
-        self._runs: dict[int, _Table] = {}   # id(the step model's table) -> its _Table (holding the table)
 
     def batch_ns(self, prefill: tuple[tuple[int, int], ...], decode: tuple[int, ...], tokens: int,
                  logits: int) -> int:
@@ -64,21 +60,6 @@ class DecodeClock:
 
     def decode_ns(self, kv_lens: list[int], k: int) -> np.ndarray:
         return self.step.decode_times_mapped(kv_lens, k, self._to_ns, self._tables)
-
-    def stretch(self, kv_lens: list[int], k: int) -> Runs:
-        """The k decode steps of several sequences as a :class:`Runs` (times as ``decode_ns``)."""
-        n = len(kv_lens)
-        runs = self.step.decode_runs_mapped(kv_lens, k, self._to_ns, self._tables)
-        if runs is None:   # no tables: the times themselves, as one run of stride 1
-            return Runs([(_Table(None, self.decode_ns(kv_lens, k), 1, False), 0, 0, k)], n)
-        tabs = self._runs
-        out = []
-        for tab, a, lo, hi in runs:
-            t = tabs.get(id(tab))
-            if t is None:
-                t = tabs[id(tab)] = _Table(tab, tab[1], n, True)
-            out.append((t, a, lo, hi))
-        return Runs(out, n)
 
     def _to_ns(self, seconds: np.ndarray) -> np.ndarray:
         return np.rint(seconds * 1e9).astype(np.int64) + self.overhead_ns
@@ -101,97 +82,10 @@ class DecodeClock:
         return self.prefix[kv + 1] - self.prefix[kv]
 
     def itl_samples(self) -> tuple[np.ndarray, np.ndarray]:
-        """(gap ns, count) of the stretches' counted gaps: one sequence's, then the run tables'."""
+        """(gap ns, count) of the one-sequence stretches' counted gaps."""
         w = np.cumsum(np.asarray(self.itl_diff[:-1], np.int64))
         keep = w > 0
-        vals, counts = [self.dur[keep]], [w[keep]]
-        for t in self._runs.values():
-            if t.diff is not None:
-                w = _strided_cumsum(np.asarray(t.diff, np.int64), t.stride)[:t.vals.size]
-                keep = w > 0
-                vals.append(t.vals[keep])
-                counts.append(w[keep])
-        return np.concatenate(vals), np.concatenate(counts)
-
-
-def _strided_cumsum(x: np.ndarray, stride: int) -> np.ndarray:
-    """``y[i] = x[i] + y[i - stride]`` (a cumulative sum along each residue class of ``stride``)."""
-    if stride == 1:
-        return np.cumsum(x)
-    pad = -x.size % stride
-    if pad:
-        x = np.concatenate([x, np.zeros(pad, x.dtype)])
-    return np.cumsum(x.reshape(-1, stride), axis=0).ravel()[:x.size - pad]
-
-
-class _Table:
-    """One table of step times (ns) over the summed KV length, read along a stride (the sequence
-    count): ``pre[i] = vals[i] + pre[i - stride]`` (as numpy, and as a list for scalar reads), and
-    ``diff``, the difference array along the stride of the ITL samples counted on it (None: the
-    samples are listed instead)."""
-
-    __slots__ = ("diff", "pre", "pre_list", "stride", "tab", "vals")
-
-    def __init__(self, tab: tuple | None, vals: np.ndarray, stride: int, count: bool) -> None:  # type: ignore[type-arg]
-        self.tab = tab   # the step model's table, kept so that its id stays this table's
-        self.vals = vals
-        self.stride = stride
-        self.pre = _strided_cumsum(vals, stride)
-        self.pre_list: list[int] = self.pre.tolist()
-        self.diff: list[int] | None = [0] * (vals.size + stride) if count else None
-
-
-class Runs:
-    """A decode-only stretch of n >= 2 sequences: runs ``(table, first, lo, hi)`` where step j
-    (``lo <= j < hi``) takes ``table.vals[first + s * (j - lo)]`` (s: the table's stride). ``ends[i]``:
-    ns from the stretch's start to the end of run i; ``total``: the whole stretch."""
-
-    __slots__ = ("base", "ends", "n", "runs", "total")
-
-    def __init__(self, runs: list[tuple[_Table, int, int, int]], n: int) -> None:
-        self.runs, self.n = runs, n
-        ends, base = [], []
-        t = 0
-        for tab, a, lo, hi in runs:
-            s = tab.stride
-            b = tab.pre_list[a - s] if a >= s else 0
-            base.append(b)
-            t += tab.pre_list[a + s * (hi - lo - 1)] - b
-            ends.append(t)
-        self.base, self.ends, self.total = base, ends, t
-
-    def end(self, j: int) -> int:
-        """ns from the start to the end of step j (1-based: j steps done)."""
-        for i, (tab, a, lo, hi) in enumerate(self.runs):
-            if j <= hi:
-                return (self.ends[i - 1] if i else 0) + tab.pre_list[a + tab.stride * (j - 1 - lo)] - self.base[i]
-        raise ValueError(f"step {j} is past the stretch's {self.runs[-1][3]} steps")
-
-    def steps_to(self, e: int, right: bool) -> int:
-        """Steps whose end is before ``e`` ns from the start (``right``: at or before), i.e. the
-        1-based index of the first step ending at or after (``right``: after) ``e``, minus one."""
-        for i, (tab, a, lo, hi) in enumerate(self.runs):
-            if e < self.ends[i] or (not right and e == self.ends[i]):
-                t0 = self.ends[i - 1] if i else 0
-                s = tab.stride
-                view = tab.pre[a:a + s * (hi - lo):s]
-                return lo + int(view.searchsorted(e - t0 + self.base[i], "right" if right else "left"))
-        return self.runs[-1][3]
-
-    def count_itl(self, k: int, st: ReplicaStats) -> None:
-        """Count steps 1 .. k-1 (their gaps, each weighted by the n sequences) as ITL samples."""
-        n = self.n
-        for tab, a, lo, hi in self.runs:
-            j1 = lo if lo > 1 else 1
-            j2 = hi if hi < k else k
-            if j1 < j2:
-                s = tab.stride
-                if tab.diff is not None:
-                    tab.diff[a + s * (j1 - lo)] += n
-                    tab.diff[a + s * (j2 - lo)] -= n
-                else:
-                    st.itl_arrays.append(tab.vals[a + s * (j1 - lo):a + s * (j2 - lo):s])
-                    st.itl_w.append(n)
+        return self.dur[keep], w[keep]
 
 
 class ReplicaStats:
@@ -231,10 +125,11 @@ class Replica:
         self._idle: simpy.Event | None = None
         self._end_ev: simpy.Event | None = None    # the end of a stretch an arrival may cut (None once cut)
         self._cut_k = 0
-        # a stretch in flight: (one sequence: the clock's prefix sums, several: a Runs; first
-        # index, steps, start ns, sequences, base). One sequence: step j (0-based) ends at start +
-        # prefix[first + j + 1] - base, base = prefix[first]; several: first = -1, ends from the Runs.
-        self._stretch: tuple[list[int] | Runs, int, int, int, int, int] | None = None
+        # a stretch in flight: (prefix sums, first index, steps, start ns, sequences, base); step j
+        # (0-based) ends at start + prefix[first + j + 1] - base. One sequence: the clock's table,
+        # base = prefix[first]; several: the stretch's own numpy cumsum (step j ends at cumsum[j]),
+        # first = -1, base = 0.
+        self._stretch: tuple[list[int] | np.ndarray, int, int, int, int, int] | None = None
         self.finished: list[SimRequest] = []
         self._w = step.weight_bytes() / cfg.pp
         self._kvb = step.kv_bytes_per_token()
@@ -258,17 +153,11 @@ class Replica:
         assert self._stretch is not None
         pre, i0, kmax, start, _, base = self._stretch
         ta = int(self.env.now)   # simulated time is integer ns
-        if isinstance(pre, Runs):
-            if ta >= start + pre.total:   # at the end anyway
-                return
-            self._cut_k = j = pre.steps_to(ta - start, False) + 1
-            at = start + pre.end(j)
-        else:
-            if ta >= start + pre[i0 + kmax] - base:   # at the end anyway
-                return
-            i = bisect_left(pre, ta - start + base, i0 + 1, i0 + kmax + 1)
-            self._cut_k = i - i0
-            at = start + pre[i] - base
+        if ta >= start + pre[i0 + kmax] - base:   # at the end anyway
+            return
+        i = bisect_left(pre, ta - start + base, i0 + 1, i0 + kmax + 1)
+        self._cut_k = i - i0
+        at = start + int(pre[i] - base)
         # the process waits on the stretch's end: move its wait to the cut (what an interrupt
         # followed by a timeout would do, without the interrupt's extra event and exception)
         end_ev, self._end_ev = self._end_ev, None
@@ -282,10 +171,7 @@ class Replica:
     def outstanding_tokens(self, now_ns: int) -> int:
         if self._stretch is not None:
             pre, i0, k, start, n, base = self._stretch
-            if isinstance(pre, Runs):
-                done = min(pre.steps_to(now_ns - start, True), k)
-            else:
-                done = bisect_right(pre, now_ns - start + base, i0 + 1, i0 + k + 1) - i0 - 1
+            done = bisect_right(pre, now_ns - start + base, i0 + 1, i0 + k + 1) - i0 - 1
             return self.outstanding - n * done
         return self.outstanding
 
@@ -324,18 +210,18 @@ class Replica:
             if plan.decode_only and not plan.preempted and n == len(sched.running) \
                     and (plan.blocked or not sched.waiting):
                 kmax = self._stretch_len(plan) if self.ff else 1
-                pre: list[int] | Runs
+                pre: list[int] | np.ndarray
                 if n == 1:
                     s0 = reqs[0].num_tokens
-                    pre, i0, runs = clock.cover(s0 + kmax), s0, None
+                    pre, i0, durs = clock.cover(s0 + kmax), s0, None
                     base = pre[s0]
                     end = now + pre[s0 + kmax] - base
-                else:   # the stretch as runs of memoised tables (a stretch may run thousands of steps)
+                else:   # step j ends at cumsum[j] (numpy: a stretch may run thousands of steps)
                     lens = [r.num_tokens for r in reqs]
                     s0 = sum(lens)
-                    pre = runs = clock.stretch(lens, kmax)
-                    i0, base = -1, 0
-                    end = now + runs.total
+                    durs = clock.decode_ns(lens, kmax)
+                    pre, i0, base = durs.cumsum(), -1, 0
+                    end = now + int(pre[-1])
                 k = kmax
                 if kmax == 1:
                     yield timeout(end - now)
@@ -350,11 +236,8 @@ class Replica:
                     yield self._end_ev
                     k = self._cut_k
                     self._end_ev = self._stretch = None
-                if runs is None:
-                    e0, last = now + pre[i0 + 1] - base, now + pre[i0 + k] - base
-                else:
-                    e0, last = now + runs.end(1), (end if k == kmax else now + runs.end(k))
-                self._finish_decode(plan, k, now, e0, last, s0, runs)
+                self._finish_decode(plan, k, now, now + int(pre[i0 + 1] - base), now + int(pre[i0 + k] - base),
+                                    s0, durs)
             else:
                 bp = self._batch(plan)
                 dur = self._step_ns(plan, bp)
@@ -419,9 +302,9 @@ class Replica:
         sched.running = keep
 
     def _finish_decode(self, plan: Plan, k: int, start: int, e0: int, end_last: int, s0: int,
-                       runs: Runs | None) -> None:
+                       durs: np.ndarray | None) -> None:
         """k decode steps of ``plan`` ran from ``start``; the first ended at ``e0``, the last at
-        ``end_last``. ``runs``: the steps (None: one sequence, times from the clock's table)."""
+        ``end_last``. ``durs``: the steps' ns (None: one sequence, times from the clock's table)."""
         st, sched, b = self.stats, self.sched, self.block_size
         n = len(plan.reqs)
         ones = st.itl_ones
@@ -441,12 +324,13 @@ class Replica:
                 done = True
         self.outstanding -= n * k
         if k > 1:
-            if runs is None:   # steps 1..k-1 of one sequence: KV lengths s0 + 1 .. s0 + k - 1
+            if durs is None:   # steps 1..k-1 of one sequence: KV lengths s0 + 1 .. s0 + k - 1
                 diff = self.clock.itl_diff
                 diff[s0 + 1] += 1
                 diff[s0 + k] -= 1
             else:
-                runs.count_itl(k, st)
+                st.itl_arrays.append(durs[1:k])
+                st.itl_w.append(n)
         st.iterations += k
         st.busy_ns += end_last - start
         pairs = k * s0 + n * k * (k - 1) // 2

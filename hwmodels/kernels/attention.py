@@ -659,32 +659,13 @@ def decode_stretch_mapped(sh: DecodeShape, kv_lens, steps: int, post, cache: dic
     """``post(decode_stretch(sh, kv_lens, steps))`` for an elementwise ``post``, from tables memoised
     in ``cache`` (the caller's, one per ``post``): a run of calls with equal tile counts has every
     value of its summed KV length S within ``n * bn`` consecutive integers, so its mapped times are
-    one table over S (built by the same arithmetic, elementwise) and a stretch is slices of them
-    (:func:`decode_stretch_runs`)."""
-    runs = decode_stretch_runs(sh, kv_lens, steps, post, cache)
-    if runs is None:
-        return post(decode_stretch(sh, kv_lens, steps))
-    n = sh.n
-    if len(runs) == 1:
-        tab, a, lo, hi = runs[0]
-        return tab[1][a:a + n * (hi - lo):n].copy()
-    return np.concatenate([tab[1][a:a + n * (hi - lo):n] for tab, a, lo, hi in runs])
-
-
-def decode_stretch_runs(sh: DecodeShape, kv_lens, steps: int, post, cache: dict):  # type: ignore[no-untyped-def]
-    """The calls of :func:`decode_stretch_mapped` as runs of equal KV-tile counts, without slicing:
-    a list of ``(table, first, lo, hi)``, one per run, where call j (``lo <= j < hi``) takes
-    ``table[1][first + n * (j - lo)]`` and ``table = (low, mapped times over the summed KV lengths
-    low, low + 1, ...)`` is memoised in ``cache`` (the caller's, one per ``post``; emptied when it
-    reaches ``MAX_RUN_TABLES``, so a caller that keeps a table keeps its own reference). ``None``
-    where the tables do not apply (more than ``MAX_RUN_TABLE_SEQS`` sequences, a shape off the lean
-    path, a table too long): then ``post(decode_stretch(...))`` gives the times."""
+    one table over S (built by the same arithmetic, elementwise) and a stretch is slices of them."""
     bn, n = sh.bn, sh.n
     if not sh.fast or n > MAX_RUN_TABLE_SEQS:
-        return None
+        return post(decode_stretch(sh, kv_lens, steps))
     starts = _segment_starts(kv_lens, bn, steps)
     s0 = sum(kv_lens)
-    runs = []
+    pieces = []
     last = len(starts) - 1
     for i, lo in enumerate(starts):
         key = tuple([-(-(x + lo) // bn) for x in kv_lens])
@@ -694,13 +675,15 @@ def decode_stretch_runs(sh: DecodeShape, kv_lens, steps: int, post, cache: dict)
             top = sum(key) * bn                 # S of the run: sum over sequences of (t - 1) * bn + 1 .. t * bn
             low = top - n * (bn - 1)
             if seg[0] <= 0 or seg[8] != sh.p or top >= MAX_MEMORY_TABLE:
-                return None
+                return post(decode_stretch(sh, kv_lens, steps))
             t = _finish_run(sh, sh.memory_pow(top + 1)[low:top + 1], seg)
             if len(cache) >= MAX_RUN_TABLES:
                 cache.clear()
             tab = cache[key] = (low, post(t))
-        runs.append((tab, s0 + n * lo - tab[0], lo, starts[i + 1] if i < last else steps))
-    return runs
+        a = s0 + n * lo - tab[0]
+        hi = starts[i + 1] if i < last else steps
+        pieces.append(tab[1][a:a + n * (hi - lo):n])
+    return pieces[0].copy() if len(pieces) == 1 else np.concatenate(pieces)
 
 
 def _finish_run(sh: DecodeShape, mp: np.ndarray, seg) -> np.ndarray:  # type: ignore[no-untyped-def]
