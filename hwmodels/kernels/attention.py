@@ -478,6 +478,7 @@ class DecodeShape:
         "sm_slots",
         "split_ok",
         "t_tile",
+        "t_whole",
         "units",
     )
 
@@ -490,8 +491,18 @@ class DecodeShape:
         # FA2 runs a split decode through its split-KV kernel (and tiles), paged or not
         bm, self.bn = tile_shape(d, False, op.paged or op.split_kv, a.kernel, gpu, decode=True)
         self.t_tile = _tile_time(gpu, a, op.dtype, bm, self.bn, d)
+        # a call FA2's heuristic does not split runs mha_fwd's forward kernel, not the split-KV one (the
+        # profiler records flash_fwd_kernel alone then, flash_fwd_splitkv_kernel + combine when split:
+        # kernel_times.csv): its own, taller tile (128 x 64 at head_dim 128 on sm80/sm90), whose padded rows
+        # cost twice the split tile's MMA work per key; priced per ``bn`` keys (the split tile's, which the
+        # heuristic counts in) as bn / bn_fwd of its tiles. A paged cache always takes the split-KV kernel.
+        self.t_whole = self.t_tile
+        if a.kernel is AttnKernel.FA2 and op.split_kv and not op.paged:
+            bm_fwd, bn_fwd = tile_shape(d, False, False, a.kernel, gpu)
+            self.t_whole = self.bn / bn_fwd * _tile_time(gpu, a, op.dtype, bm_fwd, bn_fwd, d)
         if a.decode_cta_bw > 0.0:   # a decode CTA's K and V tile loads at the rate its loads in flight reach
             self.t_tile += 2.0 * self.bn * d * b / a.decode_cta_bw
+            self.t_whole += 2.0 * self.bn * d * b / a.decode_cta_bw
         self.m_blocks = math.ceil(rows / bm)
         self.n = len(op.kv_lens)
         self.split_ok = op.split_kv
@@ -539,7 +550,7 @@ class DecodeShape:
             gpu, a = self.gpu, self.a
             sched, total, live, grid, splits = _decode_structure_of(
                 self.units, self.n, self.split_ok, self.sm_slots, gpu.sm_count, a.cta_s, self.t_tile,
-                tuple(sorted(Counter(tiles).items())), a.kernel is AttnKernel.CUDNN)
+                tuple(sorted(Counter(tiles).items())), a.kernel is AttnKernel.CUDNN, self.t_whole)
             empty = max(0, grid - live)
             # the p-th power as numpy takes it (the whole-array arithmetic of _finish_body)
             sp = float((np.array([sched]) ** self.p)[0]) if sched > 0 else 0.0
@@ -569,7 +580,7 @@ def _decode_structure(shape: DecodeShape, blocks_count: dict[int, int], gpu: GPU
     through their tile counts (memoised on them)."""
     return _decode_structure_of(shape.heads * shape.m_blocks, shape.n, shape.split_ok, shape.sm_slots,
                                 gpu.sm_count, a.cta_s, shape.t_tile, tuple(sorted(blocks_count.items())),
-                                a.kernel is AttnKernel.CUDNN)
+                                a.kernel is AttnKernel.CUDNN, shape.t_whole)
 
 
 # cuDNN's decode (sm80 mma.sync fprop + ``lean_reduction_kernel`` combine) splits the KV far less often than
@@ -584,12 +595,16 @@ CUDNN_SPLIT_MIN_KV_TILES = 8
 @functools.lru_cache(maxsize=65536)
 def _decode_structure_of(units: int, n: int, split_ok: bool, sm_slots: int, sm_count: int, cta_s: float,
                          t_tile: float, blocks_count: tuple[tuple[int, int], ...],
-                         cudnn: bool = False) -> tuple[float, float, int, int, int]:
+                         cudnn: bool = False, t_whole: float | None = None) -> tuple[float, float, int, int, int]:
+    """``t_tile``: a CTA's time per KV tile in a split call; ``t_whole``: in a call left unsplit (FA2's
+    forward kernel; default ``t_tile``)."""
     max_blocks = blocks_count[-1][0]
     if cudnn and (n * units > CUDNN_SPLIT_MAX_UNITS_PER_SM * sm_count or max_blocks < CUDNN_SPLIT_MIN_KV_TILES):
         split_ok = False
     splits = fa2_num_splits(n * units, sm_slots, max_blocks) if split_ok else 1
     per_split = math.ceil(max_blocks / splits)
+    if splits == 1 and t_whole is not None:
+        t_tile = t_whole
     groups: list[tuple[float, int]] = []
     live = 0
     for nb, count in blocks_count:
