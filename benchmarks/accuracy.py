@@ -80,6 +80,32 @@ def kit_ops(data: Path) -> list[Row]:
                        res.overall.wape, res.overall.mape))
         for op, s in res.per_op.items():
             out.append(row(src, f.hardware, f"{f.format}: {op}", role, s.n, s.wape, s.mape))
+        if f.format == "xpusim-steps":
+            out += eager_steps_with_host(load_shared(f, data), src, f.hardware, role)
+    return out
+
+
+def eager_steps_with_host(measured: Any, src: str, hardware: str, role: str) -> list[Row]:
+    """The kit's eager steps as ``validate torch`` prices a step: the host's issue co-executed with the kernels
+    (``CudaStepCost.kernels_step_time``; view ops per launch from the H200 1B traced decode step), not the
+    kernels alone of the rows above."""
+    from hwmodels.validate_torch import CudaStepCost
+    from workloads.accuracy import ErrorStats
+    from workloads.measured_xpusim import read_validate_torch
+
+    ref = ROOT / "validation" / "measured" / "h200" / "validate_torch_llama-3.2-1b"
+    if not ref.is_dir():
+        return []
+    ops = read_validate_torch(ref).steps[1].graph.ops
+    vpl = sum(not o.costs for o in ops) / sum(o.costs for o in ops)
+    cost = CudaStepCost(load_gpu(hardware))
+    out = []
+    for name in ("prefill.eager", "decode.eager"):
+        recs = [r for r in measured.records if r.op == name]
+        if recs:
+            st = ErrorStats.from_pairs([cost.kernels_step_time(r.ops, vpl) for r in recs], [r.seconds for r in recs])
+            out.append(row(src, hardware, f"xpusim-steps: {name}, host co-executed (validate torch's step model)",
+                           role, st.n, st.wape, st.mape))
     return out
 
 
