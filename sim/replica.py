@@ -107,6 +107,17 @@ class ReplicaStats:
         self.events = 0
 
 
+def _cut_at(stretch: tuple, ta: int) -> tuple[int, int] | None:  # type: ignore[type-arg]
+    """Where an arrival at ``ta`` cuts the stretch ``(prefix sums, first, steps, start, n, base)``:
+    (steps run, ns of the cut), the first iteration boundary at or after ``ta`` (where stepping would
+    admit the request); None when that is the stretch's end anyway."""
+    pre, i0, kmax, start, _, base = stretch
+    if ta >= start + pre[i0 + kmax] - base:
+        return None
+    i = bisect_left(pre, ta - start + base, i0 + 1, i0 + kmax + 1)
+    return i - i0, start + int(pre[i] - base)
+
+
 class Replica:
     def __init__(self, env: simpy.Environment, index: int, cfg: ServeConfig, step: StepTimeModel,
                  num_blocks: int, record_timeline: bool = False, clock: DecodeClock | None = None) -> None:
@@ -130,6 +141,9 @@ class Replica:
         # base = prefix[first]; several: the stretch's own numpy cumsum (step j ends at cumsum[j]),
         # first = -1, base = 0.
         self._stretch: tuple[list[int] | np.ndarray, int, int, int, int, int] | None = None
+        # requests routed here in advance (a router that reads no replica state), in arrival order:
+        # the process takes them in itself, so they need no arrival events (see ``assign``)
+        self._arrivals: list[SimRequest] | None = None
         self.finished: list[SimRequest] = []
         self._w = step.weight_bytes() / cfg.pp
         self._kvb = step.kv_bytes_per_token()
@@ -138,6 +152,14 @@ class Replica:
         self.process = env.process(self.run())
 
     # ---- interface for the router ------------------------------------------------------------
+    def assign(self, reqs: list[SimRequest]) -> None:
+        """Route ``reqs`` (in arrival order) here in advance, before the run. The process moves each
+        into the waiting queue at its first iteration boundary at or after its arrival (or wakes at
+        the arrival when idle), and a stretch with an empty queue stops at the first boundary at or
+        after the next arrival: what ``add`` at each arrival does (arrivals come first at equal
+        times), with no event per arrival. Only for routers that read no replica state (round-robin)."""
+        self._arrivals = reqs
+
     def add(self, req: SimRequest) -> None:
         req.replica = self.index
         self.sched.waiting.append(req)
@@ -151,13 +173,11 @@ class Replica:
         """An arrival during a stretch with an empty queue: the stretch stops at the first iteration
         boundary at or after now (where stepping would admit the request)."""
         assert self._stretch is not None
-        pre, i0, kmax, start, _, base = self._stretch
         ta = int(self.env.now)   # simulated time is integer ns
-        if ta >= start + pre[i0 + kmax] - base:   # at the end anyway
+        cut_at = _cut_at(self._stretch, ta)
+        if cut_at is None:   # at the end anyway
             return
-        i = bisect_left(pre, ta - start + base, i0 + 1, i0 + kmax + 1)
-        self._cut_k = i - i0
-        at = start + int(pre[i] - base)
+        self._cut_k, at = cut_at
         # the process waits on the stretch's end: move its wait to the cut (what an interrupt
         # followed by a timeout would do, without the interrupt's extra event and exception)
         end_ev, self._end_ev = self._end_ev, None
@@ -181,8 +201,16 @@ class Replica:
         timeout, schedule = env.timeout, sched.schedule
         kv_t, kv_used = st.kv_t.append, st.kv_used.append
         num_blocks = sched.num_blocks
+        arrivals = self._arrivals   # None: ``add`` brings the requests
+        na = len(arrivals) if arrivals is not None else 0
+        ai = 0   # the next of ``arrivals`` to take in
         while True:
+            if ai < na and arrivals[ai].arrival_ns <= env.now:
+                ai = self._take(arrivals, ai, env.now)
             if not sched.running and not sched.waiting:
+                if ai < na:   # idle until the next arrival
+                    yield timeout(arrivals[ai].arrival_ns - env.now)
+                    continue
                 self._idle = env.event()
                 yield self._idle
                 self._idle = None
@@ -229,6 +257,15 @@ class Replica:
                     self._stretch = (pre, i0, kmax, now, n, base)
                     yield timeout(end - now)
                     self._stretch = None
+                elif arrivals is not None:   # the next arrival, if before the end, cuts it (as ``_cut``)
+                    self._stretch = (pre, i0, kmax, now, n, base)
+                    cut_at = _cut_at(self._stretch, arrivals[ai].arrival_ns) if ai < na else None
+                    if cut_at is None:
+                        yield timeout(end - now)
+                    else:
+                        k, at = cut_at
+                        yield timeout(at - now)
+                    self._stretch = None
                 else:   # an arrival cuts it (``add`` moves the wait to the cut): the end or the cut
                     self._stretch = (pre, i0, kmax, now, n, base)
                     self._cut_k = kmax
@@ -243,6 +280,22 @@ class Replica:
                 dur = self._step_ns(plan, bp)
                 yield timeout(dur)
                 self._finish_step(plan, now, now + dur, bp)
+
+    def _take(self, arrivals: list[SimRequest], i: int, now: int) -> int:
+        """Move the assigned requests that arrived by ``now`` (from index ``i``) into the waiting
+        queue; returns the index of the next."""
+        waiting, index = self.sched.waiting, self.index
+        out = self.outstanding
+        while i < len(arrivals):
+            r = arrivals[i]
+            if r.arrival_ns > now:
+                break
+            r.replica = index
+            waiting.append(r)
+            out += r.prompt + r.output
+            i += 1
+        self.outstanding = out
+        return i
 
     # ---- stretch length ------------------------------------------------------------------------
     def _stretch_len(self, plan: Plan) -> int:

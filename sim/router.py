@@ -1,4 +1,6 @@
-"""Routers: which replica an arriving request goes to. Same signature: ``route(req, replicas, now_ns)``."""
+"""Routers: which replica an arriving request goes to. Same signature: ``route(req, replicas, now_ns)``;
+``reads_state``: whether the choice reads the replicas' state (if not, the serving simulation routes
+every request in advance and the replicas take them in without an event per arrival)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ ROUTERS: Registry[type] = Registry("router")
 class RoundRobinRouter:
     """Replica i, i+1, ... in turn."""
 
+    reads_state = False   # the choice depends on the order of arrivals only
+
     def __init__(self) -> None:
         self._next = 0
 
@@ -34,6 +38,8 @@ class LeastOutstandingTokensRouter:
     """The replica with the fewest tokens still to process (prompt tokens not yet in its KV cache
     plus output tokens not yet generated, over its waiting and running requests); ties go to the
     lowest index."""
+
+    reads_state = True
 
     def route(self, prompt: int, output: int, replicas: Sequence[_Replica], now_ns: int) -> int:
         best, best_v = 0, None

@@ -116,7 +116,24 @@ def simulate_serving(model: ModelSpec, gpu: GPUSpec, requests: Sequence[Request]
                 progress(i, total)
         nxt = i
 
-    if sims:
+    def tick(_ev: simpy.Event) -> None:
+        """Progress when the replicas take their requests in themselves: at every ``every``-th arrival."""
+        nonlocal nxt
+        nxt += every
+        assert progress is not None
+        progress(nxt, total)
+        if nxt + every <= total:
+            _urgent_at(env, sims[nxt + every - 1].arrival_ns - int(env.now)).callbacks.append(tick)
+
+    if not getattr(router, "reads_state", True):   # the assignment is known in advance: no event per arrival
+        assigned: list[list[SimRequest]] = [[] for _ in replicas]
+        for sr in sims:
+            assigned[route(sr.prompt, sr.output, replicas, sr.arrival_ns)].append(sr)
+        for rep, mine in zip(replicas, assigned):
+            rep.assign(mine)
+        if progress is not None and every <= total:
+            _urgent_at(env, max(0, sims[every - 1].arrival_ns)).callbacks.append(tick)
+    elif sims:
         _urgent_at(env, max(0, sims[0].arrival_ns)).callbacks.append(arrive)
     # The run allocates millions of short-lived objects (events, plans, tuples) and almost no reference
     # cycles; the cyclic collector would repeatedly scan the long-lived ones (requests, per-step
