@@ -154,10 +154,12 @@ class Replica:
     # ---- interface for the router ------------------------------------------------------------
     def assign(self, reqs: list[SimRequest]) -> None:
         """Route ``reqs`` (in arrival order) here in advance, before the run. The process moves each
-        into the waiting queue at its first iteration boundary at or after its arrival (or wakes at
-        the arrival when idle), and a stretch with an empty queue stops at the first boundary at or
-        after the next arrival: what ``add`` at each arrival does (arrivals come first at equal
-        times), with no event per arrival. Only for routers that read no replica state (round-robin)."""
+        into the waiting queue at its first iteration boundary at or after its arrival (or at the
+        arrival when idle), and a stretch with an empty queue stops at the first boundary at or after
+        the next arrival: what ``add`` at each arrival does (arrivals come first at equal times), with
+        no event per arrival. As nothing else reaches the replica then, an idle wait and the first
+        iteration after it are one event. Only for routers that read no replica state (round-robin);
+        ``add`` is not to be used on the same replica."""
         self._arrivals = reqs
 
     def add(self, req: SimRequest) -> None:
@@ -205,17 +207,20 @@ class Replica:
         na = len(arrivals) if arrivals is not None else 0
         ai = 0   # the next of ``arrivals`` to take in
         while True:
-            if ai < na and arrivals[ai].arrival_ns <= env.now:
-                ai = self._take(arrivals, ai, env.now)
+            now = lag = env.now   # lag: ns from the simulated now to this iteration's start (below)
+            if ai < na and arrivals[ai].arrival_ns <= now:
+                ai = self._take(arrivals, ai, now)
             if not sched.running and not sched.waiting:
-                if ai < na:   # idle until the next arrival
-                    yield timeout(arrivals[ai].arrival_ns - env.now)
+                if ai >= na:
+                    self._idle = env.event()
+                    yield self._idle
+                    self._idle = None
                     continue
-                self._idle = env.event()
-                yield self._idle
-                self._idle = None
-                continue
-            now = env.now
+                # idle until the next assigned arrival: nothing else reaches this replica, so its
+                # first iteration is planned now, as of then, and waited for with the idle time
+                now = arrivals[ai].arrival_ns
+                ai = self._take(arrivals, ai, now)
+            lag = now - lag
             plan = schedule()
             reqs = plan.reqs
             if not reqs:
@@ -252,19 +257,19 @@ class Replica:
                     end = now + int(pre[-1])
                 k = kmax
                 if kmax == 1:
-                    yield timeout(end - now)
+                    yield timeout(end - now + lag)
                 elif sched.waiting:   # head refused: arrivals queue behind it
                     self._stretch = (pre, i0, kmax, now, n, base)
-                    yield timeout(end - now)
+                    yield timeout(end - now + lag)
                     self._stretch = None
                 elif arrivals is not None:   # the next arrival, if before the end, cuts it (as ``_cut``)
                     self._stretch = (pre, i0, kmax, now, n, base)
                     cut_at = _cut_at(self._stretch, arrivals[ai].arrival_ns) if ai < na else None
                     if cut_at is None:
-                        yield timeout(end - now)
+                        yield timeout(end - now + lag)
                     else:
                         k, at = cut_at
-                        yield timeout(at - now)
+                        yield timeout(at - now + lag)
                     self._stretch = None
                 else:   # an arrival cuts it (``add`` moves the wait to the cut): the end or the cut
                     self._stretch = (pre, i0, kmax, now, n, base)
@@ -278,7 +283,7 @@ class Replica:
             else:
                 bp = self._batch(plan)
                 dur = self._step_ns(plan, bp)
-                yield timeout(dur)
+                yield timeout(dur + lag)
                 self._finish_step(plan, now, now + dur, bp)
 
     def _take(self, arrivals: list[SimRequest], i: int, now: int) -> int:

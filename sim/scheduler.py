@@ -72,6 +72,7 @@ class Plan:
 
 
 SCHEDULERS: Registry[type] = Registry("scheduler")
+_RUNNING = Status.RUNNING
 
 
 @SCHEDULERS.register(SchedulerKind.VLLM_V1)
@@ -125,21 +126,21 @@ class VLLMV1Scheduler:
         running = self.running
         reqs, toks = plan.reqs, plan.tokens
         bs = self.block_size
+        decode_only = True
         i = 0
         while i < len(running) and budget > 0:
             req = running[i]
-            n = req.num_tokens - req.num_computed
+            c = req.num_computed
+            n = req.num_tokens - c
             if n > budget:
                 n = budget
-            fits = False
-            if req.status is Status.RUNNING:   # _allocate(req, n, True) for a running request, inline
-                need = -(-(req.num_computed + n) // bs) - req.blocks
-                if need <= self.free_blocks:
-                    if need > 0:
-                        req.blocks += need
-                        self.free_blocks -= need
-                    fits = True
-            if not fits:
+            need = -(-(c + n) // bs) - req.blocks
+            if req.status is _RUNNING and need <= self.free_blocks:   # _allocate(req, n, True), inline
+                if need > 0:
+                    req.blocks += need
+                    self.free_blocks -= need
+            else:
+                fits = False
                 while not self._allocate(req, n, True):
                     victim = running.pop()
                     self._preempt(victim)
@@ -152,10 +153,11 @@ class VLLMV1Scheduler:
                     break
             reqs.append(req)
             toks.append(n)
-            if n != 1 or req.generated == 0:
-                plan.decode_only = False
+            if decode_only and (n != 1 or req.generated == 0):
+                decode_only = False
             budget -= n
             i += 1
+        plan.decode_only = decode_only
         if not plan.preempted:
             waiting = self.waiting
             while waiting:
