@@ -51,21 +51,24 @@ def test_cuda_graph_decode_steps_held_out(gpu) -> None:  # type: ignore[no-untyp
 
 def test_kernel_times_held_out(gpu) -> None:  # type: ignore[no-untyped-def]
     """kernel_times.csv (profiler device time of each call): cuDNN SDPA decode wape 0.060, prefill 0.045 with the
-    [attention_cudnn] table fitted on the H200's file; flash (FA2) decode 0.119 misses (0.384 before an unsplit decode
-    ran FA2's forward kernel; what is left: docs/accuracy.md)."""
+    [attention_cudnn] table fitted on the H200's file; flash (FA2) decode 0.099 (0.119 before a split call's first
+    KV tile ran serially and an unsplit call was counted in forward tiles; 0.384 before an unsplit decode ran FA2's
+    forward kernel; what is left: docs/accuracy.md)."""
     res = validate_ops(read_measured("xpusim-kernel-times", H100 / "kernel_times.csv"), gpu)
     for op, w in (("attn_decode.cudnn", 0.060), ("attn_prefill.cudnn", 0.045)):
         assert res.per_op[op].wape <= CUDA_TARGET
         assert res.per_op[op].wape == pytest.approx(w, abs=0.01)
-    assert res.per_op["attn_decode.fa2"].wape == pytest.approx(0.119, abs=0.01)
+    assert res.per_op["attn_decode.fa2"].wape <= CUDA_TARGET
+    assert res.per_op["attn_decode.fa2"].wape == pytest.approx(0.099, abs=0.01)
 
 
 def test_flash_attention_held_out(gpu) -> None:  # type: ignore[no-untyped-def]
-    """SDPA's flash backend (FA2, the torch-flash stack), timed between CUDA events: prefill 0.041, decode 0.073
-    (0.351 while an unsplit decode was priced with the split-KV kernel's tile and one DRAM efficiency averaged the
+    """SDPA's flash backend (FA2, the torch-flash stack), timed between CUDA events: prefill 0.041, decode 0.066
+    (0.073 before a split call's first KV tile ran serially, DecodeShape.exposure; 0.351 while an unsplit decode was
+    priced with the split-KV kernel's tile and one DRAM efficiency averaged the
     tile-bound unsplit calls and the DRAM-bound split ones; [attention_fa2] fitted on the H200 only)."""
     res = validate_ops(read_measured("xpusim-attention", H100 / "attention.csv"), gpu, stack="torch-flash")
-    for op, w in (("attn_prefill", 0.041), ("attn_decode", 0.073)):
+    for op, w in (("attn_prefill", 0.041), ("attn_decode", 0.066)):
         assert res.per_op[op].wape <= CUDA_TARGET
         assert res.per_op[op].wape == pytest.approx(w, abs=0.01)
 

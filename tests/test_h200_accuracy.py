@@ -2,7 +2,7 @@
 
 Targets (issue 4, CUDA): GEMM and attention wape <= 0.10, end-to-end steps <= 0.10. What the model
 reaches (``python benchmarks/accuracy.py``; docs/accuracy.md): GEMM file 0.061 (not fitted: the Hopper
-GEMM constants are derived from published figures), attention 0.044 (the ``[attention_fa2]`` table is
+GEMM constants are derived from published figures), attention 0.045 (the ``[attention_fa2]`` table is
 fitted on this file; the ``[attention_cudnn]`` table on attention_cudnn.csv, 0.037), CUDA-graph decode
 steps 0.038 and device-bound eager prefill steps 0.087 (held out:
 no step was used in any fit). Each test asserts the target, and the figure reached within 0.01 so that
@@ -103,12 +103,13 @@ def test_kernel_times_file() -> None:
     """kernel_times.csv (collect_cuda.py --sections kernel_times): each SDPA call scored against the profiler's device
     time of its kernels, with the constants of the backend that ran (the row names it): cuDNN decode wape 0.065
     (0.066 before attention.decode_overlap_p), prefill 0.033 (fitted on these rows and attention_cudnn.csv); flash
-    decode 0.078 (0.121 before an unsplit decode ran FA2's forward kernel and the decode constants were refitted on
-    these rows and attention.csv's), prefill 0.052 (the event-fitted [attention_fa2] restated as kernel time).
+    decode 0.068 (0.078 before a split call's first KV tile ran serially; 0.121 before an unsplit decode ran FA2's
+    forward kernel; the decode constants refitted on these rows and attention.csv's each time), prefill 0.052 (the
+    event-fitted [attention_fa2] restated as kernel time).
     The event latency the `torch` stack adds is what the same file measures: event minus kernel time."""
     r = validate_ops(read_measured("xpusim-kernel-times", H200 / "kernel_times.csv"), load_gpu("h200-sxm-141gb"))
     assert r.stack == "torch-step"
-    figures = {"attn_decode.cudnn": 0.065, "attn_prefill.cudnn": 0.033, "attn_decode.fa2": 0.078,
+    figures = {"attn_decode.cudnn": 0.065, "attn_prefill.cudnn": 0.033, "attn_decode.fa2": 0.068,
                "attn_prefill.fa2": 0.052}
     for op, w in figures.items():
         assert r.per_op[op].n == (32 if "decode" in op else 10)
@@ -150,11 +151,12 @@ def test_gemm_meets_the_cuda_target(results: dict) -> None:
 
 
 def test_attention_meets_the_cuda_target(results: dict) -> None:
-    """SDPA flash (FA2): file wape 0.044; prefill 0.036, decode 0.061 (in-sample: [attention_fa2] is fitted here;
-    0.054 / decode 0.093 before an unsplit decode ran FA2's forward kernel, hopper.toml)."""
+    """SDPA flash (FA2): file wape 0.045; prefill 0.036, decode 0.063 (in-sample: [attention_fa2] is fitted here;
+    0.061 before a split call's first KV tile ran serially; 0.054 / decode 0.093 before an unsplit decode ran FA2's
+    forward kernel, hopper.toml)."""
     r = results["xpusim-attention"]
     assert r.overall.wape <= CUDA_TARGET
-    assert r.overall.wape == pytest.approx(0.044, abs=0.01)
+    assert r.overall.wape == pytest.approx(0.045, abs=0.01)
     for op in ("attn_prefill", "attn_decode"):
         assert r.per_op[op].wape <= CUDA_TARGET
 

@@ -247,10 +247,12 @@ def decode_overlap_p(gpu: GPUSpec, a: AttentionCalibration, live):  # type: igno
 
 
 def _finish_body(gpu: GPUSpec, a: AttentionCalibration, sched, empty, kv_unique, kv_dram, qo,
-                 split, live=None):  # type: ignore[no-untyped-def]
+                 split, live=None, first=None, exposed=None):  # type: ignore[no-untyped-def]
     """(time, memory time) of a call. Plain floats, or numpy arrays over the calls of a decode stretch
     (every argument but ``qo`` may then be an array). ``live``: a decode call's live CTAs
-    (:func:`decode_overlap_p`); None for a varlen call (``overlap_p``)."""
+    (:func:`decode_overlap_p`); None for a varlen call (``overlap_p``). ``first``, ``exposed``: an FA2
+    split-KV call's serial first tile (:meth:`DecodeShape.exposure`): ``first`` seconds of CTA time and
+    the ``exposed`` share of the memory time add, the rest combines as the p-norm; None: none."""
     dram = gpu.memory_bandwidth * a.dram_eff
     hit = _l2_hit(gpu, kv_unique + qo, a)  # resident from the previous call of a benchmark loop
     nbytes = kv_dram + qo
@@ -259,19 +261,34 @@ def _finish_body(gpu: GPUSpec, a: AttentionCalibration, sched, empty, kv_unique,
     body: Any
     combine: Any
     if isinstance(memory, float):
-        body = (sched ** p + memory ** p) ** (1.0 / p) if sched > 0 and memory > 0 else sched + memory
+        if exposed:
+            head = min(sched, first)
+            rest, hidden = sched - head, memory * (1.0 - exposed)
+            body = head + memory * exposed + ((rest ** p + hidden ** p) ** (1.0 / p) if rest > 0 and hidden > 0
+                                              else rest + hidden)
+        else:
+            body = (sched ** p + memory ** p) ** (1.0 / p) if sched > 0 and memory > 0 else sched + memory
         combine = a.combine_s if split else 0.0
     else:
-        both = (sched > 0) & (memory > 0)
-        body = np.where(both, (sched ** p + memory ** p) ** (1.0 / p), sched + memory)
+        if exposed is not None:
+            head = np.minimum(sched, first)
+            sched, tail = sched - head, head + memory * exposed
+            memory_hidden = memory * (1.0 - exposed)
+        else:
+            memory_hidden = memory
+        both = (sched > 0) & (memory_hidden > 0)
+        body = np.where(both, (sched ** p + memory_hidden ** p) ** (1.0 / p), sched + memory_hidden)
+        if exposed is not None:
+            body = tail + body
         combine = np.where(split, a.combine_s, 0.0)
     return a.launch_s + body + empty * a.empty_cta_s / gpu.sm_count + combine, memory
 
 
 def _finish(gpu: GPUSpec, a: AttentionCalibration, sched: float, total: float, live: int, empty: int,
             kv_unique: float, kv_dram: float, qo: float, split: bool,
-            decode: bool = False) -> tuple[float, dict[str, float]]:
-    t, memory = _finish_body(gpu, a, sched, empty, kv_unique, kv_dram, qo, split, float(live) if decode else None)
+            decode: bool = False, first: float = 0.0, exposed: float = 0.0) -> tuple[float, dict[str, float]]:
+    t, memory = _finish_body(gpu, a, sched, empty, kv_unique, kv_dram, qo, split, float(live) if decode else None,
+                             first, exposed)
     return float(t), {"cta_s": sched, "memory_s": float(memory), "launch_s": a.launch_s,
                       "empty_s": empty * a.empty_cta_s / gpu.sm_count,
                       "combine_s": a.combine_s if split else 0.0, "ctas": float(live),
@@ -460,10 +477,12 @@ class DecodeShape:
         "dram_l2",
         "empty_cta_s",
         "fast",
+        "fwd",
         "gpu",
         "group",
         "heads",
         "inv_p",
+        "kb",
         "kv_bytes_per_token",
         "kv_heads",
         "l2cap",
@@ -474,6 +493,7 @@ class DecodeShape:
         "p",
         "packed",
         "qo",
+        "r",
         "segs",
         "sm_slots",
         "split_ok",
@@ -494,15 +514,25 @@ class DecodeShape:
         # a call FA2's heuristic does not split runs mha_fwd's forward kernel, not the split-KV one (the
         # profiler records flash_fwd_kernel alone then, flash_fwd_splitkv_kernel + combine when split:
         # kernel_times.csv): its own, taller tile (128 x 64 at head_dim 128 on sm80/sm90), whose padded rows
-        # cost twice the split tile's MMA work per key; priced per ``bn`` keys (the split tile's, which the
-        # heuristic counts in) as bn / bn_fwd of its tiles. A paged cache always takes the split-KV kernel.
+        # cost twice the split tile's MMA work per key. Sequence lengths are then counted in ``kb`` keys, the
+        # forward tile's (a 128-key call at head_dim 64 walks one 128-key tile, not a 256-key split tile's
+        # worth: kernel_times.csv's 128-key rows), ``r`` = bn / kb of them to a split tile (the heuristic
+        # counts split tiles); ``t_whole`` is the time of one. A paged cache always takes the split-KV kernel.
         self.t_whole = self.t_tile
-        if a.kernel is AttnKernel.FA2 and op.split_kv and not op.paged:
+        self.kb, self.r = self.bn, 1
+        kb = self.bn
+        self.fwd = a.kernel is AttnKernel.FA2 and op.split_kv and not op.paged
+        if self.fwd:
             bm_fwd, bn_fwd = tile_shape(d, False, False, a.kernel, gpu)
-            self.t_whole = self.bn / bn_fwd * _tile_time(gpu, a, op.dtype, bm_fwd, bn_fwd, d)
+            if self.bn % bn_fwd == 0:
+                self.kb, self.r = bn_fwd, self.bn // bn_fwd
+                kb = bn_fwd
+                self.t_whole = _tile_time(gpu, a, op.dtype, bm_fwd, bn_fwd, d)
+            else:
+                self.t_whole = self.bn / bn_fwd * _tile_time(gpu, a, op.dtype, bm_fwd, bn_fwd, d)
         if a.decode_cta_bw > 0.0:   # a decode CTA's K and V tile loads at the rate its loads in flight reach
             self.t_tile += 2.0 * self.bn * d * b / a.decode_cta_bw
-            self.t_whole += 2.0 * self.bn * d * b / a.decode_cta_bw
+            self.t_whole += 2.0 * kb * d * b / a.decode_cta_bw
         self.m_blocks = math.ceil(rows / bm)
         self.n = len(op.kv_lens)
         self.split_ok = op.split_kv
@@ -523,7 +553,8 @@ class DecodeShape:
         # (so _finish_body's p-norm applies wherever the CTA time is > 0): the lean stretch path
         self.fast = ((self.packed or self.group <= 1) and self.qo > 0 and self.kv_bytes_per_token >= 0
                      and 0 < self.dram < math.inf and 0 < self.dram_l2 < math.inf)
-        self.segs: dict[tuple[int, ...], tuple[float, float, float, float, float, int, int, int, float]] = {}
+        self.segs: dict[tuple[int, ...],
+                        tuple[float, float, float, float, float, int, int, int, float, float, float]] = {}
         self.mp: np.ndarray = np.zeros(0)
 
     def memory_pow(self, stop: int) -> np.ndarray:
@@ -539,23 +570,39 @@ class DecodeShape:
             self.mp = memory ** self.p
         return self.mp
 
-    def segment(self, tiles: tuple[int, ...]) -> tuple[float, float, float, float, float, int, int, int, float]:
-        """Structure of a call whose sequences walk ``tiles`` KV tiles (any order): (schedule bound,
-        its p-th power (0 when the bound is not > 0), empty-CTA time, combine time, summed CTA time,
-        live CTAs, grid size, splits, overlap exponent). The lean stretch paths take calls whose exponent
-        is ``self.p`` (:func:`decode_overlap_p`: a cuDNN grid of fewer CTAs than SMs has a lower one and
-        goes the general way). Memoised on the tile counts."""
+    def exposure(self, max_blocks: int, splits: int) -> tuple[float, float]:
+        """(first, exposed) of :func:`_finish_body` for a call of ``splits`` whose longest sequence spans
+        ``max_blocks`` blocks of ``kb`` keys. FA2's split-KV kernel (contiguous K/V: SDPA's flash backend)
+        issues a CTA's first K tile load with nothing to compute under it, and each later load under one
+        tile's work: the first tile's CTA time (``cta_s`` + a tile) and its loads, 1 / (tiles per CTA) of the
+        memory time, run serially; the rest overlaps (p-norm). Evidence (kernel_times.csv, split calls of
+        batch 1-16 x 2-8k keys): the H100 runs 1.1-1.4x the H200's DRAM-time difference longer, the
+        p-norm alone gave 0.6x of it (12-27 % fast on the H100). Other calls: (0, 0)."""
+        if splits <= 1 or not self.fwd:
+            return 0.0, 0.0
+        tiles = -(-max_blocks // self.r)     # split tiles of the longest sequence
+        per_cta = -(-tiles // splits)
+        return self.a.cta_s + self.t_tile, 1.0 / per_cta
+
+    def segment(self, tiles: tuple[int, ...]
+                ) -> tuple[float, float, float, float, float, int, int, int, float, float, float]:
+        """Structure of a call whose sequences span ``tiles`` blocks of ``kb`` keys (any order): (schedule
+        bound, its p-th power (0 when the bound is not > 0), empty-CTA time, combine time, summed CTA time,
+        live CTAs, grid size, splits, overlap exponent, first, exposed (:meth:`exposure`)). The lean stretch
+        paths take calls whose exponent is ``self.p`` and exposed share 0 (:func:`decode_overlap_p`: a cuDNN
+        grid of fewer CTAs than SMs has a lower one; an FA2 split-KV call a serial first tile: they go the
+        general way). Memoised on the tile counts."""
         s = self.segs.get(tiles)
         if s is None:
             gpu, a = self.gpu, self.a
             sched, total, live, grid, splits = _decode_structure_of(
                 self.units, self.n, self.split_ok, self.sm_slots, gpu.sm_count, a.cta_s, self.t_tile,
-                tuple(sorted(Counter(tiles).items())), a.kernel is AttnKernel.CUDNN, self.t_whole)
+                tuple(sorted(Counter(tiles).items())), a.kernel is AttnKernel.CUDNN, self.t_whole, self.r)
             empty = max(0, grid - live)
             # the p-th power as numpy takes it (the whole-array arithmetic of _finish_body)
             sp = float((np.array([sched]) ** self.p)[0]) if sched > 0 else 0.0
             s = (sched, sp, float(empty) * a.empty_cta_s / gpu.sm_count, a.combine_s if splits > 1 else 0.0,
-                 total, live, grid, splits, decode_overlap_p(gpu, a, float(live)))
+                 total, live, grid, splits, decode_overlap_p(gpu, a, float(live)), *self.exposure(max(tiles), splits))
             if len(self.segs) >= 65536:
                 self.segs.clear()
             self.segs[tiles] = s
@@ -580,7 +627,7 @@ def _decode_structure(shape: DecodeShape, blocks_count: dict[int, int], gpu: GPU
     through their tile counts (memoised on them)."""
     return _decode_structure_of(shape.heads * shape.m_blocks, shape.n, shape.split_ok, shape.sm_slots,
                                 gpu.sm_count, a.cta_s, shape.t_tile, tuple(sorted(blocks_count.items())),
-                                a.kernel is AttnKernel.CUDNN, shape.t_whole)
+                                a.kernel is AttnKernel.CUDNN, shape.t_whole, shape.r)
 
 
 # cuDNN's decode (sm80 mma.sync fprop + ``lean_reduction_kernel`` combine) splits the KV far less often than
@@ -595,9 +642,17 @@ CUDNN_SPLIT_MIN_KV_TILES = 8
 @functools.lru_cache(maxsize=65536)
 def _decode_structure_of(units: int, n: int, split_ok: bool, sm_slots: int, sm_count: int, cta_s: float,
                          t_tile: float, blocks_count: tuple[tuple[int, int], ...],
-                         cudnn: bool = False, t_whole: float | None = None) -> tuple[float, float, int, int, int]:
-    """``t_tile``: a CTA's time per KV tile in a split call; ``t_whole``: in a call left unsplit (FA2's
-    forward kernel; default ``t_tile``)."""
+                         cudnn: bool = False, t_whole: float | None = None,
+                         r: int = 1) -> tuple[float, float, int, int, int]:
+    """``blocks_count``: {blocks: sequences}, a block ``r`` to a KV tile of the split kernel; ``t_tile``: a
+    CTA's time per KV tile in a split call; ``t_whole``: per block in a call left unsplit (FA2's forward
+    kernel; default ``t_tile``)."""
+    if r > 1:
+        whole = blocks_count
+        merged: Counter[int] = Counter()
+        for nb, count in whole:
+            merged[-(-nb // r)] += count
+        blocks_count = tuple(sorted(merged.items()))
     max_blocks = blocks_count[-1][0]
     if cudnn and (n * units > CUDNN_SPLIT_MAX_UNITS_PER_SM * sm_count or max_blocks < CUDNN_SPLIT_MIN_KV_TILES):
         split_ok = False
@@ -605,6 +660,8 @@ def _decode_structure_of(units: int, n: int, split_ok: bool, sm_slots: int, sm_c
     per_split = math.ceil(max_blocks / splits)
     if splits == 1 and t_whole is not None:
         t_tile = t_whole
+        if r > 1:
+            blocks_count, per_split = whole, whole[-1][0]
     groups: list[tuple[float, int]] = []
     live = 0
     for nb, count in blocks_count:
@@ -630,12 +687,13 @@ def decode_attention_cost(op: DecodeAttention, gpu: GPUSpec, cal: Calibration | 
         return 0.0, {}
     a = attention_calibration_for(gpu, attn)
     sh = decode_shape(op, gpu, a)
-    sched, total, live, grid, splits = _decode_structure(sh, _blocks_count(op.kv_lens, sh.bn), gpu, a)
+    blocks = _blocks_count(op.kv_lens, sh.kb)
+    sched, total, live, grid, splits = _decode_structure(sh, blocks, gpu, a)
     kv_unique = sh.kv_bytes_per_token * float(sum(op.kv_lens))
     factor = 1.0 if sh.packed else float(_reread_factor(gpu, a, sh.group, live / sh.heads,
                                                         kv_unique / max(1, op.num_kv_heads)))
     return _finish(gpu, a, sched, total, live, max(0, grid - live), kv_unique, kv_unique * factor, sh.qo,
-                   splits > 1, decode=True)
+                   splits > 1, True, *sh.exposure(max(blocks), splits))
 
 
 def decode_attention_times(op: DecodeAttention, steps: int, gpu: GPUSpec,
@@ -675,7 +733,7 @@ def decode_stretch_mapped(sh: DecodeShape, kv_lens, steps: int, post, cache: dic
     in ``cache`` (the caller's, one per ``post``): a run of calls with equal tile counts has every
     value of its summed KV length S within ``n * bn`` consecutive integers, so its mapped times are
     one table over S (built by the same arithmetic, elementwise) and a stretch is slices of them."""
-    bn, n = sh.bn, sh.n
+    bn, n = sh.kb, sh.n
     if not sh.fast or n > MAX_RUN_TABLE_SEQS:
         return post(decode_stretch(sh, kv_lens, steps))
     starts = _segment_starts(kv_lens, bn, steps)
@@ -689,7 +747,7 @@ def decode_stretch_mapped(sh: DecodeShape, kv_lens, steps: int, post, cache: dic
             seg = sh.segment(key)
             top = sum(key) * bn                 # S of the run: sum over sequences of (t - 1) * bn + 1 .. t * bn
             low = top - n * (bn - 1)
-            if seg[0] <= 0 or seg[8] != sh.p or top >= MAX_MEMORY_TABLE:
+            if seg[0] <= 0 or seg[8] != sh.p or seg[10] or top >= MAX_MEMORY_TABLE:
                 return post(decode_stretch(sh, kv_lens, steps))
             t = _finish_run(sh, sh.memory_pow(top + 1)[low:top + 1], seg)
             if len(cache) >= MAX_RUN_TABLES:
@@ -718,10 +776,10 @@ def decode_stretch(sh: DecodeShape, kv_lens, steps: int) -> np.ndarray:  # type:
     """:func:`decode_attention_times` for a shape from :func:`decode_shape` (``sh.n`` sequences of KV
     lengths ``kv_lens``, ``steps`` >= 1 calls). The arithmetic of each call is _finish_body's, in its
     order, so every value equals the per-call cost."""
-    bn = sh.bn
+    bn = sh.kb
     starts = _segment_starts(kv_lens, bn, steps)
     segs = [sh.segment(tuple([-(-(x + lo) // bn) for x in kv_lens])) for lo in starts]
-    if not sh.fast or not all(s[0] > 0 and s[8] == sh.p for s in segs):
+    if not sh.fast or not all(s[0] > 0 and s[8] == sh.p and not s[10] for s in segs):
         return _decode_stretch_general(sh, kv_lens, steps, starts, segs)
     n = sh.n
     s0 = sum(kv_lens)
@@ -778,5 +836,10 @@ def _decode_stretch_general(sh: DecodeShape, kv_lens, steps: int, starts: list[i
     split = np.repeat(np.array([x[7] > 1 for x in segs]), lengths)
     dram = kv_unique if sh.packed else kv_unique * _reread_factor(gpu, a, sh.group, live / sh.heads,
                                                                   kv_unique / max(1, sh.kv_heads))
-    out, _ = _finish_body(gpu, a, sched, empty, kv_unique, dram, sh.qo, split, live)
+    if any(x[10] for x in segs):
+        first = np.repeat(np.array([x[9] for x in segs]), lengths)
+        exposed = np.repeat(np.array([x[10] for x in segs]), lengths)
+        out, _ = _finish_body(gpu, a, sched, empty, kv_unique, dram, sh.qo, split, live, first, exposed)
+    else:
+        out, _ = _finish_body(gpu, a, sched, empty, kv_unique, dram, sh.qo, split, live)
     return out
