@@ -114,8 +114,11 @@ def _cut_at(stretch: tuple, ta: int) -> tuple[int, int] | None:  # type: ignore[
     pre, i0, kmax, start, _, base = stretch
     if ta >= start + pre[i0 + kmax] - base:
         return None
+    if isinstance(pre, np.ndarray):   # a stretch's own cumsum (i0 = -1, base = 0): the C bisection
+        i = int(pre.searchsorted(ta - start, "left"))
+        return i + 1, start + int(pre[i])
     i = bisect_left(pre, ta - start + base, i0 + 1, i0 + kmax + 1)
-    return i - i0, start + int(pre[i] - base)
+    return i - i0, start + pre[i] - base
 
 
 class Replica:
@@ -264,7 +267,8 @@ class Replica:
                     self._stretch = None
                 elif arrivals is not None:   # the next arrival, if before the end, cuts it (as ``_cut``)
                     self._stretch = (pre, i0, kmax, now, n, base)
-                    cut_at = _cut_at(self._stretch, arrivals[ai].arrival_ns) if ai < na else None
+                    cut_at = _cut_at(self._stretch, arrivals[ai].arrival_ns) \
+                        if ai < na and arrivals[ai].arrival_ns < end else None
                     if cut_at is None:
                         yield timeout(end - now + lag)
                     else:
