@@ -197,7 +197,7 @@ def _stagger_reads(starts: np.ndarray, tiles: tuple[int, ...], heads: int, group
     np.minimum(miss, 1.0, out=miss)
     reads = 1.0 + miss.sum(axis=1).sum(axis=0) / (heads // group)
     w = np.asarray(tiles, dtype=float)
-    return float((reads * w).sum() / w.sum())
+    return float((reads * w).sum() / float(sum(tiles)))   # an integer sum: exact, as w.sum()
 
 
 def _l2_hit(gpu: GPUSpec, working_set, a: AttentionCalibration):  # type: ignore[no-untyped-def]
@@ -316,7 +316,15 @@ def _varlen_schedule(tiles: tuple[int, ...], heads: int, slots: int, cta_s: floa
     ``span``: the time the DRAM stream takes to fill the reusable L2. Depends on the lengths only
     through tile counts, so a mixed batch whose decodes grow by a token usually hits the cache."""
     per_head = [cta_s + n * t_tile for n in tiles]
-    sched, total, _ = _schedule(((t, n * heads) for t, n in Counter(per_head).items()), slots)
+    # _schedule over the distinct CTA times (heads CTAs per entry), inline
+    count = 0
+    total = bound = 0.0
+    for t, c in sorted(Counter(per_head).items(), reverse=True):
+        c *= heads
+        count += c
+        total += t * c
+        bound = max(bound, math.ceil(count / slots) * t)
+    sched = max(bound, total / slots)
     live = len(per_head) * heads
     if group <= 1 or heads % group:
         reads = 1.0
