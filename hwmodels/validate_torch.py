@@ -130,37 +130,20 @@ class CudaStepCost:
     def kernel_phase(self, op: Op, t: float, bd: dict[str, float]) -> Any:
         """``op`` priced at ``t`` seconds with breakdown ``bd`` as a :class:`hwmodels.power.Phase`: its FLOPs
         (tensor work: GEMMs and attention; a memory-bound op's few FLOPs are not counted), DRAM bytes, and the
-        seconds that stretch as 1 / clock: the local sensitivity of the kernel model's time to its compute term.
-        A GEMM is ``max(c, m) + loss x min(c, m)`` (:mod:`hwmodels.kernels.gemm`): ``c`` when compute-bound,
-        ``loss x c`` when memory-bound. Attention's body is the p-norm of its CTA schedule ``s`` and memory time
-        ``m``: ``body x s^p / (s^p + m^p)``. A memory-bound op: none."""
+        seconds that stretch as 1 / clock: the ``clock_s`` the kernel model reports for a GEMM
+        (:func:`hwmodels.kernels.gemm.gemm_cost`) or an attention call (its CTA schedule's share of the body).
+        A memory-bound op: none."""
         from hwmodels.power import Phase
 
-        tc = 0.0
         if isinstance(op, Gemm):
-            c, mem = bd.get("compute_s", 0.0), bd.get("memory_s", 0.0)
-            tc = c if c >= mem else self.model.cal.gemm_overlap_loss * c
+            tc = min(bd.get("clock_s", 0.0), t)
             split = bd.get("split_k", 1.0)
             nbytes = op.bytes + (8.0 * op.m * op.n * split if split > 1 else 0.0)  # fp32 partials (gemm.py)
-            return Phase(op.flops, nbytes, min(tc, t), t - min(tc, t))
+            return Phase(op.flops, nbytes, tc, t - tc)
         if isinstance(op, (PrefillAttention, DecodeAttention)):
-            s, mem = bd.get("cta_s", 0.0), bd.get("memory_s", 0.0)
-            if s > 0 and mem > 0:
-                p = self._attention_p(op)
-                sp, mp = s ** p, mem ** p
-                tc = (sp + mp) ** (1.0 / p) * sp / (sp + mp)
-            else:
-                tc = s
-            return Phase(op.flops, bd.get("bytes", op.bytes), min(tc, t), t - min(tc, t))
+            tc = min(bd.get("clock_s", 0.0), t)
+            return Phase(op.flops, bd.get("bytes", op.bytes), tc, t - tc)
         return Phase(0.0, float(getattr(op, "bytes", 0.0)), 0.0, t)
-
-    def _attention_p(self, op: PrefillAttention | DecodeAttention) -> float:
-        """``overlap_p`` of the attention constants the kernel model costs ``op`` with (GPUKernelModel)."""
-        if op.kernel is None:
-            return float(self.model.attn.overlap_p)
-        from hwmodels.kernels.attention_calibration import load_attention_calibration
-
-        return float(load_attention_calibration(self.model.gpu.architecture.value, op.kernel).overlap_p)
 
     def in_context(self, priced: Sequence[tuple[float, Any]], idle_s: float) -> list[float]:
         """Device times of a step's kernels, given as ``(seconds alone, Phase or None)`` (None: no kernel), in

@@ -292,7 +292,23 @@ def _finish(gpu: GPUSpec, a: AttentionCalibration, sched: float, total: float, l
     return float(t), {"cta_s": sched, "memory_s": float(memory), "launch_s": a.launch_s,
                       "empty_s": empty * a.empty_cta_s / gpu.sm_count,
                       "combine_s": a.combine_s if split else 0.0, "ctas": float(live),
-                      "bytes": float(kv_dram + qo)}
+                      "bytes": float(kv_dram + qo),
+                      "clock_s": _clock_share(gpu, a, sched, float(memory), float(live) if decode else None,
+                                              first, exposed)}
+
+
+def _clock_share(gpu: GPUSpec, a: AttentionCalibration, sched: float, memory: float, live: float | None,
+                 first: float, exposed: float) -> float:
+    """The seconds of a call's body that stretch as 1 / SM clock (its local sensitivity to the CTA
+    schedule, as :func:`_finish_body` combines it): the serial first tile of an FA2 split call whole, and of
+    the p-norm of CTA time ``s`` and memory time ``m`` the share ``s^p / (s^p + m^p)``."""
+    p = a.overlap_p if live is None else decode_overlap_p(gpu, a, live)
+    head = min(sched, first) if exposed else 0.0
+    rest, hidden = sched - head, memory * (1.0 - exposed) if exposed else memory
+    if rest > 0 and hidden > 0:
+        rp, hp = rest ** p, hidden ** p
+        return head + (rp + hp) ** (1.0 / p) * rp / (rp + hp)
+    return head + rest
 
 
 def attention_calibration_for(gpu: GPUSpec, attn: AttentionCalibration | None) -> AttentionCalibration:

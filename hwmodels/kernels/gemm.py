@@ -158,4 +158,7 @@ def gemm_cost(op: Gemm, gpu: GPUSpec, cal: Calibration, stack: Stack) -> tuple[f
     i = np.unravel_index(int(np.argmin(t)), t.shape)
     bd = {key: float(v[i[0], i[1], 0]) for key, v in c.items()}
     bd["launch_s"] = cal.launch_s
+    # the seconds that stretch as 1 / SM clock: of max(c, m) + loss x min(c, m), c when compute-bound, else loss x c
+    c_s, m_s = bd["compute_s"], bd["memory_s"]
+    bd["clock_s"] = c_s if c_s >= m_s else cal.gemm_overlap_loss * c_s
     return float(t[i]) + cal.launch_s, bd
