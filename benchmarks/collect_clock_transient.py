@@ -11,62 +11,35 @@ projections. Writes one JSON object ``{case: [[t_ms, us], ...]}`` and prints the
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from _clock_kit import cuda_kernels, llama_bench, warm_up
 
 
 def series(fn, reps: int, min_us: float = 500.0) -> list[tuple[float, float]]:  # type: ignore[no-untyped-def]
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(reps):
-            fn()
-        torch.cuda.synchronize()
-    ev = sorted((e for e in prof.events() if "CUDA" in str(getattr(e, "device_type", ""))),
-                key=lambda e: e.time_range.start)
-    t0 = ev[0].time_range.start
-    return [(round((e.time_range.start - t0) / 1e3, 3), round(e.time_range.end - e.time_range.start, 1))
-            for e in ev if e.time_range.end - e.time_range.start > min_us]
+    ev = cuda_kernels(fn, reps)
+    t0 = ev[0][0]
+    return [(round((start - t0) / 1e3, 3), round(end - start, 1)) for start, end in ev if end - start > min_us]
 
 
 def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out", type=Path, help="the JSON file to write")
+    out = ap.parse_args(argv).out
+
     import torch
 
-    from workloads.catalog import load_model
-    from workloads.pytorch.llama import build_llama
-
-    out = Path(argv[0])
-    spec = load_model("llama-3.1-8b")
-    model = build_llama(spec, dtype=torch.bfloat16, device="cuda")
-    tokens = torch.randint(0, spec.vocab_size, (4, 512), device="cuda")
-    cache = model.new_cache(4, 513)
-
-    def prefill() -> None:
-        cache.length = 0
-        model(tokens, cache)
-
-    m, n, k = 2048, 2 * spec.intermediate_size, spec.hidden_size
-    wa = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-    wb = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
-    wc = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
-
-    def gemm() -> None:
-        torch.mm(wa, wb, out=wc)
+    b = llama_bench("llama-3.1-8b", 4, 512)
+    prefill, gemm = b.prefill, b.gemm
 
     res: dict[str, list[tuple[float, float]]] = {}
     with torch.no_grad():
-        for _ in range(3):
-            prefill()
-            gemm()
-        torch.cuda.synchronize()
+        warm_up(b)
         for idle in (2.0, 0.2):
             time.sleep(idle)
             res[f"gemm_after_{idle}s"] = series(gemm, 600)

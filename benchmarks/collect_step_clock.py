@@ -26,36 +26,20 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "benchmarks"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+from _clock_kit import cuda_kernels, llama_bench, warm_up
 
 
 def _gemm_kernels_us(fn, min_us: float) -> list[float]:  # type: ignore[no-untyped-def]
     """Device times (us) of the kernels of one call of ``fn`` that last at least ``min_us``."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
     out = []
-    for e in sorted(prof.events(), key=lambda e: e.time_range.start):
-        if "CUDA" in str(getattr(e, "device_type", "")):
-            us = float(e.time_range.end - e.time_range.start)   # the kernel's own duration (us)
-            if us >= min_us:
-                out.append(us)
+    for start, end in cuda_kernels(fn):
+        us = float(end - start)   # the kernel's own duration (us)
+        if us >= min_us:
+            out.append(us)
     return out
 
 
 def main(argv: list[str]) -> None:
-    import torch
-    from collect_power import _sampler, run
-
-    from workloads.catalog import load_model
-    from workloads.pytorch.llama import build_llama
-
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
     ap.add_argument("--model", default="llama-3.1-8b")
@@ -65,38 +49,22 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--idle", type=float, default=2.0)
     ap.add_argument("--min-us", type=float, default=250.0)
     a = ap.parse_args(argv)
+
+    import torch
+    from collect_power import _sampler, run
+
     a.out.mkdir(parents=True, exist_ok=True)
     read, how = _sampler()
-    spec = load_model(a.model)
-    model = build_llama(spec, dtype=torch.bfloat16, device="cuda")
-    tokens = torch.randint(0, spec.vocab_size, (a.batch, a.prompt), device="cuda")
-    cache = model.new_cache(a.batch, a.prompt + 1)
-
-    def prefill() -> None:
-        cache.length = 0
-        model(tokens, cache)
-
-    def decode() -> None:
-        cache.length = a.prompt
-        model(tokens[:, -1:], cache)
-
-    m, n, k = a.batch * a.prompt, 2 * spec.intermediate_size, spec.hidden_size
-    wa = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-    wb = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
-    wc = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
-
-    def gemm() -> None:
-        torch.mm(wa, wb, out=wc)
+    b = llama_bench(a.model, a.batch, a.prompt)
+    prefill, decode, gemm = b.prefill, b.decode, b.gemm
+    m, n, k = b.mnk
 
     res = []
     prov = {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name(0), "sampler": how, "model": a.model, "batch": a.batch,
             "prompt": a.prompt, "gemm": [m, n, k]}
     with torch.no_grad():
-        for _ in range(3):           # warm-up: cuBLAS heuristics, allocator
-            prefill()
-            gemm()
-        torch.cuda.synchronize()
+        warm_up(b)                   # cuBLAS heuristics, allocator
         for name, fn in (("prefill step", prefill), ("gate_up gemm alone", gemm)):
             time.sleep(a.idle)
             ks = _gemm_kernels_us(fn, a.min_us)
