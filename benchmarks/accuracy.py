@@ -89,7 +89,7 @@ def eager_steps_with_host(measured: Any, src: str, hardware: str, role: str) -> 
     """The kit's eager steps as ``validate torch`` prices a step: the host's issue co-executed with the kernels
     (``CudaStepCost.kernels_step_time``; view ops per launch from the H200 1B traced decode step), not the
     kernels alone of the rows above."""
-    from hwmodels.validate_torch import CudaStepCost
+    from hwmodels.validate_torch import CudaStepCost, views_per_launch
     from workloads.accuracy import ErrorStats
     from workloads.measured_xpusim import read_validate_torch
 
@@ -97,7 +97,7 @@ def eager_steps_with_host(measured: Any, src: str, hardware: str, role: str) -> 
     if not ref.is_dir():
         return []
     ops = read_validate_torch(ref).steps[1].graph.ops
-    vpl = sum(not o.costs for o in ops) / sum(o.costs for o in ops)
+    vpl = views_per_launch(ops)
     cost = CudaStepCost(load_gpu(hardware))
     out = []
     for name in ("prefill.eager", "decode.eager"):

@@ -221,6 +221,16 @@ class CudaStepCost:
         return co_execute([(per_launch, t) for t in alone], self.host.kernel_gap_s)[0]
 
 
+def views_per_launch(ops: Sequence[TracedOp]) -> float:
+    """View/metadata ops (``not op.costs``: no kernel) per op that launches one, over a traced step: the
+    ``views_per_launch`` of :meth:`CudaStepCost.kernels_step_time`, which a list of kernels does not carry.
+    Raises ``ValueError`` when no op launches a kernel."""
+    launches = sum(o.costs for o in ops)
+    if launches == 0:
+        raise ValueError(f"views_per_launch: none of the {len(ops)} ops launches a kernel")
+    return sum(not o.costs for o in ops) / launches
+
+
 # Families whose GEMM / attention constants were fitted on kernels timed alone under sustained load, and whose
 # [power] table is our own measurement (hopper.toml: gemm.csv, kernel_times.csv, the H200 power run): the
 # clock-in-context correction applies. Ampere's kernel constants come from short microbenchmarks (the Vidur

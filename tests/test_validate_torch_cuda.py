@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from hwmodels.gpu import load_gpu
 from hwmodels.host import HostDispatch, co_execute, load_host, step_time
-from hwmodels.validate_torch import CudaStepCost, TorchValidation, gpu_cost_fn, validate_steps
+from hwmodels.validate_torch import CudaStepCost, TorchValidation, gpu_cost_fn, validate_steps, views_per_launch
 from workloads.errors import WorkloadError
 from workloads.measured import read_measured
 from workloads.measured_xpusim import RecordedTorchRun, read_validate_torch
@@ -198,7 +198,7 @@ def test_collect_cuda_eager_steps_held_out(runs: dict[str, RecordedTorchRun]) ->
     took 12.6-21.9 ms across configurations whose GPU work is 3-7 ms; the model gives 14.3 ms for all."""
     cost = CudaStepCost(load_gpu("h200-sxm-141gb"))
     ops = runs["1b"].steps[1].graph.ops
-    vpl = sum(not o.costs for o in ops) / sum(o.costs for o in ops)
+    vpl = views_per_launch(ops)
     f = read_measured("xpusim-steps", H200 / "steps.csv")
     from workloads.accuracy import ErrorStats
 
