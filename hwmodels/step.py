@@ -49,12 +49,15 @@ from hwmodels.kernels.attention import (
     decode_stretch_mapped,
     varlen_shape,
 )
+from hwmodels.kernels.calibration import Calibration
 from hwmodels.kernels.comm import p2p_time
 from hwmodels.kernels.gemm import gemm_times
+from hwmodels.kernels.memory import ROW_BYTES_PER_CTA, grid_eff
+from hwmodels.kernels.stack import Geometry, Stack
 from workloads.errors import ConfigError
 from workloads.llm_ops import Batch, check_tp, head_ops, layer_ops
 from workloads.model_spec import ModelSpec
-from workloads.ops import DecodeAttention, DType, Gemm, OpKind, PrefillAttention
+from workloads.ops import DecodeAttention, DType, Gemm, MemoryOp, Op, OpKind, PrefillAttention
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,11 @@ class StepTimeModel:
         self.q_heads = model.num_heads // tp
         self.kv_heads = max(1, model.num_kv_heads // tp)
         self.max_kv_len = max_kv_len or model.max_position_embeddings
-        self._rest: dict[int, float] = {}
+        self._rest: dict[int, float] = {}   # layer_rest op by op (when the table cannot be built)
+        self._rest_tab: list[float] | None = None   # layer_rest by token count, built at once
+        self._rest_vec = True   # False once the table could not be built
+        self._emb_tab: list[float] | None = None
+        self._emb_vec = True
         self._emb: dict[int, float] = {}
         self._logits: dict[int, float] = {}
         self._prefill = lru_cache(maxsize=65536)(self._prefill_attention_uncached)
@@ -88,42 +95,139 @@ class StepTimeModel:
     # ---- memoised pieces -------------------------------------------------------------------
     def layer_rest(self, tokens: int) -> float:
         """One layer's time without attention, for ``tokens`` tokens (TP all-reduces included)."""
+        tab = self._rest_tab
+        if tab is not None and tokens < len(tab):
+            return tab[tokens]
+        if self._rest_vec:
+            tab = self._rest_tab = self._table(tokens, len(tab or ()), self._layer_scaled, self._layer_rest_op_by_op)
+            if tab is not None:
+                return tab[tokens]
+            self._rest_vec = False
         t = self._rest.get(tokens)
         if t is None:
-            ops = layer_ops(self.model, Batch(prefill=((tokens, tokens),)), self.tp, self.dtype)
-            t = 0.0   # summed in op order, as the kernel-model sum would
-            for op in ops:
-                if op.kind in _ATTN:
-                    continue
-                t += self._gemm_time(op) if isinstance(op, Gemm) else self.kernels.time(op)
-            self._rest[tokens] = t
+            t = self._rest[tokens] = self._layer_rest_op_by_op(tokens)
         return t
 
-    def _gemm_time(self, op: Gemm) -> float:
-        """``kernels.time(op)`` from a per-(n, k, dtype) table over m, built by the kernel model's own
-        vectorised GEMM cost (:func:`hwmodels.kernels.gemm.gemm_times`) and grown by doubling."""
-        key = (op.n, op.k, op.dtype)
+    def _layer_rest_op_by_op(self, tokens: int) -> float:
+        """``layer_rest`` as the kernel model costs the ops of ``llm_ops`` one by one."""
+        t = 0.0   # summed in op order, as the kernel-model sum would
+        for op in layer_ops(self.model, Batch(prefill=((tokens, tokens),)), self.tp, self.dtype):
+            if op.kind in _ATTN:
+                continue
+            t += self._gemm_time(op) if isinstance(op, Gemm) else self.kernels.time(op)
+        return t
+
+    def _layer_scaled(self, size: int) -> np.ndarray | None:
+        """``layer_rest(T)`` for T = 1 .. size - 1 at once (None: the layer's ops are not all T times
+        their one-token shapes, e.g. MoE experts)."""
+        one, big = ([op for op in layer_ops(self.model, Batch(prefill=((n, n),)), self.tp, self.dtype)
+                     if op.kind not in _ATTN] for n in (1, size - 1))
+        ops = self._scaled_ops(one, big, size - 1)
+        if ops is None:
+            return None
+        t = np.arange(1, size)
+        acc = np.zeros(size - 1)
+        for op in ops:   # summed in op order, elementwise: the scalar sum's values
+            if isinstance(op, Gemm):
+                acc += self._gemm_table(op.n, op.k, op.dtype, size)[1:]
+            elif isinstance(op, MemoryOp):
+                acc += memory_times(op, t, self.kernels.gpu, self.kernels.cal, self.kernels.stack)
+            else:
+                return None
+        return acc
+
+    def _emb_scaled(self, size: int) -> np.ndarray | None:
+        """The embedding's time for T = 1 .. size - 1 at once (``_head`` with no logits)."""
+        one, big = (head_ops(self.model, Batch(prefill=((n, n),), logits=0), self.tp, self.dtype)
+                    for n in (1, size - 1))
+        ops = self._scaled_ops(one, big, size - 1)
+        if ops is None or not all(isinstance(op, MemoryOp) for op in ops):
+            return None
+        acc = np.zeros(size - 1)
+        for op in ops:
+            assert isinstance(op, MemoryOp)
+            acc += memory_times(op, np.arange(1, size), self.kernels.gpu, self.kernels.cal, self.kernels.stack)
+        return acc
+
+    @staticmethod
+    def _scaled_ops(one: list[Op], big: list[Op], n: int) -> list[Op] | None:
+        """``one`` (the ops at one token) when every op of ``big`` (the same ops at ``n`` tokens) is
+        ``n`` times its one-token shape (token rows, bytes); else None."""
+        if len(one) != len(big):
+            return None
+        for a, b in zip(one, big):
+            if type(a) is not type(b) or a.name != b.name:
+                return None
+            if isinstance(a, Gemm):
+                assert isinstance(b, Gemm)
+                ok = a.m == 1 and b.m == n and (b.n, b.k, b.dtype) == (a.n, a.k, a.dtype)
+            elif isinstance(a, MemoryOp):
+                assert isinstance(b, MemoryOp)
+                ok = a.tokens == 1 and b.tokens == n and (b.kind, b.kernels) == (a.kind, a.kernels) \
+                    and b.bytes_read == n * a.bytes_read and b.bytes_written == n * a.bytes_written
+            else:   # TP all-reduces (their cost is not vectorised) and anything else: op by op
+                ok = False
+            if not ok:
+                return None
+        return one
+
+    def _table(self, tokens: int, have: int, build: Callable[[int], np.ndarray | None],
+               scalar: Callable[[int], float]) -> list[float] | None:
+        """A per-token-count table (index T) covering ``tokens``, built at once by ``build`` and checked
+        bit for bit against ``scalar`` (the op-by-op cost) at a few token counts; None when ``build``
+        cannot, or its values differ (then the caller costs op by op)."""
+        size = max(_GEMM_TABLE_MIN, 2 * have, tokens + 1)
+        vals = build(size)
+        if vals is None:
+            return None
+        tab = [0.0, *vals.tolist()]
+        sms = self.kernels.gpu.sm_count
+        for t in sorted({1, 2, min(sms, size - 1), min(sms + 1, size - 1), size // 2, size - 1}):
+            if scalar(t) != tab[t]:
+                log.warning("per-token-count table differs from the op-by-op cost at %d tokens "
+                            "(%r vs %r): costing op by op", t, tab[t], scalar(t))
+                return None
+        return tab
+
+    def _gemm_table(self, n: int, k: int, dtype: DType, size: int) -> np.ndarray:
+        """The kernel model's GEMM times over m = 0 .. at least size - 1 for one (n, k, dtype)
+        (:func:`hwmodels.kernels.gemm.gemm_times`, vectorised over m), grown by doubling."""
+        key = (n, k, dtype)
         tab = self._gemm_tables.get(key)
-        if tab is None or op.m >= tab.size:
-            size = max(_GEMM_TABLE_MIN, 2 * (tab.size if tab is not None else 0), op.m + 1)
-            k = self.kernels
-            tab = gemm_times(k.gpu, k.cal, k.stack, op.n, op.k, np.arange(size), op.dtype)
+        if tab is None or size > tab.size:
+            size = max(_GEMM_TABLE_MIN, 2 * (tab.size if tab is not None else 0), size)
+            kr = self.kernels
+            tab = gemm_times(kr.gpu, kr.cal, kr.stack, n, k, np.arange(size), dtype)
             self._gemm_tables[key] = tab
-        return float(tab[op.m])
+        return tab
+
+    def _gemm_time(self, op: Gemm) -> float:
+        """``kernels.time(op)`` from the per-(n, k, dtype) table over m."""
+        return float(self._gemm_table(op.n, op.k, op.dtype, op.m + 1)[op.m])
 
     def _head(self, tokens: int, logits: int) -> float:
-        e = self._emb.get(tokens)
-        if e is None:
-            ops = head_ops(self.model, Batch(prefill=((tokens, tokens),), logits=0),
-                           self.tp, self.dtype) if tokens else []
-            e = sum(self.kernels.time(op) for op in ops)
-            self._emb[tokens] = e
+        tab = self._emb_tab
+        if tab is not None and tokens < len(tab):
+            e = tab[tokens]
+        else:
+            if self._emb_vec:
+                tab = self._emb_tab = self._table(tokens, len(tab or ()), self._emb_scaled, self._emb_op_by_op)
+                self._emb_vec = tab is not None
+            if tab is not None:
+                e = tab[tokens]
+            else:
+                got = self._emb.get(tokens)
+                e = self._emb[tokens] = self._emb_op_by_op(tokens) if got is None else got
         s = self._logits.get(logits)
         if s is None:
             ops = head_ops(self.model, Batch(logits=logits), self.tp, self.dtype) if logits else []
             s = sum(self.kernels.time(op) for op in ops)
             self._logits[logits] = s
         return e + s
+
+    def _emb_op_by_op(self, tokens: int) -> float:
+        ops = head_ops(self.model, Batch(prefill=((tokens, tokens),), logits=0), self.tp, self.dtype) if tokens else []
+        return sum(self.kernels.time(op) for op in ops)
 
     def _prefill_attention_uncached(self, seqs: tuple[tuple[int, int], ...]) -> float:
         """``kernels.time`` of the varlen call over ``seqs`` (``attention.prefill_attention_time``)."""
@@ -266,3 +370,72 @@ class StepTimeModel:
 
     def kv_bytes_per_token(self) -> float:
         return float(self.model.kv_bytes_per_token(self.dtype.bytes))
+
+
+# ---- memory-bound ops over every token count at once ----------------------------------------------
+def _hit(gpu: GPUSpec, working_set: np.ndarray | float) -> np.ndarray | float:
+    """``memory.l2_hit_fraction`` elementwise."""
+    l2 = gpu.l2_cache_bytes
+    if l2 <= 0:
+        return 0.0
+    return np.minimum(1.0, np.maximum(0.0, (l2 - working_set) / (0.5 * l2)))
+
+
+def memory_times(op: MemoryOp, tokens: np.ndarray, gpu: GPUSpec, cal: Calibration, stack: Stack) -> np.ndarray:
+    """``memory.memory_op_cost(op scaled to T tokens)[0]`` for every T of ``tokens`` (integers >= 1) at
+    once: ``op`` is the op at one token, every byte count T times its own (as ``llm_ops`` writes them).
+    The same arithmetic in the same order, elementwise (so the same float values); the caller checks a
+    few entries against the scalar cost."""
+    t = tokens.astype(np.int64)
+    read, written = op.bytes_read * t, op.bytes_written * t
+    nbytes = read + written
+    if op.kind is OpKind.EMBEDDING:   # memory.gather_cost
+        chain = cal.launch_s + t * stack.gather_index_latencies * cal.mem_latency_s
+        elems = written / 2.0
+        clock = gpu.boost_clock_hz or 1.5e9
+        issue = elems / (gpu.sm_count * clock * stack.gather_elems_per_sm_cycle)
+        mem = _stream(gpu, cal, nbytes.astype(float), float(gpu.sm_count), 1.0, None)
+        return np.where(t <= stack.gather_small_max, chain, cal.launch_s + (cal.mem_latency_s + np.maximum(issue, mem)))
+    impl = stack.impl(op.kind)
+    kernels = max(1, op.kernels) * impl.kernels
+    per_kernel = nbytes / kernels
+    if impl.geometry is Geometry.ROW:   # memory._row_time
+        width = written / (kernels * t * 2.0)
+        if not (width == width[0]).all():
+            raise ValueError(f"{op.name}: row width varies with the token count")
+        w = float(width[0])
+        ws = per_kernel if stack.l2_credit else math.inf
+        cta_bytes = per_kernel / t
+        sms = gpu.sm_count
+        threads = min(impl.block_threads, max(32, 32 * math.ceil(w / impl.vec / 32)))
+        iters = math.ceil(w / (threads * impl.vec))
+        per_round = max(1, cal.threads_per_sm // threads)
+        per_sm = np.ceil(t / sms)
+        rounds = np.ceil(per_sm / per_round)
+        active = np.minimum(t, sms)
+        port = cal.gemm_l2_bytes_per_clk_sm * (gpu.boost_clock_hz or 1.5e9)
+        dram = gpu.memory_bandwidth * cal.mem_eff * impl.bw_eff / active
+        hit = _hit(gpu, ws)
+        rate_dram = np.minimum(dram, port)
+        rate_l2 = np.minimum(dram * cal.l2_bw_mult, port)
+        mem = per_sm * cta_bytes * (hit / rate_l2 + (1.0 - hit) / rate_dram)
+        chain = rounds * impl.passes * iters * cal.mem_latency_s
+        body = kernels * (chain + mem)
+    else:
+        lat = impl.passes * cal.mem_latency_s
+        ctas = np.maximum(t.astype(float), per_kernel / ROW_BYTES_PER_CTA)
+        mem = _stream(gpu, cal, per_kernel, ctas, grid_eff(impl, gpu, cal), None if stack.l2_credit else math.inf)
+        body = kernels * np.maximum(lat, mem)
+    return kernels * cal.launch_s + body
+
+
+def _stream(gpu: GPUSpec, cal: Calibration, nbytes: np.ndarray, ctas: np.ndarray | float, eff: float,
+            working_set: float | None) -> np.ndarray:
+    """``memory.stream_time`` elementwise (``nbytes`` > 0)."""
+    sms = gpu.sm_count
+    dram = gpu.memory_bandwidth * cal.mem_eff * eff
+    cap = gpu.memory_bandwidth * cal.sm_bw_share * np.minimum(np.maximum(ctas, 1.0), sms) / sms
+    hit = _hit(gpu, nbytes if working_set is None else working_set)
+    rate_dram = np.minimum(dram, cap)
+    rate_l2 = np.minimum(dram, cap) * cal.l2_bw_mult
+    return nbytes * (hit / rate_l2 + (1.0 - hit) / rate_dram)
