@@ -267,7 +267,7 @@ class StepTimeModel:
             return self._prefill(prefill)
         if not prefill:
             return self._decode_lens(decode)
-        return self._prefill_attention_uncached(prefill + tuple((1, kv) for kv in decode))
+        return self._varlen.time(prefill, decode)   # the varlen call over prefill + ((1, kv) per decode)
 
     def iteration_time(self, batch: Batch) -> float:
         """Seconds for one iteration of ``batch`` through all layers and the head."""

@@ -169,13 +169,9 @@ def _list_schedule(per_head: list[float], heads: int, slots: int) -> tuple[float
     # Only the multiset of free times matters, so equal times may sit on any SM.
     free = order[:slots]
     heapq.heapify(free)
-    replace = heapq.heapreplace
+    replace = heapq.heapreplace   # returns the time it replaces: the free SM's, the CTA's start
     starts = [0.0] * slots
-    add = starts.append
-    for d in order[slots:]:
-        t = free[0]
-        add(t)
-        replace(free, t + d)
+    starts += [replace(free, free[0] + d) for d in order[slots:]]
     return max(free), np.array(starts)
 
 
@@ -391,9 +387,12 @@ class VarlenShape:
         self.span = self.l2cap / self.dram if self.dram > 0 else math.inf   # DRAM time to refill the L2
         self.scheds: dict[tuple[int, ...], tuple[float, float, float]] = {}   # _varlen_schedule by tile counts
 
-    def parts(self, seqs: tuple[tuple[int, int], ...]) -> tuple[float, float, int, int, float, float, float]:
+    def parts(self, seqs: tuple[tuple[int, int], ...], decode: tuple[int, ...] = ()
+              ) -> tuple[float, float, int, int, float, float, float]:
         """(schedule bound, summed CTA time, live CTAs, empty CTAs, unique K/V bytes, K/V bytes read
-        from DRAM, Q/O bytes) of the call over ``seqs`` (at least one with q >= 1)."""
+        from DRAM, Q/O bytes) of the call over ``seqs`` followed by one-token queries over the KV
+        lengths ``decode`` (a mixed batch's decodes, without building their ``(1, kv)`` pairs), at
+        least one query token in all."""
         bm, bn = self.bm, self.bn
         tiles: list[int] = []
         skv = sq = mq = 0
@@ -406,6 +405,12 @@ class VarlenShape:
                 tiles.append(-(-kv // bn))
             elif q > 1:
                 tiles.extend(_tile_counts(q, kv, bm, bn, self.causal))
+        if decode:   # what the loop above does for each (1, kv), at once (integer sums: exact in any order)
+            tiles += [-(-kv // bn) for kv in decode]
+            skv += sum(decode)
+            sq += len(decode)
+            if mq < 1:
+                mq = 1
         heads = self.heads
         key = tuple(tiles)
         st = self.scheds.get(key)
@@ -416,7 +421,7 @@ class VarlenShape:
             self.scheds[key] = st
         sched, total, reads = st
         live = len(tiles) * heads
-        grid = heads * len(seqs) * math.ceil(mq / bm)
+        grid = heads * (len(seqs) + len(decode)) * math.ceil(mq / bm)
         kv_unique = float(self.kvb * skv)
         # K/V re-reads of the group's heads: those that start together share one read (``reads``,
         # from the launch-order schedule); the rest hit L2 when one head's pass fits in it
@@ -428,14 +433,16 @@ class VarlenShape:
             factor = 1.0 + (reads - 1.0) * (1.0 - hit)
         return sched, total, live, max(0, grid - live), kv_unique, kv_unique * factor, float(self.qob * sq)
 
-    def time(self, seqs: tuple[tuple[int, int], ...]) -> float:
-        """``prefill_attention_cost(op with these seqs)[0]``: _finish_body's arithmetic on floats."""
-        for q, _ in seqs:
-            if q > 0:
-                break
-        else:
-            return 0.0
-        sched, _, _, empty, kv_unique, kv_dram, qo = self.parts(seqs)
+    def time(self, seqs: tuple[tuple[int, int], ...], decode: tuple[int, ...] = ()) -> float:
+        """``prefill_attention_cost(op with these seqs)[0]``: _finish_body's arithmetic on floats.
+        ``decode``: KV lengths of one-token queries after ``seqs`` (as ``parts``)."""
+        if not decode:
+            for q, _ in seqs:
+                if q > 0:
+                    break
+            else:
+                return 0.0
+        sched, _, _, empty, kv_unique, kv_dram, qo = self.parts(seqs, decode)
         hit = 1.0 - (kv_unique + qo) / self.l2cap
         hit = 0.0 if hit < 0.0 else min(hit, 1.0)
         memory = (kv_dram + qo) * ((1.0 - hit) / self.dram + hit / self.dram_l2)

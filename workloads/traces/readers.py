@@ -92,14 +92,20 @@ def read_azure_csv(path: str | Path) -> list[Request]:
                 raise WorkloadError(f"missing column in header {','.join(names)!r}", file=file, line=1,
                                     column=col)
             idx.append(names.index(col))
+        rows = list(reader)
+    fast = _azure_columns(rows, *idx)
+    if fast is not None:
+        return _to_requests(*fast)
+    # a blank, short or malformed row somewhere: the row-by-row pass skips the blanks or names the bad row
+    with p.open("r", encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh)
+        next(reader)
         i_ts, i_ctx, i_gen = idx
         width = max(idx) + 1
         stamps: list[str] = []
         prompts: list[int] = []
         outputs: list[int] = []
         lines: list[int] = []
-        # csv + int() per row is fast enough (~20 ms for 20k rows); timestamps are parsed in one
-        # vectorised numpy call below and only re-parsed row by row to locate an error.
         for row in reader:
             line = reader.line_num
             if not row or (len(row) == 1 and not row[0].strip()):
@@ -116,6 +122,26 @@ def read_azure_csv(path: str | Path) -> list[Request]:
         raise WorkloadError("no requests in file", file=file)
     times = _parse_timestamps(stamps, lines, file=file)
     return _to_requests(times, np.asarray(prompts), np.asarray(outputs))
+
+
+def _azure_columns(rows: list[list[str]], i_ts: int, i_ctx: int, i_gen: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(seconds since the first timestamp, prompt tokens, output tokens) of well-formed ``rows``, each
+    column converted in one call (``int`` on each count, as ``_token_count``; one vectorised datetime
+    parse); None when any row is short or blank, or any value bad (the row-by-row pass then skips or
+    reports it)."""
+    if not rows or min(map(len, rows)) <= max(i_ts, i_ctx, i_gen):
+        return None
+    try:
+        prompts = np.array(list(map(int, [r[i_ctx] for r in rows])))
+        outputs = np.array(list(map(int, [r[i_gen] for r in rows])))
+        t = np.array([r[i_ts].strip() for r in rows], dtype="datetime64[ns]")
+    except (ValueError, OverflowError):
+        return None
+    if prompts.min() < 1 or outputs.min() < 1 or np.isnat(t).any():
+        return None
+    ns = t.astype(np.int64)
+    return (ns - ns.min()).astype(np.float64) * 1e-9, prompts, outputs
 
 
 def _parse_timestamps(stamps: list[str], lines: list[int], *, file: str) -> np.ndarray:
