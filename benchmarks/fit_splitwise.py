@@ -1,18 +1,21 @@
 """Fit the ``vllm-splitwise`` engine profile to SplitwiseSim's measured perf_model_a100.csv.
 
 The file (Patel et al., Splitwise, ISCA 2024; Mutinifni/splitwise-sim data/perf_model.csv) was measured
-with the 2023 vLLM build on DGX-A100: eager PyTorch (no CUDA graphs), Ray tensor-parallel workers. Three
+with the 2023 vLLM build on DGX-A100: eager PyTorch (no CUDA graphs), Ray tensor-parallel workers. Four
 constants are fitted, all of the software, none of the silicon (hwmodels/calibration/ampere.toml is not
 touched):
 
 * ``gemm_eff`` of the ``vllm-splitwise`` stack (hwmodels/stacks/vllm-splitwise.toml): the GEMM throughput
   of the prompt phase relative to the Ampere family's tuned-library figure; a grid over 0.40..1.00;
-* ``host_op_us`` and ``iteration_us`` of the engine (hwmodels/specs/machines/engines.toml), for each grid
-  value by Nelder-Mead.
+* ``host_op_us``, ``iteration_us`` and ``prefill_host_ns_per_token_sq`` of the engine
+  (hwmodels/specs/machines/engines.toml), for each grid value by Nelder-Mead. The last is a host cost per
+  iteration quadratic in the iteration's prefill tokens (the whole batch's: the file's 16 x 512-token batches
+  take the time of one 8,192-token prompt, at every TP alike).
 
+The engine's ``max_num_batched_tokens`` is not fitted: :data:`MAX_NUM_BATCHED_TOKENS` says why 8,192.
 Power (hwmodels/power.py): the Ampere ``[power]`` constants are fitted first, on the file's power columns
 only (:func:`fit_ampere_power`), then every grid value's prefill iterations run at the clock the 400 W TDP
-allows (the engine's ``power_limit`` = 1). The script prints the predicted-vs-measured peak power.
+allows (the engine's ``power_limit`` = 1).
 
 Objective: the sum of the two columns' WAPE (prompt_time, token_time) over every row the memory model
 admits (what ``xpusim validate serve --format splitwise-perf`` scores). Prints one JSON line per grid
@@ -94,6 +97,12 @@ def fit_ampere_power(rows: list[SplitwiseRow]) -> tuple[PowerCalibration, dict[s
     return cal, info
 
 
+# The engine's per-iteration token cap (vLLM's max_num_batched_tokens; no chunked prefill in the 2023 build):
+# the file runs single prompts of 8,192 tokens, so the cap is at least that, and its batches of 16,384 and
+# 32,768 tokens take 1.6-2.1x and 3.2-3.8x the time of 8,192 (per token they fall back towards the 8,192-token
+# batch's rate instead of growing with it): two and four iterations.
+MAX_NUM_BATCHED_TOKENS = 8192
+
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "measured" / "splitwise" / "perf_model_a100.csv"
 
 
@@ -119,39 +128,53 @@ def main(argv: list[str]) -> None:
     print(json.dumps({"ampere_power": info}))
     bare = EngineProfile("fit", "vllm", 0.0, 0.0, power_limit=1.0)
     base = load_stack("vllm")
+    cap = MAX_NUM_BATCHED_TOKENS
     best = None
     for eff in np.round(np.arange(0.40, 1.0001, 0.05), 2):
         stack = dataclasses.replace(base, name="vllm-splitwise", gemm_eff=float(eff))
         steps = {}
-        pre = np.zeros(len(idx))
+        its: list[list[tuple[int, float, int]]] = [[] for _ in idx]   # per key: (iterations, GPU s, tokens)
         dec = np.zeros(len(idx))
         nops = np.zeros(len(idx))
         for k, i in idx.items():
             if k[:2] not in steps:
                 steps[k[:2]] = EngineStepTimeModel(load_model(k[0]), gpu, k[1], engine=bare, stack=stack)
             s = steps[k[:2]]
-            pre[i], dec[i] = s.isolated(k[2], k[3], k[4])
+            per = min(k[3], max(1, cap // k[2]))
+            full, rest = divmod(k[3], per)
+            for count, n in ((full, per), (1, rest)):
+                if count and n:
+                    its[i].append((count, s.batch_time(((k[2], k[2]),) * n, (), k[2] * n, n), k[2] * n))
+            dec[i] = s.decode_times([k[2] + 1] * k[3], k[4] - 1).mean() if k[4] > 1 else 0.0
             nops[i] = launched_ops(s.model, k[1])
-        p_, d_, n_ = pre[ri], dec[ri], nops[ri]
+        cnt = [np.array([c for c, _, _ in its[j]], dtype=float) for j in range(len(idx))]
+        gpu_s = [np.array([g for _, g, _ in its[j]]) for j in range(len(idx))]
+        tok2 = [np.array([float(t) ** 2 for _, _, t in its[j]]) for j in range(len(idx))]
+        d_, n_ = dec[ri], nops[ri]
 
-        def cols(x: np.ndarray, p_: np.ndarray = p_, d_: np.ndarray = d_, n_: np.ndarray = n_) -> tuple[float, float]:
-            c, it = max(x[0], 0.0) * 1e-6, max(x[1], 0.0) * 1e-6
-            sp = np.maximum(p_, n_ * c) + it
+        def cols(x: np.ndarray, d_: np.ndarray = d_, n_: np.ndarray = n_, nops: np.ndarray = nops, cnt: list = cnt,
+                 gpu_s: list = gpu_s, tok2: list = tok2) -> tuple[float, float]:
+            c, it, q = max(x[0], 0.0) * 1e-6, max(x[1], 0.0) * 1e-6, max(x[2], 0.0) * 1e-9
+            pk = np.array([float((cnt[j] * (np.maximum(gpu_s[j], nops[j] * c) + it + q * tok2[j])).sum())
+                           for j in range(len(idx))])
+            sp = pk[ri]
             st = np.maximum(d_, n_ * c) + it
             return float(np.abs(sp - mp).sum() / mp.sum()), float(np.abs(st - mt).sum() / mt.sum())
 
-        r = minimize(lambda x: sum(cols(x)), np.array([30.0, 10000.0]), method="Nelder-Mead",
-                     options={"xatol": 0.01, "fatol": 1e-7, "maxiter": 4000})
+        r = minimize(lambda x: sum(cols(x)), np.array([30.0, 10000.0, 5.0]), method="Nelder-Mead",
+                     options={"xatol": 0.01, "fatol": 1e-7, "maxiter": 8000})
         wp, wt = cols(r.x)
         print(json.dumps({"gemm_eff": float(eff), "host_op_us": round(float(r.x[0]), 2),
-                          "iteration_us": round(float(r.x[1]), 1), "wape_prompt_time": round(wp, 4),
-                          "wape_token_time": round(wt, 4)}))
+                          "iteration_us": round(float(r.x[1]), 1),
+                          "prefill_host_ns_per_token_sq": round(float(max(r.x[2], 0.0)), 3),
+                          "wape_prompt_time": round(wp, 4), "wape_token_time": round(wt, 4)}))
         if best is None or wp + wt < best[0]:
-            best = (wp + wt, float(eff), float(r.x[0]), float(r.x[1]), wp, wt)
+            best = (wp + wt, float(eff), float(r.x[0]), float(r.x[1]), float(max(r.x[2], 0.0)), wp, wt)
     assert best is not None
     print(json.dumps({"chosen": {"gemm_eff": best[1], "host_op_us": round(best[2], 2),
-                                 "iteration_us": round(best[3], 1), "wape_prompt_time": round(best[4], 4),
-                                 "wape_token_time": round(best[5], 4), "rows": len(rows)}}))
+                                 "iteration_us": round(best[3], 1), "prefill_host_ns_per_token_sq": round(best[4], 3),
+                                 "max_num_batched_tokens": cap, "wape_prompt_time": round(best[5], 4),
+                                 "wape_token_time": round(best[6], 4), "rows": len(rows)}}))
 
 
 if __name__ == "__main__":

@@ -6,13 +6,18 @@ iteration costs the host ``host_op_s`` per launched op (``ops`` = the ``llm_ops`
 head, the same count in prefill and decode), and the GPU runs behind it. While the GPU is busier than the
 host the step is GPU-bound; otherwise it is host-bound. The step is the larger of the two::
 
-    step = max(gpu_kernels_s, ops x host_op_s) + iteration_s
+    step = max(gpu_kernels_s, ops x host_op_s) + prefill_host_s_per_token_sq x P^2 + iteration_s
 
 ``iteration_s`` is the per-iteration work that overlaps nothing (scheduler, input preparation, sampling
 and its synchronisation, the RPC to tensor-parallel workers); the serving simulation adds it as
-``ServeConfig.iteration_overhead_s``. ``max`` is the limit of :func:`hwmodels.host.co_execute` when
-each layer repeats the same ops (the bound side sets the pace); the short stretches where the faster side
-waits are neglected.
+``ServeConfig.iteration_overhead_s``. ``P`` is the iteration's prefill tokens (all its prompts' new
+tokens together): an engine that builds its prompt attention's mask or bias on the host, over the whole
+packed batch, pays that work before the forward can start, on every tensor-parallel worker alike (so it
+does not shrink with TP); 0 in every profile but one fitted with it. ``max_num_batched_tokens`` caps the
+tokens of one iteration when :meth:`EngineStepTimeModel.isolated` prefills a batch (whole prompts, no
+chunking, as vLLM before chunked prefill); the serving simulation takes its own from ``ServeConfig``.
+``max`` is the limit of :func:`hwmodels.host.co_execute` when each layer repeats the same ops (the bound
+side sets the pace); the short stretches where the faster side waits are neglected.
 
 Power (optional ``power_limit``, a fraction of the GPU's TDP): an iteration that prefills runs long enough
 (tens of ms and more) for the GPU's power controller to act, so its kernels run at the sustained clock of
@@ -50,7 +55,8 @@ from workloads.model_spec import ModelSpec
 from workloads.ops import DType
 from workloads.specfile import get_number, get_str, read_toml, reject_unknown, unknown_name
 
-_KEYS = ("description", "stack", "host_op_us", "iteration_us", "power_limit", "source")
+_KEYS = ("description", "stack", "host_op_us", "iteration_us", "power_limit", "prefill_host_ns_per_token_sq",
+         "max_num_batched_tokens", "source")
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ class EngineProfile:
     description: str = ""
     source: str = ""
     power_limit: float | None = None   # fraction of TDP the prefill iterations are held under (None: off)
+    prefill_host_s_per_token_sq: float = 0.0   # host time of an iteration per (its prefill tokens)^2
+    max_num_batched_tokens: int | None = None  # tokens of one isolated prefill iteration (None: the whole batch)
 
 
 def engines_file() -> Path:
@@ -86,7 +94,11 @@ def parse_engines(data: dict[str, Any], *, file: str) -> dict[str, EngineProfile
             iteration_s=float(get_number(t, "iteration_us", file=file, section=eid, allow_zero=True)) * 1e-6,
             description=get_str(t, "description", file=file, section=eid, default="") or "",
             source=get_str(t, "source", file=file, section=eid, default="") or "",
-            power_limit=None if limit is None else float(limit))
+            power_limit=None if limit is None else float(limit),
+            prefill_host_s_per_token_sq=float(get_number(t, "prefill_host_ns_per_token_sq", file=file, section=eid,
+                                                         allow_zero=True, default=0.0)) * 1e-9,
+            max_num_batched_tokens=cap if (cap := get_number(t, "max_num_batched_tokens", file=file, section=eid,
+                                                             integer=True, default=None)) is None else int(cap))
     return out
 
 
@@ -188,7 +200,10 @@ class EngineStepTimeModel(StepTimeModel):
             t = self.sustained(prefill, decode, tokens, logits).time_s
         else:
             t = super().batch_time(prefill, decode, tokens, logits)
-        return t if t == 0.0 else max(t, self.host_floor_s)
+        if t == 0.0:
+            return t
+        q = self.engine.prefill_host_s_per_token_sq
+        return max(t, self.host_floor_s) + (q * sum(n for n, _ in prefill) ** 2 if q and prefill else 0.0)
 
     def decode_times(self, kv_lens: Sequence[int], k: int) -> np.ndarray:
         t = super().decode_times(kv_lens, k)
@@ -202,10 +217,16 @@ class EngineStepTimeModel(StepTimeModel):
 
     def isolated(self, prompt: int, batch: int, output_tokens: int) -> tuple[float, float]:
         """(prefill s, mean decode step s) of ``batch`` identical requests alone on the instance:
-        one iteration prefilling them all, then ``output_tokens - 1`` decode steps (as
-        :func:`sim.isolated.request_latency`), each with the engine's ``iteration_s``."""
+        iterations prefilling them all (one, or as many whole prompts per iteration as the engine's
+        ``max_num_batched_tokens`` admits: the prefill ends with the last), then ``output_tokens - 1``
+        decode steps (as :func:`sim.isolated.request_latency`), each with the engine's ``iteration_s``."""
         it = self.engine.iteration_s
-        pre = self.batch_time(((prompt, prompt),) * batch, (), prompt * batch, batch) + it
+        cap = self.engine.max_num_batched_tokens
+        per = batch if cap is None else min(batch, max(1, cap // prompt))
+        full, rest = divmod(batch, per)
+        pre = full * (self.batch_time(((prompt, prompt),) * per, (), prompt * per, per) + it)
+        if rest:
+            pre += self.batch_time(((prompt, prompt),) * rest, (), prompt * rest, rest) + it
         k = output_tokens - 1
         dec = float(self.decode_times([prompt + 1] * batch, k).mean()) + it if k > 0 else 0.0
         return pre, dec
