@@ -51,8 +51,16 @@ at TP8, Splitwise's reference machine, the same yardstick for every design; ``ow
 the figures recorded before that option existed); the capacities hold the same limits as ``plan serve``
 (:func:`planners.serve.slo_limits`, :func:`planners.serve.ttft_floor`).
 
+Engine: ``--engine NAME`` (a profile of ``hwmodels/specs/machines/engines.toml``, e.g. ``vllm-splitwise``, the
+2023 vLLM build Splitwise measured) runs every step of the script under that profile: the capacities, the SLO
+limits and the reference's times (a request "alone" is alone on the same software), the ILP's clusters, every
+simulation (split and colocated, and their slowdown reference) and ``plan_serve``. Left out: the default engine
+(vLLM 0.19, CUDA graphs; ``engine=None`` everywhere), as the figures recorded before the option. Each JSON line
+names its engine (``"engine"``: the profile, or ``"default"``).
+
     python benchmarks/splitwise_design_points.py [--synthetic] [--only budget|70rps] [--duration S]
-        [--duration-70 S] [--slo-reference dgx-a100|own|<machine>/tp<N>]    # one JSON line per figure
+        [--duration-70 S] [--slo-reference dgx-a100|own|<machine>/tp<N>] [--engine NAME]
+        # one JSON line per figure
 """
 
 from __future__ import annotations
@@ -93,16 +101,17 @@ def workload_fn(trace: str, duration_s: float, synthetic: bool = False) -> tuple
     return (lambda rate: load_workload(trace, rate=rate, duration_s=duration_s, seed=0)), f"synthetic {trace}"
 
 
-def max_rate(model: Any, cand: Any, wl: Any, slo: Any) -> tuple[float, list[list[Any]]]:
+def max_rate(model: Any, cand: Any, wl: Any, slo: Any, engine: Any = None) -> tuple[float, list[list[Any]]]:
     """The highest rate at which the simulated cluster meets ``slo``: from the planned rate, doubled (up to 8x)
     while it passes or halved (down to 1/64) while it fails, to bracket the limit; then ``BISECT`` halvings of
-    the bracket. Returns the rate (0.0 when even the lowest tried misses) and the trials [rate, met]."""
+    the bracket, every simulation under ``engine`` (None: the default). Returns the rate (0.0 when even the
+    lowest tried misses) and the trials [rate, met]."""
     from planners.serve import simulate_candidate
 
     trials: list[list[Any]] = []
 
     def ok(rate: float) -> bool:
-        met = bool(simulate_candidate(model, cand, wl(rate), slo)["slo"]["met"])
+        met = bool(simulate_candidate(model, cand, wl(rate), slo, engine=engine)["slo"]["met"])
         trials.append([round(rate, 2), met])
         return met
 
@@ -128,11 +137,11 @@ def max_rate(model: Any, cand: Any, wl: Any, slo: Any) -> tuple[float, list[list
     return lo, trials
 
 
-def measure(model: Any, cands: Sequence[Any], wl: Any, slo: Any) -> list[dict[str, Any]]:
-    """Each candidate's simulated max rate, best first."""
+def measure(model: Any, cands: Sequence[Any], wl: Any, slo: Any, engine: Any = None) -> list[dict[str, Any]]:
+    """Each candidate's simulated max rate under ``engine``, best first."""
     out = []
     for c in cands:
-        rate, trials = max_rate(model, c, wl, slo)
+        rate, trials = max_rate(model, c, wl, slo, engine)
         counts = {role: n for role, _, n in c.pools}
         row: dict[str, Any] = {"cluster": c.label(), "cost_per_hour_usd": round(c.cost_per_hour or 0.0, 2),
                                "power_kw": round(c.power_w / 1e3, 2), "planned_rps": round(c.rate, 2),
@@ -179,7 +188,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--duration-70", type=float, default=DURATION_70_S,
                     help="seconds of arrivals per simulation at 70 req/s")
     ap.add_argument("--slo-reference", default="dgx-a100", help="where a request runs alone for its slowdown")
+    ap.add_argument("--engine", default=None, help="engine profile (engines.toml: vllm, vllm-splitwise) for "
+                    "capacities, SLO reference and every simulation; default: the default engine (vLLM 0.19)")
     args = ap.parse_args(argv)
+    from hwmodels.engine import load_engine
     from hwmodels.machines import load_machine
     from planners.capacity import DEFAULT_SERVE, Mix, capacities
     from planners.serve import Layout, Objective, plan_serve, slo_limits, solve_max_rate, ttft_floor
@@ -187,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from workloads.catalog import load_model
 
     model = load_model("llama-2-70b")
+    engine = None if args.engine is None else load_engine(args.engine)   # an unknown name fails here, first
+    eng_name = "default" if engine is None else engine.id
     slo = parse_slo("splitwise", args.slo_reference)
     ref = "own" if slo is None or slo.reference is None else slo.reference.label
     a100, h100, h100cap = (load_machine(m) for m in ("dgx-a100", "dgx-h100", "dgx-h100-pcap"))
@@ -197,24 +211,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     for trace in ("azure-conv", "azure-code") if args.only != "70rps" else ():
         wl, source = workload_fn(trace, args.duration, args.synthetic)
         common = {"trace": trace, "source": source, "duration_s": args.duration, "slo": "splitwise",
-                  "slo_reference": ref, "budget": budget}
+                  "slo_reference": ref, "engine": eng_name, "budget": budget}
         t0 = time.perf_counter()
         # the planning mix from the trace at Splitwise's 70 req/s (~2,800 requests in 40 s; plan_serve's max-rate
         # mode takes it from >= 2,000 requests too, planners.serve.planning_mix)
         mix = Mix.of(wl(MIX_RATE))
-        own_k, tbt_limit, ref_times = slo_limits(model, mix, slo, DEFAULT_SERVE, None)
-        caps = ttft_floor(capacities(model, [a100, h100, h100cap], TPS, mix, tbt_slowdown=own_k,
+        own_k, tbt_limit, ref_times = slo_limits(model, mix, slo, DEFAULT_SERVE, engine)
+        caps = ttft_floor(capacities(model, [a100, h100, h100cap], TPS, mix, engine=engine, tbt_slowdown=own_k,
                                      tbt_limit_s=tbt_limit), mix, slo, ref_times)
         only = {m.id: [c for c in caps if c.machine.id == m.id] for m in (a100, h100)}
-        aa = measure(model, solve_max_rate(only[a100.id], mix, cost_cap, k=K, layouts=(Layout.SPLIT,)), wl, slo)
-        hh = measure(model, solve_max_rate(only[h100.id], mix, cost_cap, k=K, layouts=(Layout.COLOCATED,)), wl, slo)
+        aa = measure(model, solve_max_rate(only[a100.id], mix, cost_cap, k=K, layouts=(Layout.SPLIT,)), wl, slo,
+                     engine)
+        hh = measure(model, solve_max_rate(only[h100.id], mix, cost_cap, k=K, layouts=(Layout.COLOCATED,)), wl, slo,
+                     engine)
         ra, rh = aa[0]["sustained_rps"], hh[0]["sustained_rps"]
         print(json.dumps({"figure": "iso_cost_throughput", **common, "paper_ratio": 1.4,
                           "split_a100": aa, "colocated_h100": hh, "ratio": round(ra / rh, 2) if rh > 0 else None,
                           "wall_s": round(time.perf_counter() - t0, 1)}), flush=True)
 
         t0 = time.perf_counter()
-        both = measure(model, best_under_both(caps, mix, cost_cap, power_cap, K), wl, slo)
+        both = measure(model, best_under_both(caps, mix, cost_cap, power_cap, K), wl, slo, engine)
         rs = both[0]["sustained_rps"]
         print(json.dumps({"figure": "iso_cost_power_throughput", **common, "paper_ratio": 2.35,
                           "split_best": both, "colocated_h100": hh[0], "ratio": round(rs / rh, 2) if rh > 0 else None,
@@ -224,10 +240,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         wl, source = workload_fn(trace, args.duration_70, args.synthetic)
         t0 = time.perf_counter()
         plan = plan_serve(model, wl, [h100], rate=70.0, tps=TPS, slo=slo, objective=Objective.COST,
-                          layouts=(Layout.SPLIT,))
+                          layouts=(Layout.SPLIT,), engine=engine)
         row: dict[str, Any] = {"figure": "h100_split_at_70rps", "trace": trace, "source": source,
                                "duration_s": args.duration_70, "rate_rps": 70.0, "slo": "splitwise",
-                               "slo_reference": ref,
+                               "slo_reference": ref, "engine": eng_name,
                                "paper": "prefill-leaning for azure-code, more balanced for azure-conv",
                                "rounds": len(plan.rounds), "mean_prompt": round(plan.mix.mean_prompt, 1),
                                "mean_decode": round(plan.mix.mean_decode, 1)}
