@@ -36,6 +36,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -322,24 +323,25 @@ class StepTimeModel:
         return c
 
     def decode_times_mapped(self, kv_lens: Sequence[int], k: int, post: Callable[[np.ndarray], np.ndarray],
-                            tables: dict[int, dict]) -> np.ndarray:
+                            tables: dict[int, Any]) -> np.ndarray:
         """``post(decode_times(kv_lens, k))`` for an elementwise ``post`` (the serving clock's
         conversion to integer ns), memoised: ``tables`` (the caller's, one per ``post``) keeps per
-        sequence count the mapped step times of each run of equal KV-tile counts over the summed KV
-        length (``attention.decode_stretch_mapped``), so a stretch is a few slices. Same values."""
+        sequence count the shape, the step times' mapping and the mapped step times of each run of
+        equal KV-tile counts over the summed KV length (``attention.decode_stretch_mapped``), so a
+        stretch is a few slices. Same values."""
         n = len(kv_lens)
         if self.pp != 1 or not n or k <= 0:
             return post(self.decode_times(kv_lens, k))
-        sh, rest, head = self._decode_consts(kv_lens)
-        cache = tables.get(n)
-        if cache is None:
-            cache = tables[n] = {}
-        layers = self.layers_per_stage
+        ent = tables.get(n)
+        if ent is None:   # per sequence count: the shape, the run tables, and the step times' mapping
+            sh, rest, head = self._decode_consts(kv_lens)
+            layers = self.layers_per_stage
 
-        def step_post(t: np.ndarray) -> np.ndarray:
-            return post(layers * (rest + t) + head)
+            def step_post(t: np.ndarray) -> np.ndarray:
+                return post(layers * (rest + t) + head)
 
-        return decode_stretch_mapped(sh, kv_lens, k, step_post, cache)
+            ent = tables[n] = (sh, {}, step_post)
+        return decode_stretch_mapped(ent[0], kv_lens, k, ent[2], ent[1])
 
     def _pipeline_vec(self, stage: np.ndarray, tokens: int, micro: int) -> np.ndarray:
         if self.pp == 1:

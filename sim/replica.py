@@ -44,7 +44,7 @@ class DecodeClock:
         self.dur = np.zeros(1, np.int64)       # dur[0] unused (no sequence has KV length 0)
         self.prefix: list[int] = [0, 0]
         self.itl_diff: list[int] = [0, 0]
-        self._tables: dict[int, dict] = {}    # the step model's memoised stretch tables, in ns
+        self._tables: dict[int, Any] = {}    # the step model's memoised stretch tables, in ns
         self._prefill_ns: dict[tuple, int] = {}   # steps without decodes (prompts recur), in ns
 
     def batch_ns(self, prefill: tuple[tuple[int, int], ...], decode: tuple[int, ...], tokens: int,
@@ -210,7 +210,8 @@ class Replica:
         na = len(arrivals) if arrivals is not None else 0
         ai = 0   # the next of ``arrivals`` to take in
         while True:
-            now = lag = env.now   # lag: ns from the simulated now to this iteration's start (below)
+            now = lag = env._now   # (``env.now``, without the property call) lag: ns from the simulated
+            # now to this iteration's start (below)
             if ai < na and arrivals[ai].arrival_ns <= now:
                 ai = self._take(arrivals, ai, now)
             if not sched.running and not sched.waiting:
@@ -282,7 +283,7 @@ class Replica:
                     yield self._end_ev
                     k = self._cut_k
                     self._end_ev = self._stretch = None
-                self._finish_decode(plan, k, now, now + int(pre[i0 + 1] - base), now + int(pre[i0 + k] - base),
+                self._finish_decode(plan, k, now, now + int(pre[i0 + 1]) - base, now + int(pre[i0 + k]) - base,
                                     s0, durs)
             else:
                 bp = self._batch(plan)
@@ -352,16 +353,14 @@ class Replica:
     # ---- completing work -------------------------------------------------------------------------
     def _retire(self) -> None:
         sched = self.sched
-        keep = []
-        for r in sched.running:
-            if r.generated >= r.output:
-                r.status = Status.FINISHED
-                sched.free_blocks += r.blocks
-                r.blocks = 0
-                self.finished.append(r)
-            else:
-                keep.append(r)
-        sched.running = keep
+        running = sched.running
+        done = [r for r in running if r.generated >= r.output]   # usually one of many: two comprehensions
+        for r in done:
+            r.status = Status.FINISHED
+            sched.free_blocks += r.blocks
+            r.blocks = 0
+        self.finished += done
+        sched.running = [r for r in running if r.generated < r.output]
 
     def _finish_decode(self, plan: Plan, k: int, start: int, e0: int, end_last: int, s0: int,
                        durs: np.ndarray | None) -> None:

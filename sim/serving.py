@@ -10,7 +10,8 @@ Simulated time is integer nanoseconds.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import attrgetter
 
@@ -139,11 +140,18 @@ def simulate_serving(model: ModelSpec, gpu: GPUSpec, requests: Sequence[Request]
     # cycles; the cyclic collector would repeatedly scan the long-lived ones (requests, per-step
     # records) for nothing (~10% of the run). It is paused for the run and the result's assembly,
     # and restored after.
+    with _gc_paused():
+        env.run()
+        return _result(model, gpu, cfg, mem, sims, replicas, clock, total, progress)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused inside, restored (if it was on) after."""
     gc_on = gc.isenabled()
     gc.disable()
     try:
-        env.run()
-        return _result(model, gpu, cfg, mem, sims, replicas, clock, total, progress)
+        yield
     finally:
         if gc_on:
             gc.enable()
@@ -165,7 +173,7 @@ def _result(model: ModelSpec, gpu: GPUSpec, cfg: ServeConfig, mem: MemoryBreakdo
     # its weight), then the decode clock's counted one-sequence gaps
     arrays = [a for rep in replicas for a in rep.stats.itl_arrays]
     ws = [w for rep in replicas for w in rep.stats.itl_w]
-    ones = [np.array(rep.stats.itl_ones, dtype=np.int64) for rep in replicas]
+    ones = [_ints(rep.stats.itl_ones) for rep in replicas]
     n1 = sum(a.size for a in ones)
     v1, w1 = clock.itl_samples()
     itl = np.concatenate([*arrays, *ones, v1]).astype(np.int64, copy=False)
@@ -179,9 +187,14 @@ def _result(model: ModelSpec, gpu: GPUSpec, cfg: ServeConfig, mem: MemoryBreakdo
         iterations=sum(r.stats.iterations for r in replicas), events=sum(r.stats.events for r in replicas),
         busy_ns=[r.stats.busy_ns for r in replicas],
         flops=sum(r.stats.flops for r in replicas), bytes=sum(r.stats.bytes for r in replicas),
-        kv_t=[np.array(r.stats.kv_t, np.int64) for r in replicas],
-        kv_used=[np.array(r.stats.kv_used, np.int64) for r in replicas],
+        kv_t=[_ints(r.stats.kv_t) for r in replicas],
+        kv_used=[_ints(r.stats.kv_used) for r in replicas],
         logs=[r.stats.log for r in replicas])
+
+
+def _ints(values: list[int]) -> np.ndarray:
+    """``np.array(values, np.int64)`` of a long list of ints, without its type and shape discovery."""
+    return np.fromiter(values, np.int64, len(values))
 
 
 def _bd(mem: MemoryBreakdown) -> dict[str, float]:

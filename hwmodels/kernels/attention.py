@@ -172,7 +172,7 @@ def _list_schedule(per_head: list[float], heads: int, slots: int) -> tuple[float
     replace = heapq.heapreplace   # returns the time it replaces: the free SM's, the CTA's start
     starts = [0.0] * slots
     starts += [replace(free, free[0] + d) for d in order[slots:]]
-    return max(free), np.array(starts)
+    return max(free), np.fromiter(starts, float, len(starts))   # np.array's values, without its type discovery
 
 
 def _stagger_reads(starts: np.ndarray, tiles: tuple[int, ...], heads: int, group: int, span: float) -> float:
