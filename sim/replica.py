@@ -368,21 +368,24 @@ class Replica:
         ``end_last``. ``durs``: the steps' ns (None: one sequence, times from the clock's table)."""
         st, sched, b = self.stats, self.sched, self.block_size
         n = len(plan.reqs)
-        ones = st.itl_ones
+        one = st.itl_ones.append
         done = False
+        free = sched.free_blocks
         for r in plan.reqs:
-            ones.append(e0 - r.last_ns)
-            r.itl_sum_ns += end_last - r.last_ns
+            last = r.last_ns
+            one(e0 - last)
+            r.itl_sum_ns += end_last - last
             r.last_ns = end_last
-            r.num_computed += k
+            c = r.num_computed = r.num_computed + k
             r.num_tokens += k
-            r.generated += k
-            want = -(-r.num_computed // b)
+            g = r.generated = r.generated + k
+            want = -(-c // b)
             if want > r.blocks:
-                sched.free_blocks -= want - r.blocks
+                free -= want - r.blocks
                 r.blocks = want
-            if r.generated >= r.output:
+            if g >= r.output:
                 done = True
+        sched.free_blocks = free
         self.outstanding -= n * k
         if k > 1:
             if durs is None:   # steps 1..k-1 of one sequence: KV lengths s0 + 1 .. s0 + k - 1

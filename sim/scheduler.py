@@ -127,6 +127,8 @@ class VLLMV1Scheduler:
         reqs, toks = plan.reqs, plan.tokens
         bs = self.block_size
         decode_only = True
+        free = self.free_blocks   # kept local in the common case, stored back around the general one
+        add_req, add_tok = reqs.append, toks.append
         i = 0
         while i < len(running) and budget > 0:
             req = running[i]
@@ -135,11 +137,12 @@ class VLLMV1Scheduler:
             if n > budget:
                 n = budget
             need = -(-(c + n) // bs) - req.blocks
-            if req.status is _RUNNING and need <= self.free_blocks:   # _allocate(req, n, True), inline
+            if req.status is _RUNNING and need <= free:   # _allocate(req, n, True), inline
                 if need > 0:
                     req.blocks += need
-                    self.free_blocks -= need
+                    free -= need
             else:
+                self.free_blocks = free
                 fits = False
                 while not self._allocate(req, n, True):
                     victim = running.pop()
@@ -149,14 +152,16 @@ class VLLMV1Scheduler:
                         break
                 else:
                     fits = True
+                free = self.free_blocks
                 if not fits:
                     break
-            reqs.append(req)
-            toks.append(n)
+            add_req(req)
+            add_tok(n)
             if decode_only and (n != 1 or req.generated == 0):
                 decode_only = False
             budget -= n
             i += 1
+        self.free_blocks = free
         plan.decode_only = decode_only
         if not plan.preempted:
             waiting = self.waiting
