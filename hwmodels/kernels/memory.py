@@ -110,7 +110,11 @@ def memory_op_cost(op: MemoryOp, gpu: GPUSpec, cal: Calibration, stack: Stack) -
     """``kernels`` launches (the op's own count, times the stack's): a row kernel's latency chain plus
     its transfer (:func:`_row_time`); a grid kernel's one latency or its bytes at the bandwidth the
     stack's kernel reaches, whichever is longer. A stack without the L2 credit (``l2_credit = false``)
-    moves the bytes at the DRAM-side rate wherever they sit."""
+    moves the bytes at the DRAM-side rate wherever they sit.
+
+    :func:`hwmodels.step.memory_times` is this arithmetic vectorised over token counts, for the serving
+    simulation's tables: a change here must be made there too (``tests/test_step_tables.py`` holds the two
+    equal bit for bit; the table falls back to this function, with a warning, where they differ)."""
     if op.tokens <= 0:
         return 0.0, {}
     if op.kind is OpKind.EMBEDDING:
