@@ -51,6 +51,7 @@ class SplitwiseValidation:
                              "stack": self.stack}
         d.update(self.overall.to_dict())
         d["columns"] = {k: v.to_dict() for k, v in self.columns.items()}
+        d["ops"] = d["columns"]   # the key `validate ops --json` puts its per-entry figures under
         d["groups"] = {g: {k: v.to_dict() for k, v in cols.items()} for g, cols in self.groups.items()}
         if self.skipped:
             d["skipped"] = dict(self.skipped)

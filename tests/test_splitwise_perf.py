@@ -152,4 +152,5 @@ def test_cli_json(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     assert set(d["columns"]) == {"prompt_time", "token_time"}
+    assert d["ops"] == d["columns"]   # validate ops' layout: {"n", "wape", "mape", "ops": {entry: {...}}}
     assert d["columns"]["token_time"]["n"] == 10
