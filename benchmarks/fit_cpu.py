@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from scipy.optimize import least_squares
 
-from hwmodels.cpu import CPUModel, CPUSpec, load_cpu, op_class, step_reuse
+from hwmodels.cpu import CPUModel, CPUSpec, code_state, load_cpu, op_class, step_reuse
 from workloads.pytorch.measure import cpu_name
 from workloads.pytorch.tracer import AtenClass, TracedOp, trace
 
@@ -315,19 +315,23 @@ def fit_cold(spec: CPUSpec, out: Path) -> None:
     - per aten class but GEMMs, ``cold_overhead``: the median residual of the class's code-cold ops
       (the same aten op last ran more than the L2's size of traffic ago) not after a flush;
     - ``flush_overhead``: the median residual, less the class's cold overhead where it applies, of the
-      ops right after one that moved more than half the LLC (a GEMM streaming its weights)."""
+      ops right after one that moved more than half the LLC (a GEMM streaming its weights);
+    - per aten op (GEMMs aside) and code state (hot, cold, after a flush, both), ``in_model_overhead``: the
+      median residual of those ops; where an op's (aten op, state) has one, it replaces the two above (the
+      ops of a class differ: a cold ``copy_`` into the KV cache takes ~10 us more than hot, a cold ``cat``
+      ~30)."""
     lines = [ln for ln in open(out / "inmodel_ops.csv") if not ln.startswith("#")]
     meas = {(int(r["step"]), int(r["op_index"])): float(r["measured_s"]) for r in csv.DictReader(lines)}
-    model = CPUModel(replace(spec, cold_overhead_s={}, flush_overhead_s=0.0))
+    model = CPUModel(replace(spec, cold_overhead_s={}, flush_overhead_s=0.0, in_model_overhead_s={}))
     half = spec.llc_bytes / 2
-    rows = []  # (class, code-cold, after a flush, residual)
+    rows = []  # (class, code-cold, after a flush, residual, aten op)
     for i, ops in enumerate(trace_steps(IN_MODEL)):
         for op, reuse in zip(ops, step_reuse(ops)):
             t = meas.get((i, op.index))
             if t is None or not op.costs or op.aclass is AtenClass.GEMM:
                 continue
             rows.append((op_class(op), reuse.code > spec.l2_bytes, reuse.after > half,
-                         t - model.cost(op, reuse)[0]))
+                         t - model.cost(op, reuse)[0], op.aten))
     cold = {}
     print("[cold_overhead_us]  # in-model fit: " + json.dumps(IN_MODEL))
     for cls in sorted({r[0] for r in rows}):
@@ -337,6 +341,10 @@ def fit_cold(spec: CPUSpec, out: Path) -> None:
             print(f"{cls} = {cold[cls] * 1e6:.1f}  # n={len(r)} code-cold ops")
     r = [x[3] - (cold.get(x[0], 0.0) if x[1] else 0.0) for x in rows if x[2]]
     print(f"flush_overhead_us = {max(0.0, float(np.median(r))) * 1e6:.1f}  # n={len(r)} ops after a flush")
+    print("[in_model_overhead_us]  # per (aten op, code state): the median residual, in place of the above")
+    for aten, state in sorted({(x[4], code_state(x[1], x[2])) for x in rows}):
+        r = [x[3] for x in rows if x[4] == aten and code_state(x[1], x[2]) == state]
+        print(f'"{aten} {state}" = {max(0.0, float(np.median(r))) * 1e6:.1f}  # n={len(r)}')
 
 
 def profiler_event_overhead() -> float:

@@ -27,6 +27,9 @@ gemm = 0.05
 [cold_overhead_us]               # per aten op whose code is cold (fitted in a model)
 reduction = 84
 ...
+[in_model_overhead_us]           # per (aten op, code state), in place of the two above (fitted in a model)
+"aten::cat cold" = 37.8
+...
 ```
 
 Per op (:class:`workloads.pytorch.tracer.TracedOp`), with ``c = min(threads, cores)`` cores:
@@ -50,9 +53,10 @@ Where the data and the code are (:class:`Reuse`, :func:`step_reuse`) decides ``m
   weights' stream evicts it before its next use), an op whose aten code last ran more than the L2's
   size of traffic ago pays ``cold_overhead[class]``, and the op after one that moved more than half
   the LLC pays ``flush_overhead`` (the dispatcher's and allocator's code and data, shared by all ops,
-  were evicted).
+  were evicted); where ``in_model_overhead`` has the op's (aten op, :func:`code_state`) figure, that
+  replaces both (the ops of a class differ: a cold ``cat`` 38 us, a cold ``copy_`` 12).
 
-What limits it: one cold overhead per class (a ``mean`` and a ``pow`` of one norm differ), the
+What limits it: one overhead per (aten op, state) whatever the op's size, the
 measurements' noise on a shared machine (the same op's in-model time moves by 20-50 % between runs),
 no model of strided inputs or of glibc's heap trimming, one thread, and the constants are this
 machine's.
@@ -105,6 +109,9 @@ class CPUSpec:
     gemm_min_ramp: float = 0.0  # floor of the GEMM ramp (MKL's GEMV-like small-m kernels)
     cold_overhead_s: dict[str, float] = field(default_factory=dict)  # extra per op when its code is cold
     flush_overhead_s: float = 0.0  # extra for the op after one that moved more than half the LLC
+    # in a step, per (aten op, code state): what the op takes beyond its hot-loop cost, in place of the
+    # class's cold and flush overheads (state: "hot", "cold", "flush" or "cold+flush"; fitted in a model)
+    in_model_overhead_s: dict[tuple[str, str], float] = field(default_factory=dict)
     source_file: str = ""
 
     def peak_flops(self, cores: int) -> float:
@@ -120,7 +127,7 @@ def list_cpus() -> list[str]:
 
 
 def parse_cpu(data: dict, *, file: str, cpu_id: str) -> CPUSpec:
-    reject_unknown(data, {"cpu", "efficiency", "overhead_us", "cold_overhead_us"}, file=file)
+    reject_unknown(data, {"cpu", "efficiency", "overhead_us", "cold_overhead_us", "in_model_overhead_us"}, file=file)
     for section in ("cpu", "efficiency", "overhead_us"):
         if not isinstance(data.get(section), dict):
             raise ConfigError("missing required table", file=file, field=f"[{section}]")
@@ -132,6 +139,19 @@ def parse_cpu(data: dict, *, file: str, cpu_id: str) -> CPUSpec:
     if not isinstance(cold, dict):
         raise ConfigError("must be a table", file=file, field="[cold_overhead_us]")
     reject_unknown(cold, _COLD_KEYS, file=file, section="cold_overhead_us")
+
+    in_model = data.get("in_model_overhead_us", {})
+    if not isinstance(in_model, dict):
+        raise ConfigError("must be a table", file=file, field="[in_model_overhead_us]")
+    in_model_s = {}
+    for key in in_model:
+        aten, _, state = str(key).rpartition(" ")
+        if not aten.startswith("aten::") or state not in CODE_STATES:
+            raise ConfigError(f"keys are '<aten op> <state>', state one of {', '.join(CODE_STATES)}, "
+                              f"e.g. 'aten::mul cold'; got {key!r}", file=file, field=f"in_model_overhead_us.{key}",
+                              value=key)
+        in_model_s[(aten, state)] = get_number(in_model, key, file=file, section="in_model_overhead_us",
+                                               allow_zero=True) * 1e-6
 
     def num(key: str, **kw):  # type: ignore[no-untyped-def]
         return get_number(c, key, file=file, section="cpu", **kw)
@@ -157,7 +177,8 @@ def parse_cpu(data: dict, *, file: str, cpu_id: str) -> CPUSpec:
         gemm_m_half=num("gemm_m_half", allow_zero=True), l2_bytes=num("l2_kib", default=0, allow_zero=True) * 1024,
         gemm_min_ramp=num("gemm_min_ramp", default=0, allow_zero=True),
         flush_overhead_s=num("flush_overhead_us", default=0, allow_zero=True) * 1e-6,
-        efficiency=efficiency, overhead_s=overhead, cold_overhead_s=cold_s, source_file=file)
+        efficiency=efficiency, overhead_s=overhead, cold_overhead_s=cold_s, in_model_overhead_s=in_model_s,
+        source_file=file)
 
 
 def load_cpu(name_or_path: str | Path) -> CPUSpec:
@@ -238,10 +259,13 @@ class CPUModel:
         ovh = c.overhead_s[cls]
         cold = 0.0
         if reuse is not None:
-            if c.l2_bytes > 0 and reuse.code > c.l2_bytes:
-                cold += c.cold_overhead_s.get(cls, 0.0)
-            if reuse.after > c.llc_bytes / 2:
-                cold += c.flush_overhead_s
+            is_cold = c.l2_bytes > 0 and reuse.code > c.l2_bytes
+            flushed = reuse.after > c.llc_bytes / 2
+            own = c.in_model_overhead_s.get((op.aten, code_state(is_cold, flushed)))
+            if own is not None:
+                cold = own
+            else:
+                cold = (c.cold_overhead_s.get(cls, 0.0) if is_cold else 0.0) + (c.flush_overhead_s if flushed else 0.0)
         eff = c.efficiency[f"{cls}_compute"]
         if isinstance(op.op, Gemm):
             m = op.op.m
@@ -284,6 +308,15 @@ class CPUModel:
     def step_costs(self, ops: Sequence[TracedOp]) -> list[float]:
         """Seconds of each op of a step run in a loop, each placed by :func:`step_reuse`."""
         return [self.cost(o, r)[0] for o, r in zip(ops, step_reuse(ops))]
+
+
+CODE_STATES = ("hot", "cold", "flush", "cold+flush")
+
+
+def code_state(cold: bool, flushed: bool) -> str:
+    """The key of ``in_model_overhead`` for an op whose code is (not) cold and that does (not) follow a
+    flush of the LLC."""
+    return CODE_STATES[int(cold) + 2 * int(flushed)]
 
 
 def op_class(op: TracedOp) -> str:

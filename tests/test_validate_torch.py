@@ -88,9 +88,10 @@ def _ops(fn):  # type: ignore[no-untyped-def]
 def test_cold_code_pays_its_class_overhead_once() -> None:
     """A step [add, copy of 2 MiB, add, add] run in a loop: the second add's code last ran before the
     2 MiB copy (more than the 512 KiB L2 ago), so it pays ``cold_overhead.elementwise`` (the copy moved
-less than half the LLC: no flush overhead); the third ran
-    just after the second and the first just after the previous step's third: both hot. The three
-    adds are equal otherwise (same shapes, inputs touched a few KiB ago)."""
+    less than half the LLC: no flush overhead); the third ran just after the second and the first just
+    after the previous step's third: both hot. The three adds are equal otherwise (same shapes, inputs
+    touched a few KiB ago). With the spec's ``in_model_overhead`` table, add's own cold and hot figures
+    apply instead."""
     import torch
 
     from hwmodels.cpu import CPUModel, load_cpu, step_reuse
@@ -109,12 +110,34 @@ less than half the LLC: no flush overhead); the third ran
     assert [o.aten for o in ops] == ["aten::add", "aten::copy_", "aten::add", "aten::add"]
     reuse = step_reuse(ops)
     assert reuse[2].code > cpu.l2_bytes >= reuse[3].code and reuse[0].code == 0
-    model = CPUModel(cpu)
-    t = [model.cost(o, r)[0] for o, r in zip(ops, reuse)]
+    from dataclasses import replace
+
+    by_class = CPUModel(replace(cpu, in_model_overhead_s={}))   # the class-wide constants only
+    t = [by_class.cost(o, r)[0] for o, r in zip(ops, reuse)]
     assert cpu.cold_overhead_s["elementwise"] > 0
     assert t[2] - t[3] == pytest.approx(cpu.cold_overhead_s["elementwise"], rel=1e-9)
     assert t[0] == pytest.approx(t[3], rel=1e-9)
-    assert model.step_costs(ops) == t
+    assert by_class.step_costs(ops) == t
+    # the spec's own (aten op, state) figures replace the class's where it has them: add cold vs hot
+    model = CPUModel(cpu)
+    own = [model.cost(o, r)[0] for o, r in zip(ops, reuse)]
+    cold, hot = cpu.in_model_overhead_s[("aten::add", "cold")], cpu.in_model_overhead_s[("aten::add", "hot")]
+    assert own[2] - own[3] == pytest.approx(cold - hot, rel=1e-9)
+    assert own[3] - t[3] == pytest.approx(hot, rel=1e-9) and own[0] == pytest.approx(own[3], rel=1e-9)
+
+
+def test_cpu_spec_in_model_keys_are_checked(tmp_path: Path) -> None:
+    from hwmodels.cpu import _specs_dir, code_state, load_cpu
+    from workloads.errors import ConfigError
+
+    assert [code_state(c, f) for f in (False, True) for c in (False, True)] == ["hot", "cold", "flush", "cold+flush"]
+    text = (_specs_dir() / "epyc-zen3-2c-kvm.toml").read_text()
+    for bad in ('"aten::add warm" = 3.0', '"add cold" = 3.0', '"aten::gelu cold" = -1.0'):
+        p = tmp_path / "bad.toml"
+        p.write_text(text.replace("[in_model_overhead_us]", "[in_model_overhead_us]\n" + bad))
+        with pytest.raises(ConfigError, match="in_model_overhead_us") as ei:
+            load_cpu(p)
+        assert "bad.toml" in str(ei.value)
 
 
 def test_weights_streamed_every_step_come_from_dram() -> None:
