@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
-from hwmodels.engine import EngineProfile, EngineStepTimeModel, launched_ops, load_engine
+from hwmodels.engine import EngineProfile, EngineStepTimeModel, launched_ops, load_engine, prefill_iterations
 from hwmodels.gpu import load_gpu
 from hwmodels.kernels import load_stack
 from hwmodels.memory import memory_breakdown
@@ -140,11 +140,8 @@ def main(argv: list[str]) -> None:
             if k[:2] not in steps:
                 steps[k[:2]] = EngineStepTimeModel(load_model(k[0]), gpu, k[1], engine=bare, stack=stack)
             s = steps[k[:2]]
-            per = min(k[3], max(1, cap // k[2]))
-            full, rest = divmod(k[3], per)
-            for count, n in ((full, per), (1, rest)):
-                if count and n:
-                    its[i].append((count, s.batch_time(((k[2], k[2]),) * n, (), k[2] * n, n), k[2] * n))
+            for count, n in prefill_iterations(k[2], k[3], cap):   # the split EngineStepTimeModel.isolated makes
+                its[i].append((count, s.batch_time(((k[2], k[2]),) * n, (), k[2] * n, n), k[2] * n))
             dec[i] = s.decode_times([k[2] + 1] * k[3], k[4] - 1).mean() if k[4] > 1 else 0.0
             nops[i] = launched_ops(s.model, k[1])
         cnt = [np.array([c for c, _, _ in its[j]], dtype=float) for j in range(len(idx))]

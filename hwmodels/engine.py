@@ -119,6 +119,19 @@ def load_engine(name: str) -> EngineProfile:
     return cat[name]
 
 
+def prefill_iterations(prompt: int, batch: int, cap: int | None) -> tuple[tuple[int, int], ...]:
+    """``(count, prompts)`` runs of the iterations that prefill ``batch`` whole prompts of ``prompt`` tokens
+    with at most ``cap`` tokens per iteration (None: one iteration), never fewer than one prompt each (no
+    chunking, as vLLM before chunked prefill): ``count`` iterations of ``prompts`` each, the full ones first,
+    then at most one with the rest. The one split :meth:`EngineStepTimeModel.isolated`, its peak power
+    (``sim.splitwise_perf``) and ``benchmarks/fit_splitwise.py`` use."""
+    if prompt < 1 or batch < 1:
+        raise ValueError(f"prefill_iterations: prompt {prompt} and batch {batch} must be >= 1")
+    per = batch if cap is None else min(batch, max(1, cap // prompt))
+    full, rest = divmod(batch, per)
+    return ((full, per), (1, rest)) if rest else ((full, per),)
+
+
 def launched_ops(model: ModelSpec, tp: int, pp: int = 1) -> int:
     """Kernel-launching ops of one iteration on one GPU (its stage's layers and the head)."""
     probe = Batch(decode=(1,))
@@ -210,7 +223,7 @@ class EngineStepTimeModel(StepTimeModel):
         return np.maximum(t, self.host_floor_s) if self.host_floor_s > 0 else t
 
     def decode_times_mapped(self, kv_lens: Sequence[int], k: int, post: Callable[[np.ndarray], np.ndarray],
-                            tables: dict[int, dict]) -> np.ndarray:
+                            tables: dict[int, Any]) -> np.ndarray:
         if self.host_floor_s <= 0:
             return super().decode_times_mapped(kv_lens, k, post, tables)
         return post(self.decode_times(kv_lens, k))
@@ -221,12 +234,9 @@ class EngineStepTimeModel(StepTimeModel):
         ``max_num_batched_tokens`` admits: the prefill ends with the last), then ``output_tokens - 1``
         decode steps (as :func:`sim.isolated.request_latency`), each with the engine's ``iteration_s``."""
         it = self.engine.iteration_s
-        cap = self.engine.max_num_batched_tokens
-        per = batch if cap is None else min(batch, max(1, cap // prompt))
-        full, rest = divmod(batch, per)
-        pre = full * (self.batch_time(((prompt, prompt),) * per, (), prompt * per, per) + it)
-        if rest:
-            pre += self.batch_time(((prompt, prompt),) * rest, (), prompt * rest, rest) + it
+        pre = 0.0
+        for count, n in prefill_iterations(prompt, batch, self.engine.max_num_batched_tokens):
+            pre += count * (self.batch_time(((prompt, prompt),) * n, (), prompt * n, n) + it)
         k = output_tokens - 1
         dec = float(self.decode_times([prompt + 1] * batch, k).mean()) + it if k > 0 else 0.0
         return pre, dec

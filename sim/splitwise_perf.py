@@ -1,11 +1,12 @@
 """Score the isolated-batch model against SplitwiseSim's measured ``perf_model.csv``.
 
 Each distinct (model, TP, prompt, batch, output) of the file is simulated once, alone on an instance of
-``tp`` GPUs (:meth:`hwmodels.engine.EngineStepTimeModel.isolated`: one iteration prefilling the batch,
-then ``output - 1`` decode steps), and compared with every measured repeat: ``prompt_time`` with the
-prefill iteration, ``token_time`` with the mean decode step. A row whose batch does not fit the KV cache
-the memory model leaves (vLLM's start-up profile, :func:`hwmodels.memory.memory_breakdown`) is skipped
-and counted, not scored.
+``tp`` GPUs (:meth:`hwmodels.engine.EngineStepTimeModel.isolated`: iterations prefilling the batch, whole
+prompts, at most the engine's ``max_num_batched_tokens`` each, then ``output - 1`` decode steps), and compared
+with every measured repeat: ``prompt_time`` with the prefill iterations together, ``token_time`` with the mean
+decode step. A row whose batch does not fit the KV cache the memory model leaves (vLLM's start-up profile,
+:func:`hwmodels.memory.memory_breakdown`, here over the whole batch's tokens) is skipped and counted, not
+scored.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hwmodels.engine import EngineProfile, EngineStepTimeModel, load_engine
+from hwmodels.engine import EngineProfile, EngineStepTimeModel, load_engine, prefill_iterations
 from hwmodels.gpu import GPUSpec
 from hwmodels.memory import memory_breakdown
 from workloads.accuracy import ErrorStats
@@ -61,12 +62,14 @@ class SplitwiseValidation:
 
 
 def peak_power_w(step: EngineStepTimeModel, prompt: int, batch: int, output: int) -> float:
-    """Predicted peak board power of one GPU over the request (W): the prefill iteration's kernels at their
-    sustained clock, or a decode step (mid-way KV lengths) with its host time, whichever draws more; 0 where
-    the engine has no power limit."""
+    """Predicted peak board power of one GPU over the request (W): a prefill iteration's kernels at their
+    sustained clock (the largest of the iterations ``isolated`` runs, under the engine's
+    ``max_num_batched_tokens``), or a decode step (mid-way KV lengths) with its host time, whichever draws
+    more; 0 where the engine has no power limit."""
     if step.engine.power_limit is None:
         return 0.0
-    pre = step.sustained(((prompt, prompt),) * batch, (), prompt * batch, batch).power_w
+    n = prefill_iterations(prompt, batch, step.engine.max_num_batched_tokens)[0][1]
+    pre = step.sustained(((prompt, prompt),) * n, (), prompt * n, n).power_w
     return max(pre, step.decode_power_w([prompt + max(1, output // 2)] * batch))
 
 

@@ -108,6 +108,46 @@ def test_isolated_prefill_iterations_and_quadratic_host_term() -> None:
     assert dec2 == dec1 == s0.isolated(512, 5, 8)[1]   # decode steps carry no prefill tokens
 
 
+@pytest.mark.parametrize(("prompt", "batch", "cap", "want"), [
+    (512, 5, None, ((1, 5),)),            # no cap: one iteration
+    (512, 5, 1024, ((2, 2), (1, 1))),     # 1024 // 512 = 2 per iteration: 2 + 2 + 1
+    (512, 4, 1024, ((2, 2),)),            # an exact multiple: no partial iteration
+    (512, 3, 8192, ((1, 3),)),            # the cap above the batch: one iteration
+    (8192, 4, 8192, ((4, 1),)),           # one prompt per iteration at the cap
+    (9000, 2, 8192, ((2, 1),)),           # a prompt over the cap still runs whole, alone
+])
+def test_prefill_iterations(prompt: int, batch: int, cap: int | None, want: tuple) -> None:
+    from hwmodels.engine import prefill_iterations
+
+    got = prefill_iterations(prompt, batch, cap)
+    assert got == want
+    assert sum(c * n for c, n in got) == batch
+
+
+def test_prefill_iterations_rejects_empty() -> None:
+    from hwmodels.engine import prefill_iterations
+
+    for prompt, batch in ((0, 4), (512, 0)):
+        with pytest.raises(ValueError, match="must be >= 1"):
+            prefill_iterations(prompt, batch, 8192)
+
+
+def test_peak_power_takes_the_capped_iteration() -> None:
+    """``peak_power_w`` prices the prefill iteration ``isolated`` runs: under a 256-token cap a batch of
+    8 x 128 tokens draws what 2 x 128 draws, not what one 1,024-token iteration would. The limit (2 x TDP)
+    is one the kernels never reach, so the draw follows the iteration's shape (at 1.0 x TDP both sit on it)."""
+    from hwmodels.engine import EngineStepTimeModel
+    from sim.splitwise_perf import peak_power_w
+
+    m, g = load_model("llama-2-7b"), load_gpu("a100-sxm-80gb")
+    step = EngineStepTimeModel(m, g, 1, engine=EngineProfile("t", "vllm", 0.0, 1e-3, power_limit=2.0,
+                                                             max_num_batched_tokens=256))
+    two = step.sustained(((128, 128),) * 2, (), 256, 2).power_w
+    eight = step.sustained(((128, 128),) * 8, (), 1024, 8).power_w
+    assert two != eight and two > step.decode_power_w([129] * 8)
+    assert peak_power_w(step, 128, 8, 2) == two
+
+
 def test_engine_keys_are_checked(tmp_path: Path) -> None:
     from hwmodels.engine import parse_engines
 

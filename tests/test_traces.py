@@ -279,6 +279,16 @@ def test_azure_csv_unsorted_rows_are_sorted(tmp_path: Path) -> None:
     assert read_azure_csv(p) == [Request(0, 0.0, 10, 5), Request(1, 0.5, 20, 6), Request(2, 1.5, 30, 7)]
 
 
+def test_azure_csv_column_pass_equals_row_by_row_pass(tmp_path: Path) -> None:
+    """A well-formed file is converted a column at a time (``_azure_columns``); one blank line sends the same
+    rows through the row-by-row pass instead: both give the same requests (unsorted rows, padded counts)."""
+    rows = "7,2023-11-16 18:00:02.5, 30\n5,2023-11-16 18:00:01.0,10\n6 ,2023-11-16 18:00:01.5,20\n"
+    head = "GeneratedTokens,TIMESTAMP,ContextTokens\n"
+    fast = read_azure_csv(_write(tmp_path, "a.csv", head + rows))
+    slow = read_azure_csv(_write(tmp_path, "b.csv", head + "\n" + rows))
+    assert fast == slow == [Request(0, 0.0, 10, 5), Request(1, 0.5, 20, 6), Request(2, 1.5, 30, 7)]
+
+
 def test_missing_file_is_a_workload_error(tmp_path: Path) -> None:
     with pytest.raises(WorkloadError, match="not found"):
         read_azure_csv(tmp_path / "nope.csv")

@@ -126,7 +126,7 @@ def read_azure_csv(path: str | Path) -> list[Request]:
 
 def _azure_columns(rows: list[list[str]], i_ts: int, i_ctx: int, i_gen: int
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(seconds since the first timestamp, prompt tokens, output tokens) of well-formed ``rows``, each
+    """(seconds since the earliest timestamp, prompt tokens, output tokens) of well-formed ``rows``, each
     column converted in one call (``int`` on each count, as ``_token_count``; one vectorised datetime
     parse); None when any row is short or blank, or any value bad (the row-by-row pass then skips or
     reports it)."""
@@ -145,7 +145,7 @@ def _azure_columns(rows: list[list[str]], i_ts: int, i_ctx: int, i_gen: int
 
 
 def _parse_timestamps(stamps: list[str], lines: list[int], *, file: str) -> np.ndarray:
-    """Datetime strings -> seconds (float64) since the first one."""
+    """Datetime strings -> seconds (float64) since the earliest one."""
     try:
         t = np.array(stamps, dtype="datetime64[ns]")
     except ValueError:
