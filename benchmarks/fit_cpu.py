@@ -323,15 +323,13 @@ def fit_cold(spec: CPUSpec, out: Path) -> None:
     lines = [ln for ln in open(out / "inmodel_ops.csv") if not ln.startswith("#")]
     meas = {(int(r["step"]), int(r["op_index"])): float(r["measured_s"]) for r in csv.DictReader(lines)}
     model = CPUModel(replace(spec, cold_overhead_s={}, flush_overhead_s=0.0, in_model_overhead_s={}))
-    half = spec.llc_bytes / 2
     rows = []  # (class, code-cold, after a flush, residual, aten op)
     for i, ops in enumerate(trace_steps(IN_MODEL)):
         for op, reuse in zip(ops, step_reuse(ops)):
             t = meas.get((i, op.index))
             if t is None or not op.costs or op.aclass is AtenClass.GEMM:
                 continue
-            rows.append((op_class(op), reuse.code > spec.l2_bytes, reuse.after > half,
-                         t - model.cost(op, reuse)[0], op.aten))
+            rows.append((op_class(op), *spec.code_flags(reuse), t - model.cost(op, reuse)[0], op.aten))
     cold = {}
     print("[cold_overhead_us]  # in-model fit: " + json.dumps(IN_MODEL))
     for cls in sorted({r[0] for r in rows}):

@@ -117,6 +117,11 @@ class CPUSpec:
     def peak_flops(self, cores: int) -> float:
         return cores * self.fma_units_per_core * (self.simd_width_bits / 32) * 2.0 * self.clock_hz
 
+    def code_flags(self, reuse: Reuse) -> tuple[bool, bool]:
+        """(code cold, after a flush) of an op placed by ``reuse``: its aten code last ran more than the L2's
+        size of traffic ago; the op before it moved more than half the LLC."""
+        return self.l2_bytes > 0 and reuse.code > self.l2_bytes, reuse.after > self.llc_bytes / 2
+
 
 def _specs_dir() -> Path:
     return Path(str(resources.files("hwmodels") / "specs" / "cpu"))
@@ -259,8 +264,7 @@ class CPUModel:
         ovh = c.overhead_s[cls]
         cold = 0.0
         if reuse is not None:
-            is_cold = c.l2_bytes > 0 and reuse.code > c.l2_bytes
-            flushed = reuse.after > c.llc_bytes / 2
+            is_cold, flushed = c.code_flags(reuse)
             own = c.in_model_overhead_s.get((op.aten, code_state(is_cold, flushed)))
             if own is not None:
                 cold = own
