@@ -97,8 +97,8 @@ def parse_engines(data: dict[str, Any], *, file: str) -> dict[str, EngineProfile
             power_limit=None if limit is None else float(limit),
             prefill_host_s_per_token_sq=float(get_number(t, "prefill_host_ns_per_token_sq", file=file, section=eid,
                                                          allow_zero=True, default=0.0)) * 1e-9,
-            max_num_batched_tokens=cap if (cap := get_number(t, "max_num_batched_tokens", file=file, section=eid,
-                                                             integer=True, default=None)) is None else int(cap))
+            max_num_batched_tokens=get_number(t, "max_num_batched_tokens", file=file, section=eid, integer=True,
+                                              default=None))
     return out
 
 
