@@ -192,15 +192,23 @@ CUDA_RUNS = (("h200/validate_torch_llama-3.2-1b", "h200-sxm-141gb", "fitted (tor
              ("h100/validate_torch_llama-3.2-1b", "h100-sxm-80gb", "held out"),
              ("h100/validate_torch_llama-3.2-3b", "h100-sxm-80gb", "held out (new model)"),
              ("h100/validate_torch_qwen3-8b", "h100-sxm-80gb", "held out (new model)"),
-             ("h100/validate_torch_llama-3.1-8b-b16p1024", "h100-sxm-80gb", "held out (new shape)"))
+             ("h100/validate_torch_llama-3.1-8b-b16p1024", "h100-sxm-80gb", "held out (new shape)"),
+             # a fourth lease (session 6): the same configurations again, each in its own process, with the host probe
+             ("h100/validate_torch_llama-3.2-1b-lease4", "h100-sxm-80gb", "held out"),
+             ("h100/validate_torch_llama-3.1-8b-lease4", "h100-sxm-80gb", "held out"),
+             ("h100/validate_torch_llama-3.1-8b-lease4b", "h100-sxm-80gb", "held out"),
+             ("h100/validate_torch_llama-3.2-3b-lease4", "h100-sxm-80gb", "held out (new model)"),
+             ("h100/validate_torch_qwen3-8b-lease4", "h100-sxm-80gb", "held out (new model)"))
 
 
 def cuda_torch() -> list[Row]:
     """The committed CUDA ``validate torch`` runs, re-simulated from their CSVs (no GPU, no torch)."""
     from hwmodels.validate_torch import CudaStepCost, validate_steps
+    from workloads.accuracy import grouped
     from workloads.measured_xpusim import read_validate_torch
 
     out = []
+    pooled: list[tuple[str, float, float]] = []   # every held-out H100 run's steps: (phase, simulated, measured)
     for rel, hw, role in CUDA_RUNS:
         src = f"validation/measured/{rel}"
         d = ROOT / "validation" / "measured" / rel
@@ -208,12 +216,20 @@ def cuda_torch() -> list[Row]:
             out.append(row(src, hw, "validate torch (cuda)", "-", note="run not found"))
             continue
         res = validate_steps(read_validate_torch(d).steps, CudaStepCost(load_gpu(hw)))
+        if hw == "h100-sxm-80gb":
+            pooled += [(r["phase"], r["simulated_s"], r["measured_s"]) for r in res.step_rows]
         out.append(row(src, hw, "validate torch (cuda, torch-step): per-op device times (all ops)", role,
                        res.overall.n, res.overall.wape, res.overall.mape))
         for k, s in res.per_kind.items():
             out.append(row(src, hw, f"per-op device times: {k}", role, s.n, s.wape, s.mape))
         for k, s in res.steps.items():
             out.append(row(src, hw, f"whole {k} steps (host + GPU co-executed)", role, s.n, s.wape, s.mape))
+    if pooled:
+        runs = sum(1 for _, hw, _ in CUDA_RUNS if hw == "h100-sxm-80gb")
+        for k, s in grouped(pooled)[1].items():
+            out.append(row("validation/measured/h100/validate_torch_* (pooled)", "h100-sxm-80gb",
+                           f"whole {k} steps of all {runs} runs (host + GPU co-executed)", "held out",
+                           s.n, s.wape, s.mape))
     return out
 
 

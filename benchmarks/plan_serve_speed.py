@@ -27,8 +27,14 @@ Figures (one JSON line each; medians of ``REPEATS`` runs):
   the prefill count found; a colocated choice's count bisected), and the whole grid's time is the measured mean
   per type choice times the number of type choices (81 split + 9 colocated; 1,026 simulations at 64 per pool):
   extrapolated from measured samples, not run whole (~1 hour per trace here).
+* ``plan_serve_vs_sim_grid_full`` (``--sim-grid-full FILE``): the same simulation-checked grid run whole, every
+  one of the 90 type choices (decode pools and colocated pools start at twice the capacity model's count, 64
+  where the capacity model has none), one JSON line per choice appended to FILE as it finishes (a rerun skips
+  the choices FILE holds), then the planner once more and one summary line: the grid's summed wall and CPU
+  seconds against the planner's, the cheapest plan the grid found against the planner's. CPU seconds
+  (``time.process_time``) are the fair clock on a shared machine: other users' jobs lengthen wall time only.
 
-    python benchmarks/plan_serve_speed.py [--ilp-only]
+    python benchmarks/plan_serve_speed.py [--ilp-only] [--sim-grid-full FILE [--trace T]]
 """
 
 from __future__ import annotations
@@ -73,6 +79,83 @@ def sim_grid_choice(model: Any, pools: list[tuple[str, Any]], workload: Any, slo
     return sims, counts if ok(counts) else None
 
 
+def sim_grid_full(trace: str, path: str) -> None:
+    """Run every type choice of the simulation-checked grid for ``trace`` (module docstring), resumably."""
+    import math
+    import os
+
+    from hwmodels.machines import load_machine
+    from planners.capacity import DEFAULT_SERVE, Mix, capacities
+    from planners.serve import Objective, plan_serve, slo_limits
+    from sim.split_metrics import parse_slo
+    from workloads.catalog import load_model
+    from workloads.traces import load_workload
+
+    model = load_model("llama-2-70b")
+    slo = parse_slo("splitwise")
+    machines = [load_machine(m) for m in ("dgx-a100", "dgx-h100", "dgx-h100-pcap")]
+
+    def wl(r: float) -> Any:
+        return load_workload(trace, rate=r, duration_s=DURATION_S, seed=0)
+
+    mix = Mix.of(wl(RATE))
+    own_k, tbt_limit, _ = slo_limits(model, mix, slo, DEFAULT_SERVE, None)
+    caps = capacities(model, machines, (2, 4, 8), mix, tbt_slowdown=own_k, tbt_limit_s=tbt_limit)
+    headroom = 1.2
+
+    def start(need: float, per_machine: float) -> int:
+        return 64 if per_machine <= 0 else min(64, 2 * max(1, math.ceil(need / per_machine)))
+
+    choices: list[tuple[str, list[tuple[str, Any]], dict[str, int]]] = []
+    for p in caps:
+        for d in caps:
+            st = {"prefill": start(headroom * RATE * mix.mean_prompt, p.prefill_tokens_s),
+                  "decode": start(headroom * RATE * mix.mean_decode, d.decode_tokens_s)}
+            choices.append((f"split {p.key} | {d.key}", [("prefill", p), ("decode", d)], st))
+    for c in caps:
+        choices.append((f"colocated {c.key}", [("colocated", c)],
+                        {"colocated": start(headroom * RATE, c.colocated_rps)}))
+    done: dict[str, dict[str, Any]] = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                rec = json.loads(line)
+                if rec.get("figure") == "sim_grid_choice" and rec.get("trace") == trace:
+                    done[rec["choice"]] = rec
+    for label, pools, st in choices:
+        if label in done:
+            continue
+        w0, c0 = time.perf_counter(), time.process_time()
+        n_s, counts = sim_grid_choice(model, pools, wl, slo, 64, st)
+        objective = None if counts is None else sum(cap.objective(Objective.COST.value) * counts[role]
+                                                    for role, cap in pools)
+        rec = {"figure": "sim_grid_choice", "trace": trace, "choice": label, "start": st, "simulations": n_s,
+               "counts": counts, "cost_per_hour": objective, "wall_s": round(time.perf_counter() - w0, 2),
+               "cpu_s": round(time.process_time() - c0, 2)}
+        with open(path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        done[label] = rec
+    w0, c0 = time.perf_counter(), time.process_time()
+    plan = plan_serve(model, wl, machines, rate=RATE, slo=slo, objective=Objective.COST, max_count=64)
+    planner_wall, planner_cpu = time.perf_counter() - w0, time.process_time() - c0
+    recs = [done[label] for label, _, _ in choices]
+    ok = [r for r in recs if r["cost_per_hour"] is not None]
+    best = min(ok, key=lambda r: r["cost_per_hour"]) if ok else None
+    grid_wall, grid_cpu = sum(r["wall_s"] for r in recs), sum(r["cpu_s"] for r in recs)
+    print(json.dumps({"figure": "plan_serve_vs_sim_grid_full", "trace": trace, "rate_rps": RATE,
+                      "duration_s": DURATION_S, "max_count": 64, "sim_grid_types": len(recs),
+                      "sim_grid_simulations": sum(r["simulations"] for r in recs),
+                      "sim_grid_wall_s": round(grid_wall, 1), "sim_grid_cpu_s": round(grid_cpu, 1),
+                      "planner_wall_s": round(planner_wall, 2), "planner_cpu_s": round(planner_cpu, 2),
+                      "speedup_cpu": round(grid_cpu / planner_cpu, 1),
+                      "speedup_wall": round(grid_wall / planner_wall, 1),
+                      "sim_grid_best": None if best is None else {k: best[k] for k in ("choice", "counts",
+                                                                                        "cost_per_hour")},
+                      "planner_chosen": None if plan.chosen is None else plan.chosen.candidate.label(),
+                      "planner_cost_per_hour": None if plan.chosen is None
+                      else plan.chosen.candidate.cost_per_hour}), flush=True)
+
+
 def grid_numpy(caps: Sequence[Any], mix: Any, rate: float, objective: Any, k: int, max_count: int,
                headroom: float = 1.2) -> list[float]:
     """The K best objective values over every type choice x count (as planners.serve.grid), vectorised."""
@@ -99,7 +182,15 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(description="speed of the serving planner against exhaustive grids")
     ap.add_argument("--ilp-only", action="store_true", help="only the ILP figures (seconds), not the end-to-end one")
+    ap.add_argument("--sim-grid-full", metavar="FILE", help="run the whole simulation-checked grid (hours), "
+                    "appending a JSON line per type choice to FILE, then the summary line")
+    ap.add_argument("--trace", choices=("azure-conv", "azure-code"), action="append",
+                    help="with --sim-grid-full: only this trace (repeatable; default both)")
     args = ap.parse_args(argv)
+    if args.sim_grid_full:
+        for trace in args.trace or ("azure-conv", "azure-code"):
+            sim_grid_full(trace, args.sim_grid_full)
+        return
     import planners.serve as serve_mod
     from hwmodels.machines import load_machine
     from planners.capacity import DEFAULT_SERVE, Mix, capacities

@@ -177,3 +177,15 @@ def test_cpu_spec_rejects_unknown_cold_key(tmp_path: Path) -> None:
                  else text.replace("[cold_overhead_us]", "[cold_overhead_us]\nmatmul = 3.0"))
     with pytest.raises(ConfigError, match="matmul"):
         load_cpu(p)
+
+
+def test_host_probe_orders_a_view_below_a_launching_op() -> None:
+    """The host probe (workloads.pytorch.measure.host_probe, recorded in every CUDA run's provenance) times eager
+    dispatch per call: a view (no kernel, no allocation) must cost the host less than ``x + 1`` (allocation and
+    kernel), and every figure is a positive number of microseconds below a millisecond."""
+    from workloads.pytorch.measure import PROBE_OPS, host_probe
+
+    got = host_probe("cpu", calls=300, repeats=3)
+    assert set(got) == {f"host_probe_{op}_us" for op in PROBE_OPS}
+    assert all(0 < v < 1000 for v in got.values())
+    assert got["host_probe_view_us"] < got["host_probe_add_us"]

@@ -99,3 +99,48 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+PROBE_OPS = ("add", "linear", "view")
+
+
+def host_probe(device: str, calls: int = 2000, repeats: int = 5) -> dict[str, float]:
+    """Host seconds per call of eager PyTorch's dispatch on this process, this machine, now: ``calls`` calls of
+    a kernel-launching elementwise op (``x + 1``: Python, dispatcher, allocator, launch), a cuBLAS call
+    (``F.linear`` on a 16 x 16 weight) and a view (``x.view``), on a 16-element tensor whose kernels take the
+    device less than the host takes to issue them, so the loop's synchronised wall time is the host's.
+    Median of ``repeats`` loops per op; keys ``host_probe_<op>_us`` (microseconds), for a run's provenance.
+
+    The eager decode step of a small batch is as long as its host's issue time (``hwmodels/host.py``), and
+    that time differs by +-8 % between leases of the same machine type (validation/measured/h100/README.md):
+    a probe taken beside the steps records how fast this host issued ops when they were measured."""
+    import statistics
+    import time
+
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.zeros(16, device=device)
+    w = torch.zeros(16, 16, device=device)
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    bodies = {"add": lambda: x + 1, "linear": lambda: F.linear(x, w), "view": lambda: x.view(4, 4)}
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        for name in PROBE_OPS:
+            body = bodies[name]
+            for _ in range(min(calls, 200)):   # warm-up: allocator blocks, cuBLAS handle, code in cache
+                body()
+            per: list[float] = []
+            for _ in range(repeats):
+                sync()
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    body()
+                sync()
+                per.append((time.perf_counter() - t0) / calls)
+            out[f"host_probe_{name}_us"] = round(statistics.median(per) * 1e6, 3)
+    return out
