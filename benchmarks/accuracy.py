@@ -233,6 +233,34 @@ def cuda_torch() -> list[Row]:
     return out
 
 
+# pairs of committed runs of one configuration (validation/measured/h100/): another lease, or another process of
+# the same lease (lease4 / lease4b)
+NOISE_PAIRS = (("llama-3.1-8b", "llama-3.1-8b-lease2"), ("llama-3.1-8b", "llama-3.1-8b-lease3"),
+               ("llama-3.1-8b-lease3", "llama-3.1-8b-lease4"), ("llama-3.1-8b-lease4", "llama-3.1-8b-lease4b"),
+               ("llama-3.2-1b", "llama-3.2-1b-lease4"), ("llama-3.2-3b", "llama-3.2-3b-lease4"),
+               ("qwen3-8b", "qwen3-8b-lease4"))
+
+
+def cuda_run_noise() -> list[Row]:
+    """Measured against measured: run B of a configuration scored against run A as if B were a simulation
+    (benchmarks/torch_run_noise.py): the floor a model of these runs is scored against."""
+    from torch_run_noise import run_noise
+
+    out = []
+    for a, b in NOISE_PAIRS:
+        da, db = (ROOT / "validation" / "measured" / "h100" / f"validate_torch_{x}" for x in (a, b))
+        if not (da.is_dir() and db.is_dir()):
+            continue
+        for rec in run_noise(da, db):
+            what = str(rec["compared"])
+            if what.startswith("step") or what in ("all ops", "op kind gemm", "op kind attn_decode",
+                                                   "op kind attn_prefill"):
+                out.append(row(f"validation/measured/h100/validate_torch_{b} against _{a}", "h100-sxm-80gb",
+                               f"run-to-run (measured vs measured): {what}", "noise floor", int(rec["n"]),
+                               float(rec["wape"]), float(rec["mape"])))
+    return out
+
+
 CPU_MODEL = "llama-3.2-1b"
 
 
@@ -300,7 +328,8 @@ def _write_atomic(path: Path, text: str) -> None:
 def collect(data: Path, cpu: bool = False) -> list[Row]:
     sections: list[tuple[str, Callable[[], list[Row]]]] = [
         ("shared kernel files", lambda: shared_ops(data)), ("xpusim GPU measurements", lambda: kit_ops(data)),
-        ("cuda torch", cuda_torch), ("serving", lambda: serving(data)), ("collectives", lambda: collectives(data)),
+        ("cuda torch", cuda_torch), ("cuda run-to-run noise", cuda_run_noise), ("serving", lambda: serving(data)),
+        ("collectives", lambda: collectives(data)),
         ("splitwise", lambda: splitwise(data)), ("training", training)]
     if cpu:
         sections.append(("cpu torch", cpu_torch))

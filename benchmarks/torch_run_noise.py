@@ -1,0 +1,58 @@
+"""How far two measured runs of the same ``xpusim validate torch`` configuration are from each other: the noise
+floor a model of that machine is scored against.
+
+Reads two ``validate torch --out DIR`` folders of the same configuration (same model, shapes and device: their
+traces, hence ``ops.csv``'s (phase, step, op_index, aten) rows, are identical; checked) and scores run B's
+measured times against run A's as if B were a simulation, per op kind and per whole step, with the same
+``n / wape / mape`` figures ``validate torch`` prints (:func:`workloads.accuracy.grouped`). A model that predicts
+run A exactly is scored about this far from run B, so a per-kind target below these figures is below what the
+machine repeats. One JSON line per figure:
+
+    python benchmarks/torch_run_noise.py DIR_A DIR_B
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def run_noise(a: Path, b: Path) -> list[dict[str, Any]]:
+    from workloads.accuracy import grouped
+
+    ops_a, ops_b = _rows(a / "ops.csv"), _rows(b / "ops.csv")
+    key = ("phase", "step", "op_index", "aten")
+    if [tuple(r[k] for k in key) for r in ops_a] != [tuple(r[k] for k in key) for r in ops_b]:
+        raise SystemExit(f"{a} and {b} do not hold the same traced ops (not the same configuration)")
+    pairs = [(ra["kind"], float(rb["measured_s"]), float(ra["measured_s"])) for ra, rb in zip(ops_a, ops_b)
+             if ra["measured_s"] and rb["measured_s"] and float(ra["measured_s"]) > 0]
+    overall, per_kind = grouped(pairs)
+    steps_a, steps_b = _rows(a / "steps.csv"), _rows(b / "steps.csv")
+    _, per_step = grouped((sa["phase"], float(sb["measured_s"]), float(sa["measured_s"]))
+                          for sa, sb in zip(steps_a, steps_b))
+    out: list[dict[str, Any]] = [{"figure": "run_noise", "compared": "all ops", **overall.to_dict()}]
+    out += [{"figure": "run_noise", "compared": f"op kind {k}", **s.to_dict()} for k, s in sorted(per_kind.items())]
+    out += [{"figure": "run_noise", "compared": f"step {k}", **s.to_dict()} for k, s in sorted(per_step.items())]
+    for rec in out:
+        rec.update({"run_a": str(a), "run_b": str(b)})
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        raise SystemExit(__doc__)
+    for rec in run_noise(Path(args[0]), Path(args[1])):
+        print(json.dumps(rec))
+
+
+if __name__ == "__main__":
+    main()
