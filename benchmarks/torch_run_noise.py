@@ -6,9 +6,10 @@ traces, hence ``ops.csv``'s (phase, step, op_index, aten) rows, are identical; c
 measured times against run A's as if B were a simulation, per op kind and per whole step, with the same
 ``n / wape / mape`` figures ``validate torch`` prints (:func:`workloads.accuracy.grouped`). A model that predicts
 run A exactly is scored about this far from run B, so a per-kind target below these figures is below what the
-machine repeats. One JSON line per figure:
+machine repeats. One JSON line per figure; without arguments, for every pair of committed H100 runs of one
+configuration (``benchmarks/accuracy.py``'s ``NOISE_PAIRS``):
 
-    python benchmarks/torch_run_noise.py DIR_A DIR_B
+    python benchmarks/torch_run_noise.py [DIR_A DIR_B]
 """
 
 from __future__ import annotations
@@ -48,10 +49,18 @@ def run_noise(a: Path, b: Path) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
+    if len(args) == 2:
+        pairs = [(Path(args[0]), Path(args[1]))]
+    elif not args:
+        from accuracy import NOISE_PAIRS, ROOT
+
+        h100 = ROOT / "validation" / "measured" / "h100"
+        pairs = [(h100 / f"validate_torch_{a}", h100 / f"validate_torch_{b}") for a, b in NOISE_PAIRS]
+    else:
         raise SystemExit(__doc__)
-    for rec in run_noise(Path(args[0]), Path(args[1])):
-        print(json.dumps(rec))
+    for a, b in pairs:
+        for rec in run_noise(a, b):
+            print(json.dumps(rec))
 
 
 if __name__ == "__main__":
