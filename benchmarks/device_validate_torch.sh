@@ -4,6 +4,8 @@
 # machine with the wheels of simpy, pulp and highspy in .whl/ (the device has torch, numpy, scipy):
 #   bash benchmarks/device_validate_torch.sh OUT_DIR [SECONDS_BUDGET]
 # Writes OUT_DIR/<run>/ (ops.csv, steps.csv), OUT_DIR/<run>.json (what --json printed) and OUT_DIR/log.txt.
+# The device tool returns a limited number of files: give an OUT_DIR outside $OUT and tar it into $OUT, e.g.
+#   bash benchmarks/device_validate_torch.sh /tmp/lease 420; tar czf $OUT/lease.tgz -C /tmp/lease .
 # A run starts only while the budget has room for one more (~100 s each); the later runs are the optional ones.
 set -u
 OUT=${1:?usage: device_validate_torch.sh OUT_DIR [SECONDS_BUDGET]}

@@ -43,6 +43,7 @@ import json
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 REPEATS = 3
@@ -79,14 +80,31 @@ def sim_grid_choice(model: Any, pools: list[tuple[str, Any]], workload: Any, slo
     return sims, counts if ok(counts) else None
 
 
-def sim_grid_full(trace: str, path: str) -> None:
-    """Run every type choice of the simulation-checked grid for ``trace`` (module docstring), resumably."""
-    import math
-    import os
+@dataclass
+class Problem:
+    """The Splitwise-sized problem of one trace (module docstring): what every figure here plans on."""
 
+    trace: str
+    model: Any
+    slo: Any
+    machines: list[Any]
+    mix: Any
+    caps: list[Any]
+    capacities_s: float          # seconds to derive the mix, the SLO limits and the capacities
+
+    def workload(self, rate: float) -> Any:
+        """``DURATION_S`` seconds of the trace's arrivals at ``rate`` (seed 0), as the planner simulates them."""
+        from workloads.traces import load_workload
+
+        return load_workload(self.trace, rate=rate, duration_s=DURATION_S, seed=0)
+
+
+def splitwise_problem(trace: str) -> Problem:
+    """Llama-2-70B on DGX-A100 / DGX-H100 / capped DGX-H100 at TP 2, 4, 8, Splitwise's SLOs (slowdowns against
+    one DGX-A100 at TP8, as ``plan serve`` by default), the mix of ``trace`` at ``RATE``."""
     from hwmodels.machines import load_machine
     from planners.capacity import DEFAULT_SERVE, Mix, capacities
-    from planners.serve import Objective, plan_serve, slo_limits
+    from planners.serve import slo_limits
     from sim.split_metrics import parse_slo
     from workloads.catalog import load_model
     from workloads.traces import load_workload
@@ -94,13 +112,23 @@ def sim_grid_full(trace: str, path: str) -> None:
     model = load_model("llama-2-70b")
     slo = parse_slo("splitwise")
     machines = [load_machine(m) for m in ("dgx-a100", "dgx-h100", "dgx-h100-pcap")]
-
-    def wl(r: float) -> Any:
-        return load_workload(trace, rate=r, duration_s=DURATION_S, seed=0)
-
-    mix = Mix.of(wl(RATE))
+    reqs = load_workload(trace, rate=RATE, duration_s=DURATION_S, seed=0)
+    t0 = time.perf_counter()
+    mix = Mix.of(reqs)
     own_k, tbt_limit, _ = slo_limits(model, mix, slo, DEFAULT_SERVE, None)
     caps = capacities(model, machines, (2, 4, 8), mix, tbt_slowdown=own_k, tbt_limit_s=tbt_limit)
+    return Problem(trace, model, slo, machines, mix, caps, time.perf_counter() - t0)
+
+
+def sim_grid_full(trace: str, path: str) -> None:
+    """Run every type choice of the simulation-checked grid for ``trace`` (module docstring), resumably."""
+    import math
+    import os
+
+    from planners.serve import Objective, plan_serve
+
+    pb = splitwise_problem(trace)
+    model, slo, mix, caps, wl = pb.model, pb.slo, pb.mix, pb.caps, pb.workload
     headroom = 1.2
 
     def start(need: float, per_machine: float) -> int:
@@ -136,7 +164,7 @@ def sim_grid_full(trace: str, path: str) -> None:
             f.write(json.dumps(rec) + "\n")
         done[label] = rec
     w0, c0 = time.perf_counter(), time.process_time()
-    plan = plan_serve(model, wl, machines, rate=RATE, slo=slo, objective=Objective.COST, max_count=64)
+    plan = plan_serve(model, wl, pb.machines, rate=RATE, slo=slo, objective=Objective.COST, max_count=64)
     planner_wall, planner_cpu = time.perf_counter() - w0, time.process_time() - c0
     recs = [done[label] for label, _, _ in choices]
     ok = [r for r in recs if r["cost_per_hour"] is not None]
@@ -192,23 +220,12 @@ def main(argv: list[str] | None = None) -> None:
             sim_grid_full(trace, args.sim_grid_full)
         return
     import planners.serve as serve_mod
-    from hwmodels.machines import load_machine
-    from planners.capacity import DEFAULT_SERVE, Mix, capacities
-    from planners.serve import Objective, _ilp, grid, plan_serve, slo_limits, solve
-    from sim.split_metrics import parse_slo
-    from workloads.catalog import load_model
-    from workloads.traces import load_workload
+    from planners.serve import Objective, _ilp, grid, plan_serve, solve
 
-    model = load_model("llama-2-70b")
-    SPLITWISE_SLO = parse_slo("splitwise")     # slowdowns against one DGX-A100 at TP8, as plan serve by default
-    machines = [load_machine(m) for m in ("dgx-a100", "dgx-h100", "dgx-h100-pcap")]
     for trace in ("azure-conv", "azure-code"):
-        reqs = load_workload(trace, rate=RATE, duration_s=DURATION_S, seed=0)
-        t0 = time.perf_counter()
-        mix = Mix.of(reqs)
-        own_k, tbt_limit, _ = slo_limits(model, mix, SPLITWISE_SLO, DEFAULT_SERVE, None)
-        caps = capacities(model, machines, (2, 4, 8), mix, tbt_slowdown=own_k, tbt_limit_s=tbt_limit)
-        caps_s = time.perf_counter() - t0
+        pb = splitwise_problem(trace)
+        model, SPLITWISE_SLO, machines, mix, caps, caps_s = (pb.model, pb.slo, pb.machines, pb.mix, pb.caps,
+                                                             pb.capacities_s)
         solve(caps, mix, RATE, k=1)     # warm: solver start-up once per process
         for objective in Objective:
             for max_count in (64, 128, 256):
@@ -260,8 +277,7 @@ def main(argv: list[str] | None = None) -> None:
             _log.append(time.perf_counter() - t1)
             return out
 
-        def wl(r: float, tr: str = trace) -> Any:
-            return load_workload(tr, rate=r, duration_s=DURATION_S, seed=0)
+        wl = pb.workload
 
         serve_mod.simulate_candidate = timed_sim       # count and time the planner's own simulations
         try:
