@@ -39,7 +39,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -51,29 +50,12 @@ import torch
 from scipy.optimize import least_squares
 
 from hwmodels.cpu import CPUModel, CPUSpec, code_state, load_cpu, op_class, step_reuse
-from workloads.pytorch.measure import cpu_name
+from workloads.pytorch.measure import bandwidth, cpu_name, cpu_time, read_bandwidth
 from workloads.pytorch.tracer import AtenClass, TracedOp, trace
 
 MIB = 1024**2
 # the in-model fitting configuration (the held-out figures use other batches, prompts and models)
 IN_MODEL = {"model": "llama-3.2-1b", "layers": 4, "batch": 4, "prompt": 32, "decode": 4}
-
-
-def cpu_time(fn: Callable[[], object], samples: int = 7) -> tuple[float, float]:
-    """(median thread CPU seconds, median wall seconds) of one call."""
-    fn()
-    t0 = time.thread_time()
-    fn()
-    one = max(time.thread_time() - t0, 1e-7)
-    loops = max(1, int(2e-3 / one))
-    cpu, wall = [], []
-    for _ in range(samples):
-        w0, c0 = time.perf_counter(), time.thread_time()
-        for _ in range(loops):
-            fn()
-        cpu.append((time.thread_time() - c0) / loops)
-        wall.append((time.perf_counter() - w0) / loops)
-    return statistics.median(cpu), statistics.median(wall)
 
 
 def cases(quick: bool) -> list[tuple[str, Callable[[], object]]]:
@@ -127,23 +109,6 @@ def cases(quick: bool) -> list[tuple[str, Callable[[], object]]]:
     out.append(("view", lambda: v.view(4096)))
     out.append(("transpose", lambda: v.t()))
     return out
-
-
-def bandwidth(nbytes: int) -> float:
-    x = torch.empty(nbytes // 4).normal_()
-    y = torch.empty_like(x)
-    cpu, _ = cpu_time(lambda: y.copy_(x))
-    return 2 * nbytes / cpu
-
-
-def read_bandwidth(nbytes: int = 256 * MIB) -> float:
-    """The fastest one-thread read stream: a ``sum`` of ``nbytes`` or MKL's GEMV over a 128 MiB weight."""
-    x = torch.empty(nbytes // 4).normal_()
-    s, _ = cpu_time(lambda: x.sum(), samples=5)
-    w = torch.empty(16384, 2048).normal_()
-    v = torch.empty(1, 2048).normal_()
-    g, _ = cpu_time(lambda: torch.mm(v, w.t()), samples=5)
-    return max(nbytes / s, w.numel() * 4 / g)
 
 
 def trace_steps(cfg: dict[str, object]) -> list[list[TracedOp]]:

@@ -53,6 +53,10 @@ def test_cpu_run_json_schema_and_csvs(tiny: Path, tmp_path: Path) -> None:
     steps = (out / "steps.csv").read_text()
     for key in ("# device: cpu", "# torch: ", "# date: ", "# cpu: ", "measured_s,simulated_s"):
         assert key in steps
+    # the CPU's state around the steps (workloads.pytorch.measure.cpu_state_probe): positive rates, before and after
+    prov = dict(line[2:].split(": ", 1) for line in steps.splitlines() if line.startswith("# "))
+    for key in ("cpu_probe_dram_read_gb_per_s", "cpu_probe_llc_copy_gb_per_s", "cpu_probe_gemm_128x2048x2048_ms"):
+        assert float(prov[key]) > 0 and float(prov[f"{key}_after"]) > 0, key
     assert "aten::mm" in (out / "ops.csv").read_text()
 
 

@@ -144,3 +144,64 @@ def host_probe(device: str, calls: int = 2000, repeats: int = 5) -> dict[str, fl
                 per.append((time.perf_counter() - t0) / calls)
             out[f"host_probe_{name}_us"] = round(statistics.median(per) * 1e6, 3)
     return out
+
+
+MIB = 1024**2
+
+
+def cpu_time(fn: Callable[[], object], samples: int = 7) -> tuple[float, float]:
+    """(median thread CPU seconds, median wall seconds) of one call of ``fn``: ``samples`` loops, each long enough
+    (>= 2 ms) to make the clock's resolution negligible (``benchmarks/fit_cpu.py``'s timer)."""
+    import statistics
+    import time
+
+    fn()
+    t0 = time.thread_time()
+    fn()
+    one = max(time.thread_time() - t0, 1e-7)
+    loops = max(1, int(2e-3 / one))
+    cpu, wall = [], []
+    for _ in range(samples):
+        w0, c0 = time.perf_counter(), time.thread_time()
+        for _ in range(loops):
+            fn()
+        cpu.append((time.thread_time() - c0) / loops)
+        wall.append((time.perf_counter() - w0) / loops)
+    return statistics.median(cpu), statistics.median(wall)
+
+
+def bandwidth(nbytes: int) -> float:
+    """Bytes/s of a one-thread ``copy_`` of ``nbytes`` (read plus write)."""
+    import torch
+
+    x = torch.empty(nbytes // 4).normal_()
+    y = torch.empty_like(x)
+    cpu, _ = cpu_time(lambda: y.copy_(x))
+    return 2 * nbytes / cpu
+
+
+def read_bandwidth(nbytes: int = 256 * MIB) -> float:
+    """The fastest one-thread read stream: a ``sum`` of ``nbytes`` or MKL's GEMV over a 128 MiB weight."""
+    import torch
+
+    x = torch.empty(nbytes // 4).normal_()
+    s, _ = cpu_time(lambda: x.sum(), samples=5)
+    w = torch.empty(16384, 2048).normal_()
+    v = torch.empty(1, 2048).normal_()
+    g, _ = cpu_time(lambda: torch.mm(v, w.t()), samples=5)
+    return max(nbytes / s, w.numel() * 4 / g)
+
+
+def cpu_state_probe() -> dict[str, float]:
+    """How fast this CPU runs now, by the methods ``benchmarks/fit_cpu.py`` measured its spec with: DRAM read
+    and LLC copy bandwidth (the spec's ``memory_bandwidth_gb_per_s`` and ``llc_bandwidth_gb_per_s``) and the hot
+    loop of one GEMM (``mm m=128 n=2048 k=2048`` of ``microbench.csv``), one thread. This VM's speed moves by
+    ~1.4x over tens of minutes (docs/accuracy.md): a run's provenance records the probe before and after its
+    steps, so its figures can be read against the state it met. ~1-2 s."""
+    import torch
+
+    a, w = torch.randn(128, 2048), torch.randn(2048, 2048)
+    gemm, _ = cpu_time(lambda: torch.mm(a, w.t()))
+    return {"cpu_probe_dram_read_gb_per_s": round(read_bandwidth() / 1e9, 2),
+            "cpu_probe_llc_copy_gb_per_s": round(bandwidth(4 * MIB) / 1e9, 2),
+            "cpu_probe_gemm_128x2048x2048_ms": round(gemm * 1e3, 3)}
