@@ -24,6 +24,7 @@ n, wape, mape (serving rows: the relative error of the statistic), and prints ea
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -91,12 +92,11 @@ def eager_steps_with_host(measured: Any, src: str, hardware: str, role: str) -> 
     kernels alone of the rows above."""
     from hwmodels.validate_torch import CudaStepCost, views_per_launch
     from workloads.accuracy import ErrorStats
-    from workloads.measured_xpusim import read_validate_torch
 
-    ref = ROOT / "validation" / "measured" / "h200" / "validate_torch_llama-3.2-1b"
-    if not ref.is_dir():
+    ref = "h200/validate_torch_llama-3.2-1b"
+    if not (ROOT / "validation" / "measured" / ref).is_dir():
         return []
-    ops = read_validate_torch(ref).steps[1].graph.ops
+    ops = recorded_run(ref).steps[1].graph.ops
     vpl = views_per_launch(ops)
     cost = CudaStepCost(load_gpu(hardware))
     out = []
@@ -201,11 +201,18 @@ CUDA_RUNS = (("h200/validate_torch_llama-3.2-1b", "h200-sxm-141gb", "fitted (tor
              ("h100/validate_torch_qwen3-8b-lease4", "h100-sxm-80gb", "held out (new model)"))
 
 
+@functools.cache
+def recorded_run(rel: str) -> Any:
+    """A committed ``validate torch`` run (``validation/measured/<rel>``), read once for every section here."""
+    from workloads.measured_xpusim import read_validate_torch
+
+    return read_validate_torch(ROOT / "validation" / "measured" / rel)
+
+
 def cuda_torch() -> list[Row]:
     """The committed CUDA ``validate torch`` runs, re-simulated from their CSVs (no GPU, no torch)."""
     from hwmodels.validate_torch import CudaStepCost, validate_steps
     from workloads.accuracy import grouped
-    from workloads.measured_xpusim import read_validate_torch
 
     out = []
     pooled: list[tuple[str, float, float]] = []   # every held-out H100 run's steps: (phase, simulated, measured)
@@ -215,7 +222,7 @@ def cuda_torch() -> list[Row]:
         if not d.is_dir():
             out.append(row(src, hw, "validate torch (cuda)", "-", note="run not found"))
             continue
-        res = validate_steps(read_validate_torch(d).steps, CudaStepCost(load_gpu(hw)))
+        res = validate_steps(recorded_run(rel).steps, CudaStepCost(load_gpu(hw)))
         if hw == "h100-sxm-80gb":
             pooled += [(r["phase"], r["simulated_s"], r["measured_s"]) for r in res.step_rows]
         out.append(row(src, hw, "validate torch (cuda, torch-step): per-op device times (all ops)", role,
@@ -244,14 +251,15 @@ NOISE_PAIRS = (("llama-3.1-8b", "llama-3.1-8b-lease2"), ("llama-3.1-8b", "llama-
 def cuda_run_noise() -> list[Row]:
     """Measured against measured: run B of a configuration scored against run A as if B were a simulation
     (benchmarks/torch_run_noise.py): the floor a model of these runs is scored against."""
-    from torch_run_noise import run_noise
+    from torch_run_noise import step_noise
 
     out = []
     for a, b in NOISE_PAIRS:
-        da, db = (ROOT / "validation" / "measured" / "h100" / f"validate_torch_{x}" for x in (a, b))
+        ra, rb = (f"h100/validate_torch_{x}" for x in (a, b))
+        da, db = (ROOT / "validation" / "measured" / r for r in (ra, rb))
         if not (da.is_dir() and db.is_dir()):
             continue
-        for rec in run_noise(da, db):
+        for rec in step_noise(recorded_run(ra).steps, recorded_run(rb).steps, da, db):
             what = str(rec["compared"])
             if what.startswith("step") or what in ("all ops", "op kind gemm", "op kind attn_decode",
                                                    "op kind attn_prefill"):

@@ -14,31 +14,33 @@ configuration (``benchmarks/accuracy.py``'s ``NOISE_PAIRS``):
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path) as f:
-        return list(csv.DictReader(line for line in f if not line.startswith("#")))
-
-
 def run_noise(a: Path, b: Path) -> list[dict[str, Any]]:
+    """The figures of run ``b`` scored against run ``a`` (two ``validate torch --out`` folders)."""
+    from workloads.measured_xpusim import read_validate_torch
+
+    return step_noise(read_validate_torch(a).steps, read_validate_torch(b).steps, a, b)
+
+
+def step_noise(steps_a: Any, steps_b: Any, a: Path, b: Path) -> list[dict[str, Any]]:
+    """As :func:`run_noise`, on runs already read (``RecordedTorchRun.steps``)."""
     from workloads.accuracy import grouped
 
-    ops_a, ops_b = _rows(a / "ops.csv"), _rows(b / "ops.csv")
-    key = ("phase", "step", "op_index", "aten")
-    if [tuple(r[k] for k in key) for r in ops_a] != [tuple(r[k] for k in key) for r in ops_b]:
+    def ident(steps: Any) -> list[tuple[str, int, list[tuple[int, str]]]]:
+        return [(st.phase, st.index, [(o.index, o.aten) for o in st.graph.ops]) for st in steps]
+
+    if ident(steps_a) != ident(steps_b):
         raise SystemExit(f"{a} and {b} do not hold the same traced ops (not the same configuration)")
-    pairs = [(ra["kind"], float(rb["measured_s"]), float(ra["measured_s"])) for ra, rb in zip(ops_a, ops_b)
-             if ra["measured_s"] and rb["measured_s"] and float(ra["measured_s"]) > 0]
+    pairs = [(o.kind.value, tb, ta) for sa, sb in zip(steps_a, steps_b)
+             for o, ta, tb in zip(sa.graph.ops, sa.op_seconds, sb.op_seconds)
+             if o.kind is not None and ta is not None and tb is not None and ta > 0]
     overall, per_kind = grouped(pairs)
-    steps_a, steps_b = _rows(a / "steps.csv"), _rows(b / "steps.csv")
-    _, per_step = grouped((sa["phase"], float(sb["measured_s"]), float(sa["measured_s"]))
-                          for sa, sb in zip(steps_a, steps_b))
+    _, per_step = grouped((sa.phase, sb.step_seconds, sa.step_seconds) for sa, sb in zip(steps_a, steps_b))
     out: list[dict[str, Any]] = [{"figure": "run_noise", "compared": "all ops", **overall.to_dict()}]
     out += [{"figure": "run_noise", "compared": f"op kind {k}", **s.to_dict()} for k, s in sorted(per_kind.items())]
     out += [{"figure": "run_noise", "compared": f"step {k}", **s.to_dict()} for k, s in sorted(per_step.items())]

@@ -196,8 +196,8 @@ def cpu_state_probe() -> dict[str, float]:
     """How fast this CPU runs now, by the methods ``benchmarks/fit_cpu.py`` measured its spec with: DRAM read
     and LLC copy bandwidth (the spec's ``memory_bandwidth_gb_per_s`` and ``llc_bandwidth_gb_per_s``) and the hot
     loop of one GEMM (``mm m=128 n=2048 k=2048`` of ``microbench.csv``), one thread. This VM's speed moves by
-    ~1.4x over tens of minutes (docs/accuracy.md): a run's provenance records the probe before and after its
-    steps, so its figures can be read against the state it met. ~1-2 s."""
+    up to ~2x over tens of minutes (docs/accuracy.md): a run's provenance records the probe before and after its
+    steps, so its figures can be read against the state it met. ~3 s."""
     import torch
 
     a, w = torch.randn(128, 2048), torch.randn(2048, 2048)
@@ -205,3 +205,9 @@ def cpu_state_probe() -> dict[str, float]:
     return {"cpu_probe_dram_read_gb_per_s": round(read_bandwidth() / 1e9, 2),
             "cpu_probe_llc_copy_gb_per_s": round(bandwidth(4 * MIB) / 1e9, 2),
             "cpu_probe_gemm_128x2048x2048_ms": round(gemm * 1e3, 3)}
+
+
+def state_probe(device: str) -> dict[str, float]:
+    """The probe a ``device`` run records around its steps: :func:`host_probe` on CUDA (the host's dispatch),
+    :func:`cpu_state_probe` on the CPU."""
+    return host_probe(device) if device == "cuda" else cpu_state_probe()

@@ -57,7 +57,7 @@ def run_llama(spec: ModelSpec, *, device: str = "cpu", dtype: str = "fp32", batc
     import torch
 
     from workloads.pytorch.llama import build_llama
-    from workloads.pytorch.measure import cpu_state_probe, host_probe, profile_ops
+    from workloads.pytorch.measure import profile_ops, state_probe
     from workloads.pytorch.tracer import trace
 
     if threads is not None and device == "cpu":
@@ -85,7 +85,7 @@ def run_llama(spec: ModelSpec, *, device: str = "cpu", dtype: str = "fp32", batc
 
     n = decode + 1
     records: list[StepRecord] = []
-    probe_before = host_probe(device) if device == "cuda" else cpu_state_probe()
+    probe_before = state_probe(device)
     with torch.no_grad():
         graphs = [trace(step_fn(i), label=f"step {i}", module=model)[0] for i in range(n)]
         for i in range(n):
@@ -125,8 +125,7 @@ def run_llama(spec: ModelSpec, *, device: str = "cpu", dtype: str = "fp32", batc
     prov = provenance(device)
     prov.update(probe_before)
     # the probe again after the steps: how much the host's speed drifted during the run
-    probe_after = host_probe(device) if device == "cuda" else cpu_state_probe()
-    prov.update({f"{k}_after": v for k, v in probe_after.items()})
+    prov.update({f"{k}_after": v for k, v in state_probe(device).items()})
     prov.update({"model": spec.name, "layers": num_layers or spec.num_layers, "dtype": dtype, "batch": batch,
                  "prompt": prompt, "decode": decode, "repeats": repeats, "threads": torch.get_num_threads(),
                  "step_clock": "wall (synchronised)" if device == "cuda" else "time.thread_time",
