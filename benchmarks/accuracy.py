@@ -248,25 +248,44 @@ NOISE_PAIRS = (("llama-3.1-8b", "llama-3.1-8b-lease2"), ("llama-3.1-8b", "llama-
                ("qwen3-8b", "qwen3-8b-lease4"))
 
 
-def cuda_run_noise() -> list[Row]:
+def _run_noise(pairs: tuple[tuple[str, str], ...], folder: str, hardware: str,
+               keep: Callable[[str], bool]) -> list[Row]:
     """Measured against measured: run B of a configuration scored against run A as if B were a simulation
-    (benchmarks/torch_run_noise.py): the floor a model of these runs is scored against."""
+    (benchmarks/torch_run_noise.py): the floor a model of these runs is scored against. ``pairs`` name
+    ``validation/measured/<folder>/validate_torch_<name>`` runs; ``keep`` picks the figures reported."""
     from torch_run_noise import step_noise
 
     out = []
-    for a, b in NOISE_PAIRS:
-        ra, rb = (f"h100/validate_torch_{x}" for x in (a, b))
+    for a, b in pairs:
+        ra, rb = (f"{folder}/validate_torch_{x}" for x in (a, b))
         da, db = (ROOT / "validation" / "measured" / r for r in (ra, rb))
         if not (da.is_dir() and db.is_dir()):
             continue
         for rec in step_noise(recorded_run(ra).steps, recorded_run(rb).steps, da, db):
             what = str(rec["compared"])
-            if what.startswith("step") or what in ("all ops", "op kind gemm", "op kind attn_decode",
-                                                   "op kind attn_prefill"):
-                out.append(row(f"validation/measured/h100/validate_torch_{b} against _{a}", "h100-sxm-80gb",
+            if keep(what):
+                out.append(row(f"validation/measured/{folder}/validate_torch_{b} against _{a}", hardware,
                                f"run-to-run (measured vs measured): {what}", "noise floor", int(rec["n"]),
                                float(rec["wape"]), float(rec["mape"])))
     return out
+
+
+def cuda_run_noise() -> list[Row]:
+    """The H100 pairs: whole steps, all ops, GEMMs and attention (the CUDA targets' figures)."""
+    return _run_noise(NOISE_PAIRS, "h100", "h100-sxm-80gb",
+                      lambda w: w.startswith("step") or w in ("all ops", "op kind gemm", "op kind attn_decode",
+                                                              "op kind attn_prefill"))
+
+
+# Held-out CPU runs of one configuration (16 layers, batch 1, prompt 128, decode 8) on this project's VM, each
+# pair one after the other (docs/accuracy.md, "Host CPU": e 12:14, f 12:45, g 12:58, h 13:08, i 13:10 UTC; h and
+# i back to back). Every figure is kept: the CPU targets are per op kind.
+CPU_NOISE_PAIRS = tuple((f"llama-3.2-1b-l16b1p128-{a}", f"llama-3.2-1b-l16b1p128-{b}")
+                        for a, b in (("e", "f"), ("f", "g"), ("g", "h"), ("h", "i")))
+
+
+def cpu_run_noise() -> list[Row]:
+    return _run_noise(CPU_NOISE_PAIRS, "cpu-epyc-zen3-2c", "epyc-zen3-2c-kvm", lambda w: True)
 
 
 CPU_MODEL = "llama-3.2-1b"
@@ -336,7 +355,8 @@ def _write_atomic(path: Path, text: str) -> None:
 def collect(data: Path, cpu: bool = False) -> list[Row]:
     sections: list[tuple[str, Callable[[], list[Row]]]] = [
         ("shared kernel files", lambda: shared_ops(data)), ("xpusim GPU measurements", lambda: kit_ops(data)),
-        ("cuda torch", cuda_torch), ("cuda run-to-run noise", cuda_run_noise), ("serving", lambda: serving(data)),
+        ("cuda torch", cuda_torch), ("cuda run-to-run noise", cuda_run_noise),
+        ("cpu run-to-run noise", cpu_run_noise), ("serving", lambda: serving(data)),
         ("collectives", lambda: collectives(data)),
         ("splitwise", lambda: splitwise(data)), ("training", training)]
     if cpu:

@@ -284,17 +284,22 @@ def fit_cold(spec: CPUSpec, out: Path) -> None:
     - per aten op (GEMMs aside) and code state (hot, cold, after a flush, both), ``in_model_overhead``: the
       median residual of those ops; where an op's (aten op, state) has one, it replaces the two above (the
       ops of a class differ: a cold ``copy_`` into the KV cache takes ~10 us more than hot, a cold ``cat``
-      ~30)."""
+      ~30); and, for an aten op that serves more than one op kind (a ``mul`` in the norm, the rope and the
+      MLP; the SDPA call in prefill and in decode), per (aten op, op kind, state), which wins over its
+      (aten op, state) figure (docs/accuracy.md, session 7: over nine held-out runs, attention prefill's
+      median 0.139 -> 0.104, elementwise 0.291 -> 0.260, activation 0.223 -> 0.208, decode attention's worst
+      run 0.248 -> 0.207 but its median 0.172 -> 0.197; the other kinds within 0.005)."""
     lines = [ln for ln in open(out / "inmodel_ops.csv") if not ln.startswith("#")]
     meas = {(int(r["step"]), int(r["op_index"])): float(r["measured_s"]) for r in csv.DictReader(lines)}
     model = CPUModel(replace(spec, cold_overhead_s={}, flush_overhead_s=0.0, in_model_overhead_s={}))
-    rows = []  # (class, code-cold, after a flush, residual, aten op)
+    rows = []  # (class, code-cold, after a flush, residual, aten op, op kind)
     for i, ops in enumerate(trace_steps(IN_MODEL)):
         for op, reuse in zip(ops, step_reuse(ops)):
             t = meas.get((i, op.index))
             if t is None or not op.costs or op.aclass is AtenClass.GEMM:
                 continue
-            rows.append((op_class(op), *spec.code_flags(reuse), t - model.cost(op, reuse)[0], op.aten))
+            rows.append((op_class(op), *spec.code_flags(reuse), t - model.cost(op, reuse)[0], op.aten,
+                         op.kind.value if op.kind is not None else None))
     cold = {}
     print("[cold_overhead_us]  # in-model fit: " + json.dumps(IN_MODEL))
     for cls in sorted({r[0] for r in rows}):
@@ -304,10 +309,19 @@ def fit_cold(spec: CPUSpec, out: Path) -> None:
             print(f"{cls} = {cold[cls] * 1e6:.1f}  # n={len(r)} code-cold ops")
     r = [x[3] - (cold.get(x[0], 0.0) if x[1] else 0.0) for x in rows if x[2]]
     print(f"flush_overhead_us = {max(0.0, float(np.median(r))) * 1e6:.1f}  # n={len(r)} ops after a flush")
-    print("[in_model_overhead_us]  # per (aten op, code state): the median residual, in place of the above")
+    print("[in_model_overhead_us]  # per (aten op, state), then per (aten op, op kind, state) where the op serves "
+          "more than one kind: the median residual, in place of the above")
     for aten, state in sorted({(x[4], code_state(x[1], x[2])) for x in rows}):
         r = [x[3] for x in rows if x[4] == aten and code_state(x[1], x[2]) == state]
         print(f'"{aten} {state}" = {max(0.0, float(np.median(r))) * 1e6:.1f}  # n={len(r)}')
+    kinds_of: dict[str, set[str]] = {}
+    for x in rows:
+        if x[5] is not None:
+            kinds_of.setdefault(x[4], set()).add(x[5])
+    for aten, kind, state in sorted({(x[4], x[5], code_state(x[1], x[2])) for x in rows
+                                     if x[5] is not None and len(kinds_of[x[4]]) > 1}):
+        r = [x[3] for x in rows if x[4] == aten and x[5] == kind and code_state(x[1], x[2]) == state]
+        print(f'"{aten} {kind} {state}" = {max(0.0, float(np.median(r))) * 1e6:.1f}  # n={len(r)}')
 
 
 def profiler_event_overhead() -> float:

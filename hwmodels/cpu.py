@@ -27,8 +27,9 @@ gemm = 0.05
 [cold_overhead_us]               # per aten op whose code is cold (fitted in a model)
 reduction = 84
 ...
-[in_model_overhead_us]           # per (aten op, code state), in place of the two above (fitted in a model)
+[in_model_overhead_us]           # per (aten op, [op kind,] code state), in place of the two above (fitted in a model)
 "aten::cat cold" = 37.8
+"aten::mul rope cold" = 7.2      # an op kind's entry wins over its aten op's
 ...
 ```
 
@@ -53,10 +54,12 @@ Where the data and the code are (:class:`Reuse`, :func:`step_reuse`) decides ``m
   weights' stream evicts it before its next use), an op whose aten code last ran more than the L2's
   size of traffic ago pays ``cold_overhead[class]``, and the op after one that moved more than half
   the LLC pays ``flush_overhead`` (the dispatcher's and allocator's code and data, shared by all ops,
-  were evicted); where ``in_model_overhead`` has the op's (aten op, :func:`code_state`) figure, that
-  replaces both (the ops of a class differ: a cold ``cat`` 38 us, a cold ``copy_`` 12).
+  were evicted); where ``in_model_overhead`` has the op's (aten op, op kind, :func:`code_state`) or
+  (aten op, state) figure (:meth:`CPUSpec.in_model`), that replaces both (the ops of a class differ: a cold
+  ``cat`` 38 us, a cold ``copy_`` 12; one aten op in different roles too: a cold ``mul`` 4 us in the norm,
+  11 in the MLP).
 
-What limits it: one overhead per (aten op, state) whatever the op's size, the
+What limits it: one overhead per (aten op, op kind, state) whatever the op's size, the
 measurements' noise on a shared machine (the same op's in-model time moves by 20-50 % between runs),
 no model of strided inputs or of glibc's heap trimming, one thread, and the constants are this
 machine's.
@@ -70,7 +73,7 @@ from importlib import resources
 from pathlib import Path
 
 from workloads.errors import ConfigError
-from workloads.ops import Gemm
+from workloads.ops import Gemm, OpKind
 from workloads.pytorch.tracer import AtenClass, TracedOp
 from workloads.specfile import catalog_file, get_number, get_str, read_toml, reject_unknown
 
@@ -85,6 +88,7 @@ _CPU_KEYS = {"name", "cores", "simd_width_bits", "fma_units_per_core", "clock_gh
 _EFF_KEYS = {f"{c}_{w}" for c in CLASSES for w in ("compute", "memory")}
 _OVH_KEYS = set(CLASSES) | {"view"}
 _COLD_KEYS = set(CLASSES)
+OP_KINDS = {k.value for k in OpKind}  # the op kinds an in-model overhead may be keyed by
 
 
 @dataclass(frozen=True)
@@ -109,13 +113,23 @@ class CPUSpec:
     gemm_min_ramp: float = 0.0  # floor of the GEMM ramp (MKL's GEMV-like small-m kernels)
     cold_overhead_s: dict[str, float] = field(default_factory=dict)  # extra per op when its code is cold
     flush_overhead_s: float = 0.0  # extra for the op after one that moved more than half the LLC
-    # in a step, per (aten op, code state): what the op takes beyond its hot-loop cost, in place of the
-    # class's cold and flush overheads (state: "hot", "cold", "flush" or "cold+flush"; fitted in a model)
-    in_model_overhead_s: dict[tuple[str, str], float] = field(default_factory=dict)
+    # in a step, per (aten op, code state) or (aten op, op kind, code state): what the op takes beyond its
+    # hot-loop cost, in place of the class's cold and flush overheads (state: "hot", "cold", "flush" or
+    # "cold+flush"; fitted in a model). The op kind's entry, where there is one, wins (:meth:`in_model`).
+    in_model_overhead_s: dict[tuple[str, ...], float] = field(default_factory=dict)
     source_file: str = ""
 
     def peak_flops(self, cores: int) -> float:
         return cores * self.fma_units_per_core * (self.simd_width_bits / 32) * 2.0 * self.clock_hz
+
+    def in_model(self, op: TracedOp, state: str) -> float | None:
+        """The in-model overhead of ``op`` in code ``state``: its (aten op, op kind) entry, else its aten
+        op's, else None (the class's cold and flush overheads apply)."""
+        if op.kind is not None:
+            own = self.in_model_overhead_s.get((op.aten, op.kind.value, state))
+            if own is not None:
+                return own
+        return self.in_model_overhead_s.get((op.aten, state))
 
     def code_flags(self, reuse: Reuse) -> tuple[bool, bool]:
         """(code cold, after a flush) of an op placed by ``reuse``: its aten code last ran more than the L2's
@@ -148,15 +162,18 @@ def parse_cpu(data: dict, *, file: str, cpu_id: str) -> CPUSpec:
     in_model = data.get("in_model_overhead_us", {})
     if not isinstance(in_model, dict):
         raise ConfigError("must be a table", file=file, field="[in_model_overhead_us]")
-    in_model_s = {}
+    in_model_s: dict[tuple[str, ...], float] = {}
     for key in in_model:
-        aten, _, state = str(key).rpartition(" ")
-        if not aten.startswith("aten::") or state not in CODE_STATES:
-            raise ConfigError(f"keys are '<aten op> <state>', state one of {', '.join(CODE_STATES)}, "
-                              f"e.g. 'aten::mul cold'; got {key!r}", file=file, field=f"in_model_overhead_us.{key}",
+        parts = str(key).split(" ")
+        ok = (len(parts) in (2, 3) and parts[0].startswith("aten::") and parts[-1] in CODE_STATES
+              and (len(parts) == 2 or parts[1] in OP_KINDS))
+        if not ok:
+            raise ConfigError(f"keys are '<aten op> [<op kind>] <state>', state one of {', '.join(CODE_STATES)}, "
+                              f"op kind one of {', '.join(sorted(OP_KINDS))}, e.g. 'aten::mul cold' or "
+                              f"'aten::mul rope cold'; got {key!r}", file=file, field=f"in_model_overhead_us.{key}",
                               value=key)
-        in_model_s[(aten, state)] = get_number(in_model, key, file=file, section="in_model_overhead_us",
-                                               allow_zero=True) * 1e-6
+        in_model_s[tuple(parts)] = get_number(in_model, key, file=file, section="in_model_overhead_us",
+                                              allow_zero=True) * 1e-6
 
     def num(key: str, **kw):  # type: ignore[no-untyped-def]
         return get_number(c, key, file=file, section="cpu", **kw)
@@ -265,7 +282,7 @@ class CPUModel:
         cold = 0.0
         if reuse is not None:
             is_cold, flushed = c.code_flags(reuse)
-            own = c.in_model_overhead_s.get((op.aten, code_state(is_cold, flushed)))
+            own = c.in_model(op, code_state(is_cold, flushed))
             if own is not None:
                 cold = own
             else:
