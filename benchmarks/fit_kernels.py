@@ -171,9 +171,10 @@ GEMM_STACK_PARAMS = ("gemm_eff", "gemm_bw_eff", "host_overhead_s")
 TIME_WEIGHT = 0.8  # share of a file's weight spread by measured time (WAPE), the rest per row (MAPE)
 
 
-def fit_gemm(family: str, data: Path, max_nfev: int = 60) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+def fit_gemm(family: str, data: Path, max_nfev: int = 60, time_weight: float = TIME_WEIGHT,
+             only: str = "") -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """Refit only the GEMM constants on the GEMM rows of the family's fitted files (the other constants
-    as they are): log(sim/meas) per row, each file's weight spread ``TIME_WEIGHT`` by measured time (the
+    as they are): log(sim/meas) per row, each file's weight spread ``time_weight`` by measured time (the
     large GEMMs that carry the WAPE) and the rest evenly over its rows (the MAPE), soft-L1. Rows are
     costed with :func:`hwmodels.kernels.gemm.gemm_times`, one call per (n, k) of a file."""
     from hwmodels.kernels.gemm import gemm_times
@@ -182,7 +183,7 @@ def fit_gemm(family: str, data: Path, max_nfev: int = 60) -> tuple[dict[str, flo
     files = []
     for f in FIT_FILES:
         gpu = load_gpu(f.hardware)
-        if f.fitted and gpu.architecture.value == family:
+        if f.fitted and gpu.architecture.value == family and only in f.path:
             m = load_shared(f, data)
             recs = [(r.ops[0], r.seconds) for r in m.records if len(r.ops) == 1 and isinstance(r.ops[0], Gemm)]
             if recs:
@@ -205,7 +206,7 @@ def fit_gemm(family: str, data: Path, max_nfev: int = 60) -> tuple[dict[str, flo
     groups = []
     for gpu, s, recs, extra in files:
         meas = np.array([t for _, t in recs])
-        w = np.sqrt((1 - TIME_WEIGHT) / len(meas) + TIME_WEIGHT * meas / meas.sum())
+        w = np.sqrt((1 - time_weight) / len(meas) + time_weight * meas / meas.sum())
         by_nk: dict[tuple[int, int, object], list[int]] = {}
         for i, (op, _) in enumerate(recs):
             by_nk.setdefault((op.n, op.k, op.dtype), []).append(i)
@@ -305,13 +306,18 @@ def main() -> None:
                     help="with --memory: family keys to refit too; without --gemm/--memory: the only family keys "
                          "the joint fit moves (comma list; default all; 'none': only the stacks' constants)")
     ap.add_argument("--time-weight", type=float, default=TIME_WEIGHT,
-                    help="with --memory: share of each file's weight spread by measured time (the rest per row)")
+                    help="with --memory or --gemm: share of each file's weight spread by measured time (the rest "
+                         "per row)")
+    ap.add_argument("--only", default="",
+                    help="with --gemm: fit only the fitted files whose path contains this text")
+    ap.add_argument("--score", action="store_true",
+                    help="then score every file of the family with the fitted constants (validate_ops)")
     args = ap.parse_args()
     keys = tuple(k for k in args.family_keys.split(",") if k)
     if args.memory:
         fam, stacks = fit_memory(args.family, args.data, args.max_nfev, keys, args.time_weight)
     elif args.gemm:
-        fam, stacks = fit_gemm(args.family, args.data, args.max_nfev)
+        fam, stacks = fit_gemm(args.family, args.data, args.max_nfev, args.time_weight, args.only)
     else:
         fam, stacks = fit(args.family, args.data, args.max_nfev, keys)
     sys.stdout.write(f"# calibration/{args.family}.toml [kernels]\n")
@@ -321,6 +327,31 @@ def main() -> None:
         sys.stdout.write(f"# stacks/{s}.toml\n")
         for k, v in vals.items():
             sys.stdout.write(f"{k} = {v:.4g}\n")
+    if args.score:
+        for line in score(args.family, args.data, fam, stacks, args.only if args.gemm else ""):
+            sys.stdout.write(line + "\n")
+
+
+def score(family: str, data: Path, fam: dict[str, float], stacks: dict[str, dict[str, float]],
+          only: str = "") -> list[str]:
+    """``validate_ops`` of every file of the family under the fitted constants, one ``# file: wape / mape``
+    line each beside the committed constants' figures, saying whether this fit used the file (a fitted file
+    whose path contains ``only``) or held it out."""
+    from hwmodels.validate_ops import validate_ops
+
+    cal = dataclasses.replace(load_calibration(family), **fam)
+    out = []
+    for f in FIT_FILES:
+        gpu = load_gpu(f.hardware)
+        if gpu.architecture.value != family:
+            continue
+        m = load_shared(f, data)
+        name = f.stack or stack_for(m.format)
+        st = dataclasses.replace(load_stack(name), **stacks.get(name, {}))
+        new, old = validate_ops(m, gpu, cal, st).overall, validate_ops(m, gpu, stack=name).overall
+        out.append(f"# {f.path}: wape {old.wape:.4f} -> {new.wape:.4f}, mape {old.mape:.4f} -> {new.mape:.4f} "
+                   f"({'fitted' if f.fitted and only in f.path else 'held out'})")
+    return out
 
 
 if __name__ == "__main__":
