@@ -27,9 +27,7 @@ import argparse
 import functools
 import json
 import math
-import os
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -340,18 +338,6 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def collect(data: Path, cpu: bool = False) -> list[Row]:
     sections: list[tuple[str, Callable[[], list[Row]]]] = [
         ("shared kernel files", lambda: shared_ops(data)), ("xpusim GPU measurements", lambda: kit_ops(data)),
@@ -376,14 +362,16 @@ def collect(data: Path, cpu: bool = False) -> list[Row]:
 
 
 def main() -> None:
+    from xpusim.report import atomic_write_text
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
     ap.add_argument("--out", type=Path, default=ROOT / "docs", help="folder for accuracy_report.{md,json}")
     ap.add_argument("--cpu", action="store_true", help="also run the built-in 1B module on this CPU (slow)")
     args = ap.parse_args()
     rows = collect(args.data, args.cpu)
-    _write_atomic(args.out / "accuracy_report.json", json.dumps(rows, indent=1) + "\n")
-    _write_atomic(args.out / "accuracy_report.md", markdown(rows))
+    atomic_write_text(args.out / "accuracy_report.json", json.dumps(rows, indent=1) + "\n")
+    atomic_write_text(args.out / "accuracy_report.md", markdown(rows))
 
 
 if __name__ == "__main__":

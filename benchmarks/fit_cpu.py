@@ -50,10 +50,11 @@ import torch
 from scipy.optimize import least_squares
 
 from hwmodels.cpu import CPUModel, CPUSpec, code_state, load_cpu, op_class, step_reuse
-from workloads.pytorch.measure import bandwidth, cpu_name, cpu_time, read_bandwidth
+from workloads.pytorch.measure import bandwidth, cpu_name, cpu_time, host_cpu_facts, read_bandwidth
 from workloads.pytorch.tracer import AtenClass, TracedOp, trace
 
 MIB = 1024**2
+COMPUTE_BOUND = ("gemm", "attention")  # the aten classes whose compute efficiency the hot loops identify
 # the in-model fitting configuration (the held-out figures use other batches, prompts and models)
 IN_MODEL = {"model": "llama-3.2-1b", "layers": 4, "batch": 4, "prompt": 32, "decode": 4}
 
@@ -156,10 +157,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--refit", action="store_true", help="fit on the measurements already in OUT_DIR")
+    ap.add_argument("--spec-out", type=Path, default=None,
+                    help="write the fitted spec of this host to this TOML file (for validate torch --cpu PATH)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.refit:
-        refit(args.out, args.quick)
+        refit(args.out, args.quick, args.spec_out)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []
@@ -184,7 +187,7 @@ def main() -> None:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    prov = {"cpu": cpu_name(), "cores_online": os.cpu_count(), "threads": args.threads,
+    prov = {"cpu": cpu_name(), "host_cpu": host_cpu_facts(), "cores_online": os.cpu_count(), "threads": args.threads,
             "torch": torch.__version__, "python": platform.python_version(),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "loadavg_before_after": os.getloadavg(), "timer": "time.thread_time, median of 7",
@@ -192,11 +195,42 @@ def main() -> None:
             "page_fault_gb_per_s": faults / 1e9, "profiler_event_us": prof_event * 1e6}
     (args.out / "provenance.json").write_text(json.dumps(prov, indent=1) + "\n")
     measure_in_model(args.out, args.threads)
-    refit(args.out, args.quick)
+    refit(args.out, args.quick, args.spec_out)
 
 
-def refit(out: Path, quick: bool) -> None:
-    """Fit on the files of ``out``: the microbenchmarks' cases re-traced and matched by label."""
+def host_base(facts: dict[str, object]) -> CPUSpec:
+    """The catalog spec's structure with a measured host's silicon fields (``provenance.json``'s
+    ``host_cpu``: :func:`workloads.pytorch.measure.host_cpu_facts`); the constants are refitted after."""
+    base = load_cpu("epyc-zen3-2c-kvm")
+    f = {k: v for k, v in facts.items() if v is not None}
+    return replace(
+        base, id="host", name=f"{f.get('name', 'this host')}, {f.get('cores', base.cores)} CPUs "
+                              f"(measured by benchmarks/fit_cpu.py)",
+        cores=int(f.get("cores", base.cores)),  # type: ignore[call-overload]
+        simd_width_bits=int(f.get("simd_width_bits", base.simd_width_bits)),  # type: ignore[call-overload]
+        fma_units_per_core=int(f.get("fma_units_per_core", base.fma_units_per_core)),  # type: ignore[call-overload]
+        clock_hz=float(f.get("clock_ghz", base.clock_hz / 1e9)) * 1e9,  # type: ignore[arg-type]
+        llc_bytes=float(f.get("llc_mib", base.llc_bytes / MIB)) * MIB,  # type: ignore[arg-type]
+        l2_bytes=float(f.get("l2_kib", base.l2_bytes / 1024)) * 1024)  # type: ignore[arg-type]
+
+
+def write_spec(spec: CPUSpec, path: Path, prov: dict[str, object]) -> None:
+    """The fitted spec as a complete CPU spec TOML (``--cpu PATH`` of ``xpusim validate torch``), written to a
+    temporary file and renamed."""
+    from hwmodels.cpu import spec_toml
+    from xpusim.report import atomic_write_text
+
+    comment = (f"Measured and fitted by `python benchmarks/fit_cpu.py DIR --spec-out {path.name}` on "
+               f"{prov.get('date', '?')}\n(host: {prov.get('cpu', '?')}, torch {prov.get('torch', '?')}, "
+               f"{prov.get('threads', 1)} thread(s)). fma_units_per_core is assumed from the fma flag.")
+    text = spec_toml(spec, comment, source=f"benchmarks/fit_cpu.py on {prov.get('date', '?')}")
+    atomic_write_text(path, text)
+
+
+def refit(out: Path, quick: bool, spec_out: Path | None = None) -> None:
+    """Fit on the files of ``out``: the microbenchmarks' cases re-traced and matched by label. With
+    ``spec_out``, the silicon fields are the measured host's (``provenance.json``'s ``host_cpu``) and the
+    whole spec is written there."""
     prov = json.loads((out / "provenance.json").read_text())
     times = {r["case"]: float(r["cpu_s"]) for r in csv.DictReader(open(out / "microbench.csv"))}
     pairs = []
@@ -207,9 +241,13 @@ def refit(out: Path, quick: bool) -> None:
             g, _ = trace(fn)
             ops = g.costed() or g.ops
             pairs.append((max(ops, key=lambda o: (o.aclass is not AtenClass.VIEW, o.flops + o.bytes)), times[label]))
+    base = host_base(prov["host_cpu"]) if spec_out is not None and "host_cpu" in prov else None
     spec = fit(pairs, prov["dram_read_gb_per_s"] * 1e9, prov["llc_copy_gb_per_s"] * 1e9,
-               prov["page_fault_gb_per_s"] * 1e9)
-    fit_cold(spec, out)
+               prov["page_fault_gb_per_s"] * 1e9, base)
+    spec = fit_cold(spec, out)
+    if spec_out is not None:
+        write_spec(spec, spec_out, prov)
+        print(f"# wrote {spec_out}: xpusim validate torch --device cpu --cpu {spec_out}")
 
 
 def page_fault_bandwidth(nbytes: int = 128 * MIB) -> float:
@@ -220,10 +258,13 @@ def page_fault_bandwidth(nbytes: int = 128 * MIB) -> float:
     return nbytes / max(fresh - reuse, 1e-9)
 
 
-def fit(pairs: list[tuple[TracedOp, float]], dram: float, llc: float, faults: float) -> CPUSpec:
+def fit(pairs: list[tuple[TracedOp, float]], dram: float, llc: float, faults: float,
+        base: CPUSpec | None = None) -> CPUSpec:
     """Per aten class: (eff_compute, eff_memory, overhead[, gemm_m_half, gemm_min_ramp]) minimising
-    the squared relative error of hwmodels.cpu.CPUModel over that class's cases (hot loops)."""
-    base = load_cpu("epyc-zen3-2c-kvm")  # the silicon fields (cores, SIMD, FMA, clock, LLC and L2 sizes)
+    the squared relative error of hwmodels.cpu.CPUModel over that class's cases (hot loops). ``base``
+    gives the silicon fields (cores, SIMD, FMA, clock, LLC and L2 sizes): this project's VM's catalog
+    spec unless given (:func:`host_base`)."""
+    base = base or load_cpu("epyc-zen3-2c-kvm")
     base = replace(base, memory_bandwidth=dram, llc_bandwidth=llc, page_fault_bandwidth=faults)
     print(f"memory_bandwidth_gb_per_s = {dram / 1e9:.2f}\nllc_bandwidth_gb_per_s = {llc / 1e9:.2f}\n"
           f"page_fault_gb_per_s = {faults / 1e9:.3f}\n# peak fp32 one core {base.peak_flops(1) / 1e9:.1f} GFLOP/s")
@@ -262,9 +303,11 @@ def fit(pairs: list[tuple[TracedOp, float]], dram: float, llc: float, faults: fl
         if gemm:
             extra = {"gemm_m_half": float(np.exp(res.x[3])), "gemm_min_ramp": float(np.exp(res.x[4]))}
             print(f"gemm_m_half = {extra['gemm_m_half']:.1f}\ngemm_min_ramp = {extra['gemm_min_ramp']:.4f}")
-        eff_all[f"{cls}_compute"], eff_all[f"{cls}_memory"] = min(ec, 1.0), min(em, 1.0)
+        eff_all[f"{cls}_memory"] = min(em, 1.0)
         ovh_all[cls] = ov * 1e-6
-        eff_lines.append(f"{cls}_compute = {min(ec, 1.0):.4f}")
+        if cls in COMPUTE_BOUND:  # the memory-bound classes' FLOPs never bind: their compute stays at the peak
+            eff_all[f"{cls}_compute"] = min(ec, 1.0)
+            eff_lines.append(f"{cls}_compute = {min(ec, 1.0):.4f}")
         eff_lines.append(f"{cls}_memory = {min(em, 1.0):.3f}  # n={len(t)}, in-sample wape {wape:.3f} mape {mape:.3f}")
         ovh_lines.append(f"{cls} = {ov:.2f}")
     print("[efficiency]\n" + "\n".join(eff_lines))
@@ -272,7 +315,7 @@ def fit(pairs: list[tuple[TracedOp, float]], dram: float, llc: float, faults: fl
     return replace(base, efficiency=eff_all, overhead_s=ovh_all, **extra)
 
 
-def fit_cold(spec: CPUSpec, out: Path) -> None:
+def fit_cold(spec: CPUSpec, out: Path) -> CPUSpec:
     """The in-model constants, on the IN_MODEL configuration's per-op profiler times, each op's residual
     being measured - the hot-loop model (the profiler's own time inside an op's event, measured apart
     by :func:`profiler_event_overhead`, is under 1 us and left in):
@@ -308,12 +351,15 @@ def fit_cold(spec: CPUSpec, out: Path) -> None:
             cold[cls] = max(0.0, float(np.median(r)))
             print(f"{cls} = {cold[cls] * 1e6:.1f}  # n={len(r)} code-cold ops")
     r = [x[3] - (cold.get(x[0], 0.0) if x[1] else 0.0) for x in rows if x[2]]
-    print(f"flush_overhead_us = {max(0.0, float(np.median(r))) * 1e6:.1f}  # n={len(r)} ops after a flush")
+    flush = max(0.0, float(np.median(r)))
+    print(f"flush_overhead_us = {flush * 1e6:.1f}  # n={len(r)} ops after a flush")
+    in_model: dict[tuple[str, ...], float] = {}
     print("[in_model_overhead_us]  # per (aten op, state), then per (aten op, op kind, state) where the op serves "
           "more than one kind: the median residual, in place of the above")
     for aten, state in sorted({(x[4], code_state(x[1], x[2])) for x in rows}):
         r = [x[3] for x in rows if x[4] == aten and code_state(x[1], x[2]) == state]
-        print(f'"{aten} {state}" = {max(0.0, float(np.median(r))) * 1e6:.1f}  # n={len(r)}')
+        in_model[(aten, state)] = max(0.0, float(np.median(r)))
+        print(f'"{aten} {state}" = {in_model[(aten, state)] * 1e6:.1f}  # n={len(r)}')
     kinds_of: dict[str, set[str]] = {}
     for x in rows:
         if x[5] is not None:
@@ -321,7 +367,12 @@ def fit_cold(spec: CPUSpec, out: Path) -> None:
     for aten, kind, state in sorted({(x[4], x[5], code_state(x[1], x[2])) for x in rows
                                      if x[5] is not None and len(kinds_of[x[4]]) > 1}):
         r = [x[3] for x in rows if x[4] == aten and x[5] == kind and code_state(x[1], x[2]) == state]
-        print(f'"{aten} {kind} {state}" = {max(0.0, float(np.median(r))) * 1e6:.1f}  # n={len(r)}')
+        in_model[(aten, kind, state)] = max(0.0, float(np.median(r)))
+        print(f'"{aten} {kind} {state}" = {in_model[(aten, kind, state)] * 1e6:.1f}  # n={len(r)}')
+    # the spec as printed (one decimal of a microsecond), so that a written spec equals the tables above
+    return replace(spec, cold_overhead_s={k: round(v * 1e6, 1) * 1e-6 for k, v in cold.items()},
+                   flush_overhead_s=round(flush * 1e6, 1) * 1e-6,
+                   in_model_overhead_s={k: round(v * 1e6, 1) * 1e-6 for k, v in in_model.items()})
 
 
 def profiler_event_overhead() -> float:

@@ -71,6 +71,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from workloads.errors import ConfigError
 from workloads.ops import Gemm, OpKind
@@ -201,6 +202,55 @@ def parse_cpu(data: dict, *, file: str, cpu_id: str) -> CPUSpec:
         flush_overhead_s=num("flush_overhead_us", default=0, allow_zero=True) * 1e-6,
         efficiency=efficiency, overhead_s=overhead, cold_overhead_s=cold_s, in_model_overhead_s=in_model_s,
         source_file=file)
+
+
+def spec_mismatch(spec: CPUSpec, facts: dict[str, Any]) -> list[str]:
+    """How a host (``facts``: :func:`workloads.pytorch.measure.host_cpu_facts`) differs from the machine
+    ``spec`` describes, in its silicon fields: one ``"field: host X, spec Y"`` per difference (none when
+    the host could be the spec's machine). The measured constants are the spec's machine's; on another
+    host they are not this host's."""
+    fields = {"cores": spec.cores, "simd_width_bits": spec.simd_width_bits, "llc_mib": spec.llc_bytes / MIB,
+              "l2_kib": spec.l2_bytes / 1024}
+    out = []
+    for key, want in fields.items():
+        got = facts.get(key)
+        if got is not None and want and abs(float(got) - float(want)) > 1e-6 * abs(float(want)):
+            out.append(f"{key}: host {got:g}, spec {want:g}")
+    return out
+
+
+def spec_toml(spec: CPUSpec, comment: str = "", source: str = "") -> str:
+    """``spec`` as the TOML text :func:`parse_cpu` reads back to an equal spec (the inverse of loading, for a
+    spec measured on a new host: ``benchmarks/fit_cpu.py --spec-out``). ``comment`` lines head the file."""
+    import json
+
+    def num(v: float) -> str:  # ten significant digits: reads back within 1e-10, relatively
+        return f"{float(v):.10g}"
+
+    def key(k: str) -> str:
+        return json.dumps(k) if not k.replace("_", "").isalnum() else k
+
+    lines = [f"# {ln}" if ln else "#" for ln in comment.splitlines()]
+    lines.append("[cpu]")
+    cpu = {"name": json.dumps(spec.name), "cores": str(spec.cores), "simd_width_bits": str(spec.simd_width_bits),
+           "fma_units_per_core": str(spec.fma_units_per_core), "clock_ghz": num(spec.clock_hz / 1e9),
+           "memory_bandwidth_gb_per_s": num(spec.memory_bandwidth / 1e9),
+           "llc_bandwidth_gb_per_s": num(spec.llc_bandwidth / 1e9), "llc_mib": num(spec.llc_bytes / MIB),
+           "l2_kib": num(spec.l2_bytes / 1024), "page_fault_gb_per_s": num(spec.page_fault_bandwidth / 1e9),
+           "mmap_threshold_mib": num(spec.mmap_threshold / MIB), "gemm_m_half": num(spec.gemm_m_half),
+           "gemm_min_ramp": num(spec.gemm_min_ramp), "flush_overhead_us": num(spec.flush_overhead_s * 1e6)}
+    if source:
+        cpu["source"] = json.dumps(source)
+    lines += [f"{k} = {v}" for k, v in cpu.items()]
+    lines.append("[efficiency]")
+    lines += [f"{k} = {num(v)}" for k, v in sorted(spec.efficiency.items())]
+    lines.append("[overhead_us]")
+    lines += [f"{k} = {num(v * 1e6)}" for k, v in sorted(spec.overhead_s.items())]
+    lines.append("[cold_overhead_us]")
+    lines += [f"{k} = {num(v * 1e6)}" for k, v in sorted(spec.cold_overhead_s.items())]
+    lines.append("[in_model_overhead_us]")
+    lines += [f"{key(' '.join(k))} = {num(v * 1e6)}" for k, v in sorted(spec.in_model_overhead_s.items())]
+    return "\n".join(lines) + "\n"
 
 
 def load_cpu(name_or_path: str | Path) -> CPUSpec:

@@ -196,8 +196,10 @@ def test_accuracy_report_writes_its_table(tmp_path: Path) -> None:
              and "all rows" in r["compared"]]
     assert len(cudnn) == 1 and "stack torch" in cudnn[0]["compared"]
     assert cudnn[0]["wape"] == pytest.approx(0.049, abs=0.01) and cudnn[0]["wape"] <= CUDA_TARGET
-    accuracy._write_atomic(tmp_path / "r.json", json.dumps(rows))
-    accuracy._write_atomic(tmp_path / "r.md", accuracy.markdown(rows))
+    from xpusim.report import atomic_write_text   # what accuracy.main writes with
+
+    atomic_write_text(tmp_path / "r.json", json.dumps(rows))
+    atomic_write_text(tmp_path / "r.md", accuracy.markdown(rows))
     assert json.loads((tmp_path / "r.json").read_text()) == rows
     assert "| validation/measured/h200/gemm.csv | h200-sxm-141gb |" in (tmp_path / "r.md").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.md"]   # no temporary files left

@@ -240,3 +240,54 @@ def test_cpu_small_ops_repeat_about_as_far_as_the_target() -> None:
         assert 0.15 < figs[f"op kind {kind}"] < 0.20, kind
     assert figs["op kind gemm"] < 0.10
     assert figs["step decode"] < 0.07
+
+
+def test_host_cpu_facts_read_cpuinfo_and_sysfs(tmp_path: Path) -> None:
+    from workloads.pytorch.measure import host_cpu_facts
+
+    for index, size in (("index2", "1024K"), ("index3", "36M")):
+        (tmp_path / index).mkdir()
+        (tmp_path / index / "size").write_text(size + "\n")
+    info = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\ncpu MHz\t\t: 2000.000\n"
+            "flags\t\t: fpu sse2 avx avx2 fma avx512f\n\nprocessor\t: 1\nmodel name\t: other\n")
+    facts = host_cpu_facts(info, sysfs=str(tmp_path))
+    assert facts["name"] == "Intel(R) Xeon(R) Platinum 8480+"   # the first processor's
+    assert (facts["simd_width_bits"], facts["fma_units_per_core"], facts["clock_ghz"]) == (512, 2, 2.0)
+    assert (facts["llc_mib"], facts["l2_kib"]) == (36.0, 1024.0)
+    bare = host_cpu_facts("", sysfs=str(tmp_path / "none"))
+    assert set(bare) == {"cores"}   # nothing else could be read: left out, not guessed
+
+
+def test_cpu_spec_written_by_fit_reads_back_equal(tmp_path: Path) -> None:
+    """hwmodels.cpu.spec_toml (what benchmarks/fit_cpu.py --spec-out writes) reads back, through the same
+    loader and checks as a catalog spec, to the spec it was written from (ten significant digits)."""
+    from dataclasses import fields
+
+    from hwmodels.cpu import load_cpu, spec_toml
+
+    cpu = load_cpu("epyc-zen3-2c-kvm")
+    path = tmp_path / "host.toml"
+    path.write_text(spec_toml(cpu, "a comment\nover two lines", source="a test"))
+    back = load_cpu(path)
+    for f in fields(cpu):
+        if f.name in ("id", "source_file"):
+            continue
+        a, b = getattr(back, f.name), getattr(cpu, f.name)
+        if isinstance(b, dict):
+            assert a.keys() == b.keys(), f.name
+            assert all(a[k] == pytest.approx(b[k], rel=1e-9) for k in b), f.name
+        elif isinstance(b, str):
+            assert a == b, f.name
+        else:
+            assert a == pytest.approx(b, rel=1e-9), f.name
+
+
+def test_spec_mismatch_names_the_fields_a_host_differs_in() -> None:
+    from hwmodels.cpu import load_cpu, spec_mismatch
+
+    cpu = load_cpu("epyc-zen3-2c-kvm")
+    same = {"cores": 2, "simd_width_bits": 256, "llc_mib": 32.0, "l2_kib": 512.0, "name": "AMD EPYC"}
+    assert spec_mismatch(cpu, same) == []
+    other = spec_mismatch(cpu, dict(same, cores=64, simd_width_bits=512))
+    assert other == ["cores: host 64, spec 2", "simd_width_bits: host 512, spec 256"]
+    assert spec_mismatch(cpu, {"cores": 2}) == []   # a field the host did not report is not a difference

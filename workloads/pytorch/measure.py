@@ -101,6 +101,57 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def host_cpu_facts(cpuinfo: str | None = None, sysfs: str = "/sys/devices/system/cpu/cpu0/cache") -> dict[str, Any]:
+    """The silicon fields of a CPU spec (``hwmodels/specs/cpu/``) as this Linux host reports them: the model
+    name, online CPUs, SIMD width (avx512f: 512, avx2 or avx: 256, else 128), FMA pipes per core (2 where
+    the ``fma`` flag is set: every x86 core with FMA since Haswell / Zen 1 has two; not in cpuinfo, an
+    assumption), the clock ``/proc/cpuinfo`` reports, and the last-level and L2 cache sizes from sysfs.
+    ``cpuinfo`` is the file's text (read from ``/proc/cpuinfo`` when None). Fields it cannot read are
+    left out."""
+    import os
+    from pathlib import Path
+
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    first: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, val = line.partition(":")
+        if sep and key.strip() not in first:
+            first[key.strip()] = val.strip()
+    out: dict[str, Any] = {"cores": os.cpu_count() or 1}
+    if "model name" in first:
+        out["name"] = first["model name"]
+    flags = set(first.get("flags", "").split())
+    if flags:
+        out["simd_width_bits"] = 512 if "avx512f" in flags else 256 if flags & {"avx2", "avx"} else 128
+        out["fma_units_per_core"] = 2 if "fma" in flags else 1
+    try:
+        out["clock_ghz"] = round(float(first["cpu MHz"]) / 1000.0, 3)
+    except (KeyError, ValueError):
+        pass
+
+    def cache_kib(index: str) -> float | None:
+        try:
+            text = (Path(sysfs) / index / "size").read_text().strip()
+        except OSError:
+            return None
+        scale = {"K": 1.0, "M": 1024.0}.get(text[-1:], 1.0 / 1024.0)
+        try:
+            return float(text.rstrip("KM")) * scale
+        except ValueError:
+            return None
+
+    l3, l2 = cache_kib("index3"), cache_kib("index2")
+    if l3 is not None:
+        out["llc_mib"] = l3 / 1024.0
+    if l2 is not None:
+        out["l2_kib"] = l2
+    return out
+
+
 PROBE_OPS = ("add", "linear", "view")
 
 

@@ -97,6 +97,7 @@ def torch_cmd(device: str, model: str, batch: int, prompt: int, decode: int, lay
         raise ConfigError("needs PyTorch: pip install 'xpusim[torch]'", field="device", value=device) from exc
     from hwmodels.validate_torch import CudaStepCost, cpu_cost_fn, validate_steps
 
+    mismatch: list[str] = []
     if device == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError("no CUDA device is available", field="device", value=device)
@@ -107,11 +108,17 @@ def torch_cmd(device: str, model: str, batch: int, prompt: int, decode: int, lay
                                  clock_context=False if no_clock_context else None)
         target = gpu.id
     else:
-        from hwmodels.cpu import load_cpu
+        from hwmodels.cpu import load_cpu, spec_mismatch
+        from workloads.pytorch.measure import host_cpu_facts
 
         cpu = load_cpu(cpu_spec)
         cost = cpu_cost_fn(cpu, threads)
         target = cpu.id
+        mismatch = spec_mismatch(cpu, host_cpu_facts())
+        if mismatch:
+            click.echo(f"note: this host is not the machine CPU spec '{cpu.id}' describes ({'; '.join(mismatch)}); "
+                       f"its measured constants are that machine's. Measure this one (~3 min): python "
+                       f"benchmarks/fit_cpu.py DIR --spec-out host.toml, then --cpu host.toml", err=True)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     from workloads.pytorch.runner import run_llama
@@ -121,6 +128,8 @@ def torch_cmd(device: str, model: str, batch: int, prompt: int, decode: int, lay
                     num_layers=layers)
     result = validate_steps(run.steps, cost)
     prov = dict(run.provenance, simulated_on=target, unmatched_ops=result.unmatched)
+    if device == "cpu" and mismatch:
+        prov["spec_host_mismatch"] = "; ".join(mismatch)
     if out is not None:
         _write_csv(out / "ops.csv", result.op_rows, prov)
         _write_csv(out / "steps.csv", result.step_rows, prov)
