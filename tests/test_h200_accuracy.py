@@ -196,7 +196,7 @@ def test_accuracy_report_writes_its_table(tmp_path: Path) -> None:
              and "all rows" in r["compared"]]
     assert len(cudnn) == 1 and "stack torch" in cudnn[0]["compared"]
     assert cudnn[0]["wape"] == pytest.approx(0.049, abs=0.01) and cudnn[0]["wape"] <= CUDA_TARGET
-    from xpusim.report import atomic_write_text   # what accuracy.main writes with
+    from xpusim.report import atomic_write_text  # what accuracy.main writes with
 
     atomic_write_text(tmp_path / "r.json", json.dumps(rows))
     atomic_write_text(tmp_path / "r.md", accuracy.markdown(rows))
