@@ -50,6 +50,7 @@ import torch
 from scipy.optimize import least_squares
 
 from hwmodels.cpu import CPUModel, CPUSpec, code_state, load_cpu, op_class, step_reuse
+from workloads.ops import Gemm
 from workloads.pytorch.measure import bandwidth, cpu_name, cpu_time, host_cpu_facts, read_bandwidth
 from workloads.pytorch.tracer import AtenClass, TracedOp, trace
 
@@ -258,6 +259,24 @@ def page_fault_bandwidth(nbytes: int = 128 * MIB) -> float:
     return nbytes / max(fresh - reuse, 1e-9)
 
 
+def gemv_rows(pairs: list[tuple[TracedOp, float]]) -> int:
+    """The largest row count m (1, 2, 4, 8 ...) up to which the hot-loop GEMMs' time grows as m: the median
+    over the (n, k) shapes of t(m) / t(1) is at least 0.75 m (MKL's one GEMV per row; on this VM m = 2 and
+    4 give 2.1 and 3.4, m = 8 gives 3.9). 0 when the cases have no m = 1 row."""
+    by_shape: dict[tuple[int, int], dict[int, float]] = {}
+    for o, t in pairs:
+        if isinstance(o.op, Gemm):
+            by_shape.setdefault((o.op.n, o.op.k), {})[o.op.m] = t
+    shapes = [d for d in by_shape.values() if 1 in d]
+    if not shapes:
+        return 0
+    m = 1
+    while all(2 * m in d for d in shapes) and statistics.median(d[2 * m] / d[1] for d in shapes) >= 0.75 * 2 * m:
+        m *= 2
+    print(f"gemm_gemv_max_m = {m}  # MKL's one GEMV per row up to here")
+    return m
+
+
 def fit(pairs: list[tuple[TracedOp, float]], dram: float, llc: float, faults: float,
         base: CPUSpec | None = None) -> CPUSpec:
     """Per aten class: (eff_compute, eff_memory, overhead[, gemm_m_half, gemm_min_ramp]) minimising
@@ -265,7 +284,8 @@ def fit(pairs: list[tuple[TracedOp, float]], dram: float, llc: float, faults: fl
     gives the silicon fields (cores, SIMD, FMA, clock, LLC and L2 sizes): this project's VM's catalog
     spec unless given (:func:`host_base`)."""
     base = base or load_cpu("epyc-zen3-2c-kvm")
-    base = replace(base, memory_bandwidth=dram, llc_bandwidth=llc, page_fault_bandwidth=faults)
+    base = replace(base, memory_bandwidth=dram, llc_bandwidth=llc, page_fault_bandwidth=faults,
+                   gemv_max_m=gemv_rows(pairs))
     print(f"memory_bandwidth_gb_per_s = {dram / 1e9:.2f}\nllc_bandwidth_gb_per_s = {llc / 1e9:.2f}\n"
           f"page_fault_gb_per_s = {faults / 1e9:.3f}\n# peak fp32 one core {base.peak_flops(1) / 1e9:.1f} GFLOP/s")
 

@@ -16,7 +16,8 @@ l2_kib = 512                     # per core: code older than this much traffic i
 page_fault_gb_per_s = 1.2        # first touch of a freshly mmapped output (measured)
 mmap_threshold_mib = 32          # glibc malloc: DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
 gemm_m_half = 37                 # GEMM efficiency ramp m / (m + 37) (fitted) ...
-gemm_min_ramp = 0.09             # ... never below this (MKL's GEMV-like small-m kernels)
+gemm_min_ramp = 0.09             # ... never below this
+gemm_gemv_max_m = 4              # MKL runs a GEMM of at most this many rows as one GEMV per row
 flush_overhead_us = 21           # the op after one that moved more than half the LLC (fitted in a model)
 [efficiency]                     # fraction of the peak each aten op class reaches (fitted, hot loops)
 gemm_compute = 0.76
@@ -39,7 +40,10 @@ Per op (:class:`workloads.pytorch.tracer.TracedOp`), with ``c = min(threads, cor
 
 ``peak_flops(c) = c * fma_units * (simd_width / 32) * 2 * clock`` (fp32 lanes: eager PyTorch computes
 bf16/fp16 in fp32 registers on CPUs without native bf16 arithmetic). GEMM efficiency ramps with the row
-count, ``max(m / (m + gemm_m_half), gemm_min_ramp)``. Transcendental elementwise ops (silu, exp, cos ...)
+count, ``max(m / (m + gemm_m_half), gemm_min_ramp)``; a GEMM of at most ``gemm_gemv_max_m`` rows is
+one memory-bound GEMV per row instead, each streaming the weight again (MKL sgemm on this VM: m = 1, 2, 4
+take 1 : 2.1 : 4.0 the time of m = 1 over the same 128 MiB weight, m = 8 barely more than m = 4), from
+the LLC if the weight fits in half of it, else from DRAM. Transcendental elementwise ops (silu, exp, cos ...)
 are bound by their element rate wherever their data are. Outputs of at least ``mmap_threshold`` bytes
 are fresh ``mmap``s (PyTorch's CPU allocator does not cache; glibc maps large blocks), and their first
 touch costs page faults at ``page_fault_gb_per_s``. Views cost ``overhead.view`` only.
@@ -85,7 +89,7 @@ TRANSCENDENTAL = {"silu", "gelu", "sigmoid", "tanh", "exp", "cos", "sin", "erf",
 CLASSES = tuple(c.value for c in AtenClass if c is not AtenClass.VIEW) + ("transcendental",)
 _CPU_KEYS = {"name", "cores", "simd_width_bits", "fma_units_per_core", "clock_ghz", "memory_bandwidth_gb_per_s",
              "llc_bandwidth_gb_per_s", "llc_mib", "l2_kib", "page_fault_gb_per_s", "mmap_threshold_mib",
-             "gemm_m_half", "gemm_min_ramp", "flush_overhead_us", "source"}
+             "gemm_m_half", "gemm_min_ramp", "gemm_gemv_max_m", "flush_overhead_us", "source"}
 _EFF_KEYS = {f"{c}_{w}" for c in CLASSES for w in ("compute", "memory")}
 _OVH_KEYS = set(CLASSES) | {"view"}
 _COLD_KEYS = set(CLASSES)
@@ -112,6 +116,7 @@ class CPUSpec:
     overhead_s: dict[str, float]
     l2_bytes: float = 0.0  # per-core L2: an op whose code ran more than this many bytes ago runs cold
     gemm_min_ramp: float = 0.0  # floor of the GEMM ramp (MKL's GEMV-like small-m kernels)
+    gemv_max_m: int = 0  # GEMMs of at most this many rows run as one GEMV per row (0: none)
     cold_overhead_s: dict[str, float] = field(default_factory=dict)  # extra per op when its code is cold
     flush_overhead_s: float = 0.0  # extra for the op after one that moved more than half the LLC
     # in a step, per (aten op, code state) or (aten op, op kind, code state): what the op takes beyond its
@@ -199,6 +204,7 @@ def parse_cpu(data: dict, *, file: str, cpu_id: str) -> CPUSpec:
         page_fault_bandwidth=num("page_fault_gb_per_s") * 1e9, mmap_threshold=num("mmap_threshold_mib") * MIB,
         gemm_m_half=num("gemm_m_half", allow_zero=True), l2_bytes=num("l2_kib", default=0, allow_zero=True) * 1024,
         gemm_min_ramp=num("gemm_min_ramp", default=0, allow_zero=True),
+        gemv_max_m=num("gemm_gemv_max_m", default=0, allow_zero=True, integer=True),
         flush_overhead_s=num("flush_overhead_us", default=0, allow_zero=True) * 1e-6,
         efficiency=efficiency, overhead_s=overhead, cold_overhead_s=cold_s, in_model_overhead_s=in_model_s,
         source_file=file)
@@ -238,7 +244,8 @@ def spec_toml(spec: CPUSpec, comment: str = "", source: str = "") -> str:
            "llc_bandwidth_gb_per_s": num(spec.llc_bandwidth / 1e9), "llc_mib": num(spec.llc_bytes / MIB),
            "l2_kib": num(spec.l2_bytes / 1024), "page_fault_gb_per_s": num(spec.page_fault_bandwidth / 1e9),
            "mmap_threshold_mib": num(spec.mmap_threshold / MIB), "gemm_m_half": num(spec.gemm_m_half),
-           "gemm_min_ramp": num(spec.gemm_min_ramp), "flush_overhead_us": num(spec.flush_overhead_s * 1e6)}
+           "gemm_min_ramp": num(spec.gemm_min_ramp), "gemm_gemv_max_m": str(spec.gemv_max_m),
+           "flush_overhead_us": num(spec.flush_overhead_s * 1e6)}
     if source:
         cpu["source"] = json.dumps(source)
     lines += [f"{k} = {v}" for k, v in cpu.items()]
@@ -338,11 +345,18 @@ class CPUModel:
             else:
                 cold = (c.cold_overhead_s.get(cls, 0.0) if is_cold else 0.0) + (c.flush_overhead_s if flushed else 0.0)
         eff = c.efficiency[f"{cls}_compute"]
-        if isinstance(op.op, Gemm):
-            m = op.op.m
-            eff *= max(m / (m + c.gemm_m_half), c.gemm_min_ramp)
-        compute = op.flops / (c.peak_flops(self.cores) * eff)
         memory = self._memory(op, cls, reuse)
+        if isinstance(op.op, Gemm) and 0 < op.op.m <= c.gemv_max_m:
+            # one GEMV per row: each row after the first streams the weight again (LLC-resident if it fits)
+            weight = float(op.op.k * op.op.n * op.op.dtype.bytes)
+            again = c.llc_bandwidth if weight <= c.llc_bytes / 2 else c.memory_bandwidth
+            memory += (op.op.m - 1) * weight / (again * self.cores * c.efficiency[f"{cls}_memory"])
+            compute = 0.0
+        else:
+            if isinstance(op.op, Gemm):
+                m = op.op.m
+                eff *= max(m / (m + c.gemm_m_half), c.gemm_min_ramp)
+            compute = op.flops / (c.peak_flops(self.cores) * eff)
         fresh = sum(r.bytes for r in op.outputs if r.bytes >= c.mmap_threshold)
         if op.aten.endswith("_"):  # in-place and out= ops write into memory that exists
             fresh = 0

@@ -291,3 +291,26 @@ def test_spec_mismatch_names_the_fields_a_host_differs_in() -> None:
     other = spec_mismatch(cpu, dict(same, cores=64, simd_width_bits=512))
     assert other == ["cores: host 64, spec 2", "simd_width_bits: host 512, spec 256"]
     assert spec_mismatch(cpu, {"cores": 2}) == []   # a field the host did not report is not a difference
+
+
+def test_small_m_gemm_streams_the_weight_once_per_row() -> None:
+    """Up to ``gemm_gemv_max_m`` rows MKL runs one GEMV per row (microbench.csv on this VM: m = 1, 2, 4 over a
+    128 MiB weight take 8.7, 18.7, 34.9 ms): in the model each row after the first reads the weight again, from
+    DRAM when it is larger than half the LLC; one row more than that is a GEMM on the compute ramp."""
+    from dataclasses import replace
+
+    import torch
+
+    from hwmodels.cpu import CPUModel, load_cpu
+
+    cpu = load_cpu("epyc-zen3-2c-kvm")
+    assert cpu.gemv_max_m == 4
+    w = torch.randn(2048, 8192)          # 64 MiB fp32: more than half the 32 MiB LLC
+    model = CPUModel(cpu)
+    t = {m: model.cost(_ops(lambda m=m: torch.randn(m, 2048) @ w)[-1])[1] for m in (1, 4, 5)}
+    weight = 2048 * 8192 * 4
+    again = weight / (cpu.memory_bandwidth * cpu.efficiency["gemm_memory"])
+    assert t[4]["compute"] == 0 and t[4]["memory"] - t[1]["memory"] == pytest.approx(3 * again, rel=0.01)
+    assert t[5]["compute"] > 0 and t[5]["memory"] < t[4]["memory"]
+    off = CPUModel(replace(cpu, gemv_max_m=0)).cost(_ops(lambda: torch.randn(4, 2048) @ w)[-1])[1]
+    assert off["compute"] > 0 and off["memory"] == pytest.approx(t[1]["memory"], rel=0.01)
