@@ -285,8 +285,10 @@ def step_reuse(ops: Sequence[TracedOp]) -> list[Reuse]:
     Bytes are counted in execution order; an op touches what it reads and writes, on average at its
     midpoint (a GEMM that streams 128 MiB of weights writes its first output rows 64 MiB, on average,
     before it ends). An input never written in the step (a weight, the KV cache of earlier tokens, the
-    token ids) was last touched one step ago: at the step's total bytes. An op's code last ran at its
-    previous occurrence, the first occurrence's at the last one of the previous step (the step wraps)."""
+    token ids) was last touched one step ago: at the step's total bytes; so was an input more than twice as
+    large as what was touched of it since its last write (a KV cache read whole after this step wrote one
+    token into it: the other tokens' lines were last touched a step ago). An op's code last ran at its previous
+    occurrence, the first occurrence's at the last one of the previous step (the step wraps)."""
     costed = [o for o in ops if o.costs]
     total = float(sum(o.bytes for o in costed))
     last_pos: dict[str, float] = {}
@@ -295,6 +297,7 @@ def step_reuse(ops: Sequence[TracedOp]) -> list[Reuse]:
         pos += o.bytes
         last_pos[o.aten] = pos
     touched: dict[int, float] = {}
+    span: dict[int, int] = {}   # bytes of that storage version touched since it was written
     code_at: dict[str, float] = {a: p - total for a, p in last_pos.items()}
     out: list[Reuse] = []
     pos = 0.0
@@ -303,14 +306,22 @@ def step_reuse(ops: Sequence[TracedOp]) -> list[Reuse]:
         if not o.costs:
             out.append(Reuse(tuple(0.0 for _ in o.inputs), 0.0, 0.0))
             continue
-        ins = tuple(pos - touched[r.value] if r.value in touched else total for r in o.inputs)
+        ins = tuple(pos - touched[r.value] if r.value in touched and 2 * span[r.value] >= r.bytes else total
+                    for r in o.inputs)
         out.append(Reuse(ins, pos - code_at[o.aten], prev))
         pos += o.bytes
         prev = float(o.bytes)
         code_at[o.aten] = pos
-        for r in o.inputs + o.outputs:
-            if r.value >= 0:  # -1 is every tensor never written in the trace (weights, inputs): not one storage
+        # -1 is every tensor never written in the trace (weights, inputs): not one storage. A write starts
+        # a storage version with the region it wrote; reads widen what is known to be fresh
+        for r in o.inputs:
+            if r.value >= 0:
                 touched[r.value] = pos - o.bytes / 2
+                span[r.value] = max(span.get(r.value, 0), r.bytes)
+        for r in o.outputs:
+            if r.value >= 0:
+                touched[r.value] = pos - o.bytes / 2
+                span[r.value] = r.bytes
     return out
 
 
