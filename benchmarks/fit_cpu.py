@@ -376,19 +376,25 @@ def fit_cold(spec: CPUSpec, out: Path) -> CPUSpec:
     in_model: dict[tuple[str, ...], float] = {}
     print("[in_model_overhead_us]  # per (aten op, state), then per (aten op, op kind, state) where the op serves "
           "more than one kind: the median residual, in place of the above")
-    for aten, state in sorted({(x[4], code_state(x[1], x[2])) for x in rows}):
-        r = [x[3] for x in rows if x[4] == aten and code_state(x[1], x[2]) == state]
-        in_model[(aten, state)] = max(0.0, float(np.median(r)))
-        print(f'"{aten} {state}" = {in_model[(aten, state)] * 1e6:.1f}  # n={len(r)}')
     kinds_of: dict[str, set[str]] = {}
     for x in rows:
         if x[5] is not None:
             kinds_of.setdefault(x[4], set()).add(x[5])
-    for aten, kind, state in sorted({(x[4], x[5], code_state(x[1], x[2])) for x in rows
-                                     if x[5] is not None and len(kinds_of[x[4]]) > 1}):
-        r = [x[3] for x in rows if x[4] == aten and x[5] == kind and code_state(x[1], x[2]) == state]
-        in_model[(aten, kind, state)] = max(0.0, float(np.median(r)))
-        print(f'"{aten} {kind} {state}" = {in_model[(aten, kind, state)] * 1e6:.1f}  # n={len(r)}')
+
+    def median_table(key: Callable[[tuple], tuple[str, ...] | None]) -> None:
+        """The median residual per key of the rows (rows whose key is None left out), into ``in_model``."""
+        groups: dict[tuple[str, ...], list[float]] = {}
+        for x in rows:
+            k = key(x)
+            if k is not None:
+                groups.setdefault(k, []).append(x[3])
+        for k in sorted(groups):
+            in_model[k] = max(0.0, float(np.median(groups[k])))
+            print(f'"{" ".join(k)}" = {in_model[k] * 1e6:.1f}  # n={len(groups[k])}')
+
+    median_table(lambda x: (x[4], code_state(x[1], x[2])))
+    median_table(lambda x: (x[4], x[5], code_state(x[1], x[2]))
+                 if x[5] is not None and len(kinds_of[x[4]]) > 1 else None)
     # the spec as printed (one decimal of a microsecond), so that a written spec equals the tables above
     return replace(spec, cold_overhead_s={k: round(v * 1e6, 1) * 1e-6 for k, v in cold.items()},
                    flush_overhead_s=round(flush * 1e6, 1) * 1e-6,

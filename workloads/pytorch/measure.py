@@ -88,17 +88,10 @@ def profile_ops(fn: Callable[[], Any], ops: Sequence[TracedOp], device: str = "c
 
 
 def cpu_name() -> str:
-    """The host's CPU model name (``/proc/cpuinfo`` on Linux), for provenance."""
+    """The host's CPU model name (``/proc/cpuinfo`` on Linux, :func:`host_cpu_facts`), for provenance."""
     import platform
-    from pathlib import Path
 
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return str(host_cpu_facts().get("name") or platform.processor() or platform.machine())
 
 
 def host_cpu_facts(cpuinfo: str | None = None, sysfs: str = "/sys/devices/system/cpu/cpu0/cache") -> dict[str, Any]:
